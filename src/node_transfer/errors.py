@@ -1,0 +1,34 @@
+"""Exceptions that carry enough context to act on: which parameter, which value, what is valid."""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A parameter has a wrong type or value; raised before any work starts."""
+
+    def __init__(self, name: str, value: object, valid: str) -> None:
+        self.name, self.value, self.valid = name, value, valid
+        super().__init__(f"invalid parameter {name}={value!r}: expected {valid}")
+
+
+class DataError(RuntimeError):
+    """A data set is missing, corrupt or unusable; the message says how to get it right."""
+
+
+class BackboneError(RuntimeError):
+    """A backbone or its weights cannot be created or loaded."""
+
+
+class ODESolveError(RuntimeError):
+    """An ODE solve failed (step bound exceeded, step size underflow, non-finite state)."""
+
+    def __init__(self, reason: str, solver: str, rtol: float, atol: float, nfe: int) -> None:
+        self.reason, self.solver, self.rtol, self.atol, self.nfe = reason, solver, rtol, atol, nfe
+        super().__init__(
+            f"ODE solve failed ({reason}) with solver={solver}, rtol={rtol:g}, atol={atol:g} "
+            f"after {nfe} function evaluations"
+        )
+
+
+class TrainingError(RuntimeError):
+    """Training stopped on a numerical fault; the last good checkpoint and history are kept."""

@@ -1,0 +1,64 @@
+"""Heads: logits shape, parameter counts, and that a few steps of training reduce the loss."""
+
+import pytest
+import torch
+
+from node_transfer.errors import ConfigError
+from node_transfer.heads import FCHead, NODEHead, build_head, count_parameters, ode_blocks
+
+NODE_KWARGS = dict(ode_width=32, solver="dopri5", rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("kind", ["fc", "node"])
+@pytest.mark.parametrize("shape", [(5, 24), (5, 24, 3, 3)])
+def test_heads_give_logits_for_vectors_and_maps(kind, shape):
+    head = build_head(kind, 24, 7, **NODE_KWARGS)
+    assert head(torch.randn(*shape)).shape == (5, 7)
+
+
+def test_map_state_node_head():
+    head = build_head("node", 16, 3, node_state="map", ode_width=8, solver="rk4", step_size=0.5)
+    assert head(torch.randn(2, 16, 2, 2)).shape == (2, 3)
+    with pytest.raises(ValueError, match="H, W"):
+        head(torch.randn(2, 16))
+
+
+def test_parameter_counts():
+    fc = build_head("fc", 1280, 10)
+    node = build_head("node", 1280, 10, ode_width=256)
+    assert count_parameters(fc) == 1280 * 10 + 10
+    # LayerNorm (2*1280) + ConcatLinear 1281->256 + ConcatLinear 257->1280, then the same FC.
+    dynamics = 2 * 1280 + (1281 * 256 + 256) + (257 * 1280 + 1280)
+    assert count_parameters(node) == dynamics + 1280 * 10 + 10
+    assert isinstance(fc, FCHead) and isinstance(node, NODEHead) and len(ode_blocks(node)) == 1
+
+
+@pytest.mark.parametrize("kind, adjoint", [("fc", False), ("node", False), ("node", True)])
+def test_a_few_steps_reduce_the_loss(kind, adjoint):
+    torch.manual_seed(0)
+    features = torch.randn(32, 24)
+    labels = torch.randint(0, 4, (32,))
+    head = build_head(kind, 24, 4, adjoint=adjoint, **NODE_KWARGS)
+    optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(15):
+        loss = torch.nn.functional.cross_entropy(head(features), labels)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_node_head_shares_the_fc_name_with_the_baseline():
+    fc, node = build_head("fc", 8, 3), build_head("node", 8, 3, ode_width=4)
+    assert {"fc.weight", "fc.bias"} <= set(node.state_dict()) and set(fc.state_dict()) == {"fc.weight", "fc.bias"}
+
+
+def test_unknown_head_and_state_raise_config_errors():
+    with pytest.raises(ConfigError, match="head"):
+        build_head("mlp", 8, 3)
+    with pytest.raises(ConfigError, match="node_state"):
+        build_head("node", 8, 3, node_state="tokens")
+    with pytest.raises(ValueError, match=r"\(batch, 8\)"):
+        build_head("fc", 8, 3)(torch.randn(2, 9))
