@@ -1,0 +1,52 @@
+"""Checkpoints written atomically (temp file, fsync, rename) and loaded with `weights_only=True`."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import ConfigError
+
+
+def atomic_save(obj: Any, path: str | Path) -> None:
+    """Save so that a kill at any moment leaves either the old file or the new one, never a torn one."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: str | Path, parameter: str = "init_from") -> dict[str, Any]:
+    """Load one of our checkpoints (tensors and plain data only: no pickled code is executed)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in ("best.pt", "last.pt"):
+            if (path / name).is_file():
+                path = path / name
+                break
+        else:
+            raise ConfigError(parameter, str(path), "a run directory holding best.pt or last.pt")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling errors come in many types
+        raise ConfigError(parameter, str(path), f"a readable node-transfer checkpoint ({exc.__class__.__name__}: "
+                          f"{str(exc)[:200]})") from None
+    if not isinstance(checkpoint, dict) or "model" not in checkpoint:
+        raise ConfigError(parameter, str(path), "a node-transfer checkpoint (a dict with a 'model' state dict)")
+    return checkpoint

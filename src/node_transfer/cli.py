@@ -1,0 +1,125 @@
+"""Command line: `node-transfer run|suite|report|demo|notebooks`; every run option is a config field."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import typing
+from dataclasses import MISSING, fields
+from pathlib import Path
+from typing import Any
+
+from .config import ExperimentConfig
+from .errors import BackboneError, ConfigError, DataError, TrainingError
+
+
+def _optional_parser(base: type):
+    def parse(text: str) -> Any:
+        return None if text.lower() in ("none", "null", "") else base(text)
+
+    parse.__name__ = base.__name__
+    return parse
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One `--name` option per ExperimentConfig field (booleans as --flag/--no-flag)."""
+    hints = typing.get_type_hints(ExperimentConfig)
+    for f in fields(ExperimentConfig):
+        hint = hints[f.name]
+        args = typing.get_args(hint)
+        optional = type(None) in args
+        base = next(a for a in args if a is not type(None)) if optional else hint
+        default = f.default if f.default is not MISSING else None
+        help_text = f.metadata.get("help", "")
+        if f.metadata.get("choices"):
+            help_text = f"{help_text} {{{', '.join(f.metadata['choices'])}}}".strip()
+        help_text += f" (default: {default})"
+        flag = "--" + f.name.replace("_", "-")
+        alias = "--" + f.name
+        names = [flag] if alias == flag else [flag, alias]
+        if base is bool:
+            parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
+                                default=argparse.SUPPRESS, help=help_text)
+        else:
+            parser.add_argument(*names, dest=f.name, type=_optional_parser(base) if optional else base,
+                                default=argparse.SUPPRESS, help=help_text, metavar=f.name.upper())
+
+
+def config_from_args(namespace: argparse.Namespace) -> ExperimentConfig:
+    """The options given; with --resume, the run's saved config.json overridden by those given."""
+    names = set(ExperimentConfig.field_names())
+    given = {k: v for k, v in vars(namespace).items() if k in names}
+    saved = Path(given.get("out") or "") / "config.json"
+    if given.get("resume") and given.get("out") and saved.is_file():
+        stored = json.loads(saved.read_text())
+        given = {**{k: stored[k] for k in names if k in stored}, **given}
+    return ExperimentConfig.from_dict(given)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="node-transfer", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run one experiment; prints its run directory last")
+    run.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_config_arguments(run)
+
+    suite = sub.add_parser("suite", help="run a set of experiments through papermill")
+    suite.add_argument("name", help="suite name (see --list)", nargs="?")
+    suite.add_argument("--profile", default="cpu", help="cpu (offline, minutes) or gpu (the paper's scale)")
+    suite.add_argument("--seeds", type=int, default=1, help="runs per configuration")
+    suite.add_argument("--out", default=None, help="suite directory (must not exist)")
+    suite.add_argument("--list", action="store_true", help="list suites and their configurations")
+    suite.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                       help="override a parameter in every configuration (JSON value), e.g. --set epochs=2")
+    suite.add_argument("--in-process", action="store_true", help="run without papermill (no notebooks)")
+
+    report = sub.add_parser("report", help="tables and figures for a suite directory")
+    report.add_argument("directory")
+    report.add_argument("--out", default=None, help="where to write (default: DIRECTORY/report)")
+
+    demo = sub.add_parser("demo", help="the paper's three models at small scale, offline on the CPU")
+    demo.add_argument("--out", default=None, help="demo directory (default: runs/demo-<time>)")
+    demo.add_argument("--seeds", type=int, default=1)
+
+    notebooks = sub.add_parser("notebooks", help="convert the book's jupytext pages to .ipynb (for nbval)")
+    notebooks.add_argument("--out", required=True)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            from .experiment import run_experiment
+
+            run_dir = run_experiment(config_from_args(args), progress=not args.quiet)
+            print(run_dir)
+        elif args.command == "suite":
+            from .suites import main_suite
+
+            return main_suite(args)
+        elif args.command == "report":
+            from .reporting import main_report
+
+            return main_report(args)
+        elif args.command == "demo":
+            from .suites import main_demo
+
+            return main_demo(args)
+        elif args.command == "notebooks":
+            from .notebooks import convert_book
+
+            for path in convert_book(args.out):
+                print(path)
+    except ConfigError as exc:
+        print(f"node-transfer: error: {exc}", file=sys.stderr)
+        return 2
+    except (DataError, BackboneError, TrainingError) as exc:
+        print(f"node-transfer: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

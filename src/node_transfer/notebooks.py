@@ -1,0 +1,71 @@
+"""The book's jupytext pages as notebooks: converted for nbval, executed with papermill.
+
+Papermill cannot read a jupytext `.md`; `execute_page` reads it with jupytext and hands papermill the
+notebook, which is the one documented way to run `book/experiment.md` with parameters.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+BOOK = Path(__file__).resolve().parents[2] / "book"
+SKIP_FILE = "nbval-skip.txt"
+
+
+def book_dir() -> Path:
+    """The book's folder in a source checkout (the package is installed editable)."""
+    if not BOOK.is_dir():
+        raise FileNotFoundError(f"no book/ folder next to the package ({BOOK}); use a source checkout")
+    return BOOK
+
+
+def notebook_pages(book: Path | None = None) -> list[Path]:
+    """Jupytext MyST pages (those with a kernelspec in their front matter), minus those in nbval-skip.txt."""
+    import jupytext
+
+    book = book or book_dir()
+    skip_file = book / SKIP_FILE
+    skip = set(skip_file.read_text().split()) if skip_file.is_file() else set()
+    pages = []
+    for path in sorted(book.glob("*.md")):
+        if path.name in skip:
+            continue
+        if "kernelspec" in jupytext.read(path).metadata:
+            pages.append(path)
+    return pages
+
+
+def convert_book(out: str | Path, book: Path | None = None) -> list[Path]:
+    """Write each notebook page as .ipynb into `out` (for `pytest --nbval-lax`); returns the paths."""
+    import jupytext
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for page in notebook_pages(book):
+        target = out / f"{page.stem}.ipynb"
+        notebook = jupytext.read(page)
+        notebook.metadata.setdefault("node_transfer", {})["source_page"] = str(page)
+        jupytext.write(notebook, target)
+        written.append(target)
+    return written
+
+
+def execute_page(page: str | Path, output: str | Path, parameters: dict[str, Any],
+                 cwd: str | Path | None = None, log_output: bool = False) -> Any:
+    """Execute a jupytext page with papermill (parameters injected after the `parameters` cell)."""
+    import jupytext
+    import papermill
+
+    notebook = jupytext.read(page)
+    env_before = os.environ.get("TQDM_MININTERVAL")
+    os.environ["TQDM_MININTERVAL"] = env_before or "30"  # keep progress text out of saved notebooks
+    try:
+        return papermill.execute_notebook(notebook, str(output), parameters=parameters, kernel_name="python3",
+                                          cwd=str(cwd) if cwd else None, log_output=log_output,
+                                          progress_bar=False)
+    finally:
+        if env_before is None:
+            os.environ.pop("TQDM_MININTERVAL", None)

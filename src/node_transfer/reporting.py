@@ -1,0 +1,225 @@
+"""Tables and figures from run directories and suites: the paper's Tables I-III, curves, stability.
+
+Stability, which the paper claims but does not measure, is defined here (per run, from history.csv):
+- `val_loss_tv`: mean absolute epoch-to-epoch change of validation loss over the second half of training
+  (the epochs e > E/2, each compared with e - 1). Lower is steadier.
+- `val_acc_tv`: the same for validation accuracy.
+Across seeds, each is reported as mean with a 95% t-interval, and the spread of test accuracy as its std.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg") if matplotlib.get_backend().lower() == "agg" else None
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+#: The paper's reported numbers (Tables I and II), for side-by-side comparison only.
+PAPER = {
+    "baseline": {"model": "EfficientNetB0 (+ FC)", "train": 0.987, "val": 0.845, "test": 0.81, "epochs": 200,
+                 "hours": 4.5},
+    "rk": {"model": "proposed, RK solver", "train": 0.985, "val": 0.847, "test": 0.81, "epochs": 100,
+           "hours": 3.75},
+    "adjoint": {"model": "proposed, adjoint", "train": 0.992, "val": 0.853, "test": 0.81, "epochs": 160,
+                "hours": 3.25},
+}
+CURVES = [("train_acc", "train accuracy"), ("train_loss", "train loss"), ("val_acc", "validation accuracy"),
+          ("val_loss", "validation loss")]
+
+
+def second_half_total_variation(values: pd.Series) -> float:
+    """Mean |x_e - x_{e-1}| over the epochs e > E/2 (NaN with fewer than 2 epochs)."""
+    values = values.dropna().to_numpy(dtype=float)
+    if len(values) < 2:
+        return float("nan")
+    start = max(1, len(values) // 2)
+    return float(np.abs(np.diff(values)[start - 1:]).mean())
+
+
+def stability_statistics(history: pd.DataFrame) -> dict[str, float]:
+    """The per-run stability statistics (see module docstring)."""
+    return {"val_loss_tv": second_half_total_variation(history["val_loss"]),
+            "val_acc_tv": second_half_total_variation(history["val_acc"])}
+
+
+def mean_ci(values: pd.Series, confidence: float = 0.95) -> tuple[float, float, float, int]:
+    """(mean, std, half-width of the t-interval, n) of the finite values."""
+    from scipy import stats
+
+    values = values.dropna().astype(float)
+    n = len(values)
+    if n == 0:
+        return float("nan"), float("nan"), float("nan"), 0
+    mean = float(values.mean())
+    std = float(values.std(ddof=1)) if n > 1 else float("nan")
+    half = float(stats.t.ppf((1 + confidence) / 2, n - 1) * std / math.sqrt(n)) if n > 1 else float("nan")
+    return mean, std, half, n
+
+
+def fmt(values: pd.Series, scale: float = 1.0, digits: int = 1, ci: bool = False) -> str:
+    """'mean ± std' (or ± the 95% half-interval), scaled (100 for percentages); a lone run shows its value."""
+    mean, std, half, n = mean_ci(values * scale)
+    if n == 0:
+        return "–"
+    spread = half if ci else std
+    return f"{mean:.{digits}f}" if n == 1 or math.isnan(spread) else f"{mean:.{digits}f} ± {spread:.{digits}f}"
+
+
+def _ordered_groups(runs: pd.DataFrame):
+    for label in dict.fromkeys(runs["label"]):
+        yield label, runs[runs["label"] == label]
+
+
+def paper_tables(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Tables I (accuracy), II (time), III (solver parameters) and a stability table from a `paper` suite."""
+    table1, table2, table3, table4 = [], [], [], []
+    for label, group in _ordered_groups(runs):
+        paper = PAPER.get(label, {})
+        name = group["group"].iloc[0] if "group" in group and isinstance(group["group"].iloc[0], str) else label
+        seeds = len(group)
+        table1.append({"model": name, "seeds": seeds, "train %": fmt(group["train_acc"], 100),
+                       "validation %": fmt(group["val_acc"], 100), "test %": fmt(group["test_acc"], 100),
+                       "paper train/val/test %": "/".join(f"{paper[k] * 100:.1f}" for k in ("train", "val", "test"))
+                       if paper else "–"})
+        table2.append({"model": name, "epochs": fmt(group["epochs"], digits=1),
+                       "time (s)": fmt(group["seconds"], digits=1),
+                       "s / epoch": fmt(group["seconds_per_epoch"], digits=2),
+                       "NFE fwd / batch": fmt(group["nfe_forward"], digits=1),
+                       "NFE bwd / batch": fmt(group["nfe_backward"], digits=1),
+                       "paper epochs, time": f"{paper['epochs']}, {paper['hours']} h" if paper else "–"})
+        first = group.iloc[0]
+        is_node = first["head"] == "node"
+        table3.append({"model": name, "solver": first["solver"] if is_node else "–",
+                       "gradients": ("adjoint" if first["adjoint"] else "backprop") if is_node else "–",
+                       "absolute tolerance": f"{first['atol']:g}" if is_node else "–",
+                       "relative tolerance": f"{first['rtol']:g}" if is_node else "–",
+                       "optimizer": f"{first['optimizer']} (lr {first['lr']:g})"})
+        table4.append({"model": name, "seeds": seeds, "val loss TV (95% CI)": fmt(group["val_loss_tv"], digits=4,
+                                                                                  ci=True),
+                       "val acc TV, % (95% CI)": fmt(group["val_acc_tv"], 100, digits=2, ci=True),
+                       "test acc std across seeds, %": f"{group['test_acc'].std(ddof=1) * 100:.2f}"
+                       if seeds > 1 else "–"})
+    return {"Table I: accuracy": pd.DataFrame(table1), "Table II: time": pd.DataFrame(table2),
+            "Table III: solver parameters": pd.DataFrame(table3), "Stability": pd.DataFrame(table4)}
+
+
+def sweep_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration of a sweep: accuracy, NFE, time and stability, seeds as mean ± std."""
+    rows = []
+    for label, group in _ordered_groups(runs):
+        first = group.iloc[0]
+        rows.append({"configuration": label, "solver": first.get("solver", ""), "rtol": first.get("rtol"),
+                     "step": first.get("step_size"), "seeds": len(group), "test %": fmt(group["test_acc"], 100),
+                     "val %": fmt(group["val_acc"], 100), "NFE fwd": fmt(group["nfe_forward"]),
+                     "NFE bwd": fmt(group["nfe_backward"]), "s / epoch": fmt(group["seconds_per_epoch"], digits=2),
+                     "val loss TV": fmt(group["val_loss_tv"], digits=4)})
+    return pd.DataFrame(rows)
+
+
+def load_histories(suite_dir: Path, runs: pd.DataFrame) -> pd.DataFrame:
+    """All history.csv rows of a suite, tagged with label and seed."""
+    frames = []
+    for _, row in runs.iterrows():
+        history = pd.read_csv(suite_dir / row["run_dir"] / "history.csv")
+        frames.append(history.assign(label=row["label"], seed=row["seed"]))
+    return pd.concat(frames, ignore_index=True)
+
+
+def plot_curves(histories: pd.DataFrame, labels: list[str] | None = None, title: str = "") -> plt.Figure:
+    """Train/validation accuracy and loss per epoch, one line per configuration, seeds as a min-max band."""
+    labels = labels or list(dict.fromkeys(histories["label"]))
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
+    for ax, (column, name) in zip(axes.flat, CURVES):
+        for label in labels:
+            stats = histories[histories["label"] == label].groupby("epoch")[column].agg(["mean", "min", "max"])
+            line, = ax.plot(stats.index, stats["mean"], marker="o", ms=3, label=label)
+            ax.fill_between(stats.index, stats["min"], stats["max"], color=line.get_color(), alpha=0.2)
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(run_dir: str | Path) -> plt.Figure:
+    """The curves of a single run directory."""
+    history = pd.read_csv(Path(run_dir) / "history.csv").assign(label=Path(run_dir).name, seed=0)
+    return plot_curves(history)
+
+
+def plot_sweep(runs: pd.DataFrame, x: str, xlabel: str, log: bool = True) -> plt.Figure:
+    """Test accuracy, forward/backward NFE and seconds per epoch against a swept parameter."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    grouped = runs.groupby(x)
+    for ax, (columns, name) in zip(axes, [(["test_acc"], "test accuracy"), (["nfe_forward", "nfe_backward"],
+                                                                               "NFE per batch"),
+                                          (["seconds_per_epoch"], "seconds per epoch")]):
+        for column in columns:
+            stats = grouped[column].agg(["mean", "std"])
+            ax.errorbar(stats.index, stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=3,
+                        label=column)
+        ax.set_xscale("log" if log else "linear")
+        ax.set_xlabel(xlabel)
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        if len(columns) > 1:
+            ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def write_report(suite_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Tables (Markdown + CSV) and figures (PNG) for a suite directory."""
+    from .suites import collect_runs
+
+    suite_dir = Path(suite_dir)
+    meta = json.loads((suite_dir / "suite.json").read_text())
+    out = Path(out) if out else suite_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    runs = collect_runs(suite_dir)
+    if runs.empty:
+        raise FileNotFoundError(f"no finished runs (metrics.json) under {suite_dir}")
+    tables = paper_tables(runs) if meta["suite"] == "paper" else {"Results": sweep_table(runs)}
+    lines = [f"# {meta['suite']} suite, profile {meta['profile']}, {meta['seeds']} seed(s)\n"]
+    for title, table in tables.items():
+        stem = title.split(":")[0].lower().replace(" ", "-")
+        table.to_csv(out / f"{stem}.csv", index=False)
+        lines += [f"## {title}\n", table.to_markdown(index=False), ""]
+    (out / "tables.md").write_text("\n".join(lines) + "\n")
+    histories = load_histories(suite_dir, runs)
+    if meta["suite"] == "paper":
+        for label in dict.fromkeys(runs["label"]):
+            fig = plot_curves(histories, [label], title=label)
+            fig.savefig(out / f"curves-{label}.png", dpi=110)
+            plt.close(fig)
+    fig = plot_curves(histories, title=f"{meta['suite']} suite")
+    fig.savefig(out / "curves-all.png", dpi=110)
+    plt.close(fig)
+    if meta["suite"] == "tolerance":
+        fig = plot_sweep(runs, "rtol", "rtol = atol")
+        fig.savefig(out / "tolerance.png", dpi=110)
+        plt.close(fig)
+    return out
+
+
+def main_report(args: argparse.Namespace) -> int:
+    out = write_report(args.directory, args.out)
+    print((out / "tables.md").read_text())
+    print(out)
+    return 0
+
+
+def metrics_frame(run_dir: str | Path) -> pd.DataFrame:
+    """metrics.json of a run as a one-column table (index: metric name)."""
+    metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+    return pd.DataFrame({"value": pd.Series(metrics, dtype=object)})

@@ -1,0 +1,320 @@
+"""The training loop: epochs of train + validation, NFE accounting, checkpoints, resume, faults, DDP.
+
+Randomness is re-seeded at the start of every epoch from (seed, epoch), so a run resumed from the
+checkpoint of epoch k replays epochs k+1.. exactly as an uninterrupted run would (on the same device and
+torch build).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import math
+import random
+import resource
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
+from tqdm.auto import tqdm
+
+from .checkpoints import atomic_save
+from .config import ExperimentConfig
+from .errors import ODESolveError, TrainingError
+from .heads import ode_blocks
+from .model import TransferModel
+
+HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "nfe_forward",
+                   "nfe_backward", "nfe_eval", "reg_kinetic", "reg_jacobian", "images_per_s", "solver"]
+
+
+@dataclass
+class DistInfo:
+    """Where this process stands in a (possibly single-process) run."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint restores: the epochs done, their history, the best validation accuracy so far."""
+
+    epochs_done: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_val_acc: float = -1.0
+    best_epoch: int = 0
+    fallbacks: int = 0
+    stopped_early: bool = False
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A seed for one epoch of one run: resume replays it without saved RNG states."""
+    return (seed * 1_000_003 + epoch * 7919) % 2**63
+
+
+def make_optimizer(config: ExperimentConfig, parameters) -> torch.optim.Optimizer:
+    params = [p for p in parameters if p.requires_grad]
+    if config.optimizer == "adam":
+        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+
+
+def make_scheduler(config: ExperimentConfig, optimizer: torch.optim.Optimizer):
+    if config.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    if config.schedule == "step":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=config.milestones(), gamma=config.lr_gamma)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
+
+
+@torch.no_grad()
+def extract_features(model: TransferModel, dataset: Dataset, batch_size: int, device: torch.device,
+                     pool: bool, progress: bool = True, desc: str = "features") -> TensorDataset:
+    """Run the frozen backbone once over a data set (eval transform) and keep its features in memory."""
+    model.backbone.eval()
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    features, labels = [], []
+    for images, targets in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        out = model.features(images.to(device)).float()
+        features.append((out.mean(dim=(2, 3)) if pool and out.dim() == 4 else out).cpu())
+        labels.append(torch.as_tensor(targets))
+    return TensorDataset(torch.cat(features), torch.cat(labels))
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak CUDA memory allocated, or the process's peak resident set size on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+class Trainer:
+    """Trains `model` on `train_set`, validating on `val_set`; `forward` is the model or (cached) its head."""
+
+    def __init__(self, model: TransferModel, config: ExperimentConfig, train_set: Dataset, val_set: Dataset,
+                 device: torch.device, run_dir: Path, dist: DistInfo | None = None, cached: bool = False,
+                 progress: bool = True) -> None:
+        self.model, self.config, self.device, self.run_dir = model, config, device, run_dir
+        self.dist, self.cached, self.progress = dist or DistInfo(), cached, progress
+        dist = self.dist
+        self.train_module: nn.Module = model.head if cached else model
+        self.optimizer = make_optimizer(config, self.train_module.parameters())
+        self.scheduler = make_scheduler(config, self.optimizer)
+        self.blocks = ode_blocks(model)
+        self.amp = config.amp and device.type == "cuda"
+        self.state = TrainState()
+        self.forward: Callable = self.train_module
+        if dist.active:
+            ddp_kwargs = {"device_ids": [device.index]} if device.type == "cuda" else {}
+            self.forward = nn.parallel.DistributedDataParallel(self.train_module, **ddp_kwargs)
+        self.generator = torch.Generator()
+        self.sampler = DistributedSampler(train_set, dist.world_size, dist.rank, seed=config.seed) \
+            if dist.active else None
+        loader_args = dict(batch_size=config.batch_size, num_workers=config.num_workers,
+                           pin_memory=device.type == "cuda")
+        self.train_loader = DataLoader(train_set, shuffle=self.sampler is None, sampler=self.sampler,
+                                       generator=self.generator, **loader_args)
+        self.val_loader = DataLoader(val_set, shuffle=False, **loader_args)
+
+    # -- checkpoints
+    def checkpoint(self) -> dict[str, Any]:
+        return {"epoch": self.state.epochs_done, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "history": self.state.history, "best_val_acc": self.state.best_val_acc,
+                "best_epoch": self.state.best_epoch, "fallbacks": self.state.fallbacks,
+                "stopped_early": self.state.stopped_early, "config": self.config.to_dict(),
+                "num_classes": self.model.head.fc.out_features,
+                "solvers": [{"solver": b.solver, "step_size": b.step_size, "fallback_used": b.fallback_used}
+                            for b in self.blocks]}
+
+    def restore(self, checkpoint: dict[str, Any]) -> None:
+        """Continue from a `last.pt` (resume)."""
+        self.model.load_state_dict(checkpoint["model"])
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        self.state = TrainState(checkpoint["epoch"], list(checkpoint["history"]), checkpoint["best_val_acc"],
+                                checkpoint["best_epoch"], checkpoint["fallbacks"], checkpoint["stopped_early"])
+        for block, saved in zip(self.blocks, checkpoint.get("solvers", [])):
+            block.solver, block.step_size, block.fallback_used = (saved["solver"], saved["step_size"],
+                                                                  saved["fallback_used"])
+
+    def _save(self, improved: bool) -> None:
+        if not self.dist.is_main:
+            return
+        checkpoint = self.checkpoint()
+        atomic_save(checkpoint, self.run_dir / "last.pt")
+        if improved:
+            atomic_save(checkpoint, self.run_dir / "best.pt")
+        write_history(self.state.history, self.run_dir / "history.csv")
+
+    # -- one step
+    def _loss(self, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            logits = self.forward(inputs)
+        loss = F.cross_entropy(logits.float(), labels)
+        for block in self.blocks:
+            for name, value in block.regularization.items():
+                loss = loss + getattr(self.config, f"{name}_weight") * value
+        return loss, logits
+
+    def _describe(self, epoch: int, batch: int) -> str:
+        solvers = ", ".join(f"solver={b.solver}, rtol={b.rtol:g}, atol={b.atol:g}, NFE forward={b.nfe_forward}"
+                            for b in self.blocks) or "FC head"
+        return f"epoch {epoch + 1}, batch {batch + 1} ({solvers})"
+
+    def _train_step(self, inputs, labels, epoch: int, batch: int):
+        for attempt in range(2):
+            try:
+                loss, logits = self._loss(inputs, labels)
+                if not torch.isfinite(loss):
+                    raise TrainingError(f"non-finite loss ({loss.item()}) at {self._describe(epoch, batch)}. "
+                                        f"The last good checkpoint and history are kept in {self.run_dir}.")
+                self.optimizer.zero_grad(set_to_none=True)
+                with contextlib.ExitStack() as stack:
+                    for block in self.blocks:
+                        stack.enter_context(block.translate_errors())
+                    loss.backward()
+                self.optimizer.step()
+                return loss.detach(), logits.detach()
+            except ODESolveError as exc:
+                can_fall_back = (self.config.on_solver_failure == "fallback" and attempt == 0
+                                 and not all(b.fallback_used for b in self.blocks))
+                if not can_fall_back:
+                    raise TrainingError(f"{exc} at {self._describe(epoch, batch)}. The last good checkpoint and "
+                                        f"history are kept in {self.run_dir}; on_solver_failure='fallback' "
+                                        "switches to a fixed-step solver instead of stopping.") from exc
+                for block in self.blocks:
+                    block.use_fallback(self.config.fallback_solver, self.config.fallback_step_size)
+                self.state.fallbacks += 1
+                warnings.warn(f"{exc} at {self._describe(epoch, batch)}: falling back to "
+                              f"{self.config.fallback_solver} with step {self.config.fallback_step_size}",
+                              stacklevel=2)
+        raise AssertionError("unreachable")
+
+    # -- epochs
+    def train_epoch(self, epoch: int) -> dict[str, float]:
+        seed = epoch_seed(self.config.seed, epoch)
+        seed_everything(seed)
+        self.generator.manual_seed(seed)
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+        self.train_module.train()
+        if self.config.freeze_backbone:
+            self.model.backbone.eval()  # frozen BatchNorm statistics too
+        totals = dict(loss=0.0, correct=0, seen=0, nfe_forward=0, nfe_backward=0, batches=0)
+        regs = {"kinetic": 0.0, "jacobian": 0.0}
+        start = time.perf_counter()
+        bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.config.epochs}", leave=False,
+                   disable=not (self.progress and self.dist.is_main))
+        for batch, (inputs, labels) in enumerate(bar):
+            inputs, labels = inputs.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
+            loss, logits = self._train_step(inputs, labels, epoch, batch)
+            totals["loss"] += loss.item() * len(labels)
+            totals["correct"] += (logits.argmax(1) == labels).sum().item()
+            totals["seen"] += len(labels)
+            totals["batches"] += 1
+            for block in self.blocks:
+                totals["nfe_forward"] += block.nfe_forward
+                totals["nfe_backward"] += block.nfe_backward
+                for name, value in block.regularization.items():
+                    regs[name] += value.item()
+            bar.set_postfix(loss=f"{totals['loss'] / totals['seen']:.3f}",
+                            nfe=totals["nfe_forward"] // max(totals["batches"], 1))
+        seconds = time.perf_counter() - start
+        n = max(totals["batches"], 1)
+        return {"train_loss": totals["loss"] / max(totals["seen"], 1), "train_acc": totals["correct"] /
+                max(totals["seen"], 1), "nfe_forward": totals["nfe_forward"] / n,
+                "nfe_backward": totals["nfe_backward"] / n, "reg_kinetic": regs["kinetic"] / n,
+                "reg_jacobian": regs["jacobian"] / n, "images_per_s": totals["seen"] / seconds}
+
+    @torch.no_grad()
+    def evaluate(self, loader: DataLoader) -> dict[str, float]:
+        """Loss, accuracy and forward NFE per batch over a whole loader (every rank sees all of it)."""
+        self.train_module.eval()
+        loss = correct = seen = nfe = batches = 0
+        for inputs, labels in loader:
+            inputs, labels = inputs.to(self.device), labels.to(self.device)
+            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                logits = self.train_module(inputs).float()
+            loss += F.cross_entropy(logits, labels, reduction="sum").item()
+            correct += (logits.argmax(1) == labels).sum().item()
+            seen += len(labels)
+            batches += 1
+            nfe += sum(block.nfe_forward for block in self.blocks)
+        return {"loss": loss / max(seen, 1), "acc": correct / max(seen, 1), "nfe": nfe / max(batches, 1)}
+
+    def fit(self) -> TrainState:
+        """Train from `state.epochs_done` to `config.epochs` (or the validation target)."""
+        config = self.config
+        if self.state.stopped_early:
+            return self.state
+        epochs = tqdm(range(self.state.epochs_done, config.epochs), desc="epochs", leave=True,
+                      initial=self.state.epochs_done, total=config.epochs,
+                      disable=not (self.progress and self.dist.is_main))
+        for epoch in epochs:
+            start = time.perf_counter()
+            lr = self.optimizer.param_groups[0]["lr"]
+            train = self.train_epoch(epoch)
+            val = self.evaluate(self.val_loader)
+            self.scheduler.step()
+            record = {"epoch": epoch + 1, "train_loss": train["train_loss"], "train_acc": train["train_acc"],
+                      "val_loss": val["loss"], "val_acc": val["acc"], "lr": lr,
+                      "seconds": time.perf_counter() - start, "nfe_forward": train["nfe_forward"],
+                      "nfe_backward": train["nfe_backward"], "nfe_eval": val["nfe"],
+                      "reg_kinetic": train["reg_kinetic"], "reg_jacobian": train["reg_jacobian"],
+                      "images_per_s": train["images_per_s"],
+                      "solver": "+".join(b.solver for b in self.blocks) or "none"}
+            self.state.history.append(record)
+            self.state.epochs_done = epoch + 1
+            improved = val["acc"] > self.state.best_val_acc
+            if improved:
+                self.state.best_val_acc, self.state.best_epoch = val["acc"], epoch + 1
+            reached = config.target_val_acc is not None and val["acc"] >= config.target_val_acc
+            self.state.stopped_early = reached and epoch + 1 < config.epochs
+            self._save(improved)
+            epochs.set_postfix(val_acc=f"{val['acc']:.3f}", train_acc=f"{train['train_acc']:.3f}")
+            if reached:
+                break
+        return self.state
+
+
+def write_history(history: list[dict[str, Any]], path: Path) -> None:
+    """history.csv, one row per epoch, replaced atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (repr(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()})
+    tmp = path.with_suffix(".csv.tmp")
+    tmp.write_text(buffer.getvalue())
+    tmp.replace(path)
+
+
+def stop_reason(state: TrainState, config: ExperimentConfig) -> str | None:
+    if state.stopped_early:
+        return f"reached target_val_acc={config.target_val_acc} at epoch {state.epochs_done}"
+    return None

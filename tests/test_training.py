@@ -1,0 +1,219 @@
+"""The experiment engine end to end on real offline data (digits) and real ImageNet weights (Lite0).
+
+Most runs train the head on cached features of the frozen backbone (seconds each); one fine-tunes fully.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from node_transfer import ExperimentConfig
+from node_transfer.errors import ConfigError, TrainingError
+from node_transfer.experiment import prepare, run_experiment
+from node_transfer.training import HISTORY_COLUMNS
+
+METRIC_KEYS = {"train_acc", "val_acc", "test_acc", "train_loss", "val_loss", "test_loss", "epochs", "seconds",
+               "params_total", "params_head", "nfe_forward", "nfe_backward"}
+FAST = dict(dataset="digits", image_size=32, freeze_backbone=True, cache_features=True, augment=False,
+            batch_size=64, epochs=3, lr=3e-3)
+NODE = dict(head="node", ode_width=64, solver="dopri5", rtol=1e-3, atol=1e-3)
+REPO = Path(__file__).resolve().parents[1]
+
+
+def run(tmp_path, name, **params):
+    return run_experiment(ExperimentConfig(out=str(tmp_path / name), **params), progress=False)
+
+
+def cli(*args, timeout=600):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "TQDM_DISABLE": "1"}
+    return subprocess.run([sys.executable, "-m", "node_transfer", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+def comparable(history: pd.DataFrame) -> pd.DataFrame:
+    return history.drop(columns=["seconds", "images_per_s"])
+
+
+@pytest.mark.parametrize("head", ["fc", "node"])
+def test_each_head_learns_far_above_chance_and_writes_a_run_directory(tmp_path, head):
+    run_dir = run(tmp_path, head, head=head, **({**FAST, **(NODE if head == "node" else {})}))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert METRIC_KEYS <= set(metrics)
+    assert metrics["test_acc"] > 0.6  # ten classes: chance is 0.1
+    history = pd.read_csv(run_dir / "history.csv")
+    assert list(history.columns) == HISTORY_COLUMNS and len(history) == 3
+    assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
+    config = json.loads((run_dir / "config.json").read_text())
+    assert set(ExperimentConfig.field_names()) <= set(config) and "torch" in config["versions"]
+    assert config["sizes"] == {"train": 1293, "val": 144, "test": 360}
+    if head == "node":
+        assert metrics["nfe_forward"] >= 8 and metrics["nfe_backward"] == 0 and metrics["params_head"] > 650
+    else:
+        assert metrics["nfe_forward"] == 0 and metrics["params_head"] == 1280 * 10 + 10
+    assert (run_dir / "best.pt").is_file() and (run_dir / "last.pt").is_file()
+
+
+def test_adjoint_run_counts_backward_evaluations(tmp_path):
+    run_dir = run(tmp_path, "adjoint", **FAST, **NODE, adjoint=True, optimizer="sgd", lr=0.05, epochs=1)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["nfe_backward"] > 0 and metrics["test_acc"] > 0.3
+
+
+def test_full_fine_tune_improves_on_chance(tmp_path):
+    run_dir = run(tmp_path, "finetune", dataset="digits", image_size=32, head="fc", epochs=1, train_subset=400,
+                  batch_size=32)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["test_acc"] > 0.3 and metrics["params_trainable"] == metrics["params_total"]
+
+
+def test_init_from_a_trained_baseline_starts_the_node_model_where_the_baseline_ended(tmp_path):
+    baseline = run(tmp_path, "baseline", head="fc", **{**FAST, "epochs": 2})
+    node_config = ExperimentConfig(**FAST, **NODE, zero_init=True, init_from=str(baseline))
+    prepared = prepare(node_config)
+    assert prepared.resolved["init_from_head_tensors"] == ["head.fc.weight", "head.fc.bias"]
+    base_prepared = prepare(ExperimentConfig(**FAST, head="fc", init_from=str(baseline)))
+    images = torch.stack([prepared.splits.test[i][0] for i in range(8)])
+    prepared.model.eval()
+    base_prepared.model.eval()
+    with torch.no_grad():  # a zero-initialised ODE block is the identity: same logits as the baseline
+        torch.testing.assert_close(prepared.model(images), base_prepared.model(images), rtol=1e-5, atol=1e-5)
+
+
+def test_init_from_a_different_backbone_is_refused(tmp_path):
+    other = run(tmp_path, "other", **{**FAST, "epochs": 1}, head="fc", backbone="test_efficientnet",
+                weights="none")
+    with pytest.raises(ConfigError, match="init_from"):
+        prepare(ExperimentConfig(**FAST, head="fc", init_from=str(other)))
+
+
+def test_target_val_acc_stops_early(tmp_path):
+    run_dir = run(tmp_path, "target", head="fc", **{**FAST, "epochs": 6}, target_val_acc=0.2)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["epochs"] == 1 and metrics["stopped_early"] is True
+    assert "target_val_acc=0.2" in metrics["stop_reason"]
+
+
+def test_solver_failure_stops_with_context_and_keeps_what_was_done(tmp_path):
+    with pytest.raises(TrainingError) as info:
+        run(tmp_path, "stiff", **FAST, **{**NODE, "rtol": 1e-9, "atol": 1e-9}, max_num_steps=2)
+    message = str(info.value)
+    for fragment in ("epoch 1, batch 1", "dopri5", "rtol=1e-09", "function evaluations", "fallback"):
+        assert fragment in message
+    assert "epoch 1, batch 1" in (tmp_path / "stiff" / "error.txt").read_text()
+
+
+def test_solver_failure_can_fall_back_to_a_fixed_step_solver(tmp_path):
+    with pytest.warns(UserWarning, match="falling back to rk4"):
+        run_dir = run(tmp_path, "fallback", **FAST, **{**NODE, "rtol": 1e-9, "atol": 1e-9}, max_num_steps=2,
+                      on_solver_failure="fallback", fallback_solver="rk4", fallback_step_size=0.25)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    history = pd.read_csv(run_dir / "history.csv")
+    assert metrics["fallbacks"] == 1 and set(history["solver"]) == {"rk4"}
+    assert metrics["nfe_forward"] == 16 and metrics["test_acc"] > 0.6  # rk4, 4 steps of 4 evaluations
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    from node_transfer import training
+
+    original = training.Trainer.train_epoch
+
+    def poison_second_epoch(self, epoch):
+        if epoch == 1:
+            with torch.no_grad():
+                self.model.head.fc.weight.fill_(float("inf"))
+        return original(self, epoch)
+
+    monkeypatch.setattr(training.Trainer, "train_epoch", poison_second_epoch)
+    with pytest.raises(TrainingError, match=r"non-finite loss .* epoch 2, batch 1"):
+        run(tmp_path, "nan", head="fc", **FAST)
+    checkpoint = torch.load(tmp_path / "nan" / "last.pt", weights_only=True)
+    assert checkpoint["epoch"] == 1 and torch.isfinite(checkpoint["model"]["head.fc.weight"]).all()
+    assert len(pd.read_csv(tmp_path / "nan" / "history.csv")) == 1
+
+
+def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path):
+    args = ["run", "--dataset", "digits", "--image-size", "32", "--head", "fc", "--epochs", "4",
+            "--train-subset", "300", "--batch-size", "16", "--dropout", "0.3", "--quiet"]
+    straight = cli(*args, "--out", str(tmp_path / "straight"))
+    assert straight.returncode == 0, straight.stderr
+    out = tmp_path / "killed"
+    env = {**os.environ, "TQDM_DISABLE": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "node_transfer", *args, "--out", str(out)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (out / "history.csv").exists():
+        time.sleep(0.05)
+    time.sleep(0.5)  # into the next epoch
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    done = len(pd.read_csv(out / "history.csv"))
+    assert 1 <= done < 4 and not (out / "metrics.json").exists()
+    resumed = cli("run", "--out", str(out), "--resume", "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    expected = pd.read_csv(tmp_path / "straight" / "history.csv")
+    pd.testing.assert_frame_equal(comparable(pd.read_csv(out / "history.csv")), comparable(expected))
+    metrics = [json.loads((d / "metrics.json").read_text()) for d in (out, tmp_path / "straight")]
+    for key in ("test_acc", "test_loss", "val_acc", "train_loss", "best_epoch"):
+        assert metrics[0][key] == metrics[1][key]
+
+
+def test_a_kill_while_writing_a_checkpoint_leaves_the_previous_one_loadable(tmp_path):
+    path = tmp_path / "last.pt"
+    torch.save({"epoch": 1, "model": {"w": torch.ones(3)}}, path)
+    code = (
+        "import os, sys, time, torch\n"
+        "from node_transfer.checkpoints import atomic_save\n"
+        "def slow_fsync(fd):\n"
+        "    print('writing', flush=True); time.sleep(60)\n"
+        "os.fsync = slow_fsync\n"
+        f"atomic_save({{'epoch': 2, 'model': {{'w': torch.zeros(1_000_000)}}}}, {str(path)!r})\n"
+    )
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "writing"  # the new file is written, not yet renamed
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    checkpoint = torch.load(path, weights_only=True)
+    assert checkpoint["epoch"] == 1 and torch.equal(checkpoint["model"]["w"], torch.ones(3))
+
+
+def test_a_second_run_never_overwrites_the_first(tmp_path):
+    first = run(tmp_path, "same", head="fc", **{**FAST, "epochs": 1})
+    before = (first / "metrics.json").read_text()
+    result = cli("run", "--out", str(first), "--head", "fc", "--epochs", "1")
+    assert result.returncode == 2 and "invalid parameter out=" in result.stderr
+    assert (first / "metrics.json").read_text() == before
+
+
+def test_checkpoints_refuse_pickled_code(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("echo hacked",))
+
+    bad = tmp_path / "evil.pt"
+    torch.save({"model": {}, "payload": Payload()}, bad)
+    with pytest.raises(ConfigError, match="init_from"):
+        prepare(ExperimentConfig(**FAST, head="fc", init_from=str(bad)))
+
+
+def test_torchrun_two_process_gloo_run(tmp_path):
+    out = tmp_path / "ddp"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    env = {**os.environ, "TQDM_DISABLE": "1", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "node_transfer", "run",
+                             "--dataset", "digits", "--image-size", "32", "--head", "node", "--ode-width", "32",
+                             "--rtol", "1e-3", "--atol", "1e-3", "--freeze-backbone", "--cache-features",
+                             "--no-augment", "--epochs", "2", "--device", "cpu", "--out", str(out), "--quiet"],
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = json.loads((out / "config.json").read_text())
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert config["world_size"] == 2 and metrics["test_acc"] > 0.5
+    assert len(pd.read_csv(out / "history.csv")) == 2
