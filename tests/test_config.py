@@ -16,7 +16,7 @@ BAD_CLI = [
     (["--optimizer", "rmsprop"], "optimizer"),
     (["--head", "mlp"], "head"),
     (["--rtol", "0"], "rtol"),
-    (["--rtol", "-1e-5"], "rtol"),
+    (["--rtol=-1e-5"], "rtol"),
     (["--atol", "-1"], "atol"),
     (["--atol", "nan"], "atol"),
     (["--epochs", "0"], "epochs"),

@@ -44,7 +44,7 @@ def comparable(history: pd.DataFrame) -> pd.DataFrame:
 
 @pytest.mark.parametrize("head", ["fc", "node"])
 def test_each_head_learns_far_above_chance_and_writes_a_run_directory(tmp_path, head):
-    run_dir = run(tmp_path, head, head=head, **({**FAST, **(NODE if head == "node" else {})}))
+    run_dir = run(tmp_path, head, **{**FAST, **(NODE if head == "node" else {}), "head": head})
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert METRIC_KEYS <= set(metrics)
     assert metrics["test_acc"] > 0.6  # ten classes: chance is 0.1
@@ -62,7 +62,7 @@ def test_each_head_learns_far_above_chance_and_writes_a_run_directory(tmp_path, 
 
 
 def test_adjoint_run_counts_backward_evaluations(tmp_path):
-    run_dir = run(tmp_path, "adjoint", **FAST, **NODE, adjoint=True, optimizer="sgd", lr=0.05, epochs=1)
+    run_dir = run(tmp_path, "adjoint", **{**FAST, **NODE, "adjoint": True, "optimizer": "sgd", "lr": 0.05, "epochs": 1})
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["nfe_backward"] > 0 and metrics["test_acc"] > 0.3
 

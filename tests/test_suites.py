@@ -1,0 +1,116 @@
+"""Suites through real papermill, the parameters cell of the experiment page, reports and stability."""
+
+import json
+import subprocess
+import sys
+import typing
+from dataclasses import fields
+
+import jupytext
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+
+from node_transfer.config import ExperimentConfig
+from node_transfer.errors import ConfigError
+from node_transfer.notebooks import book_dir, execute_page
+from node_transfer.reporting import paper_tables, second_half_total_variation, stability_statistics, write_report
+from node_transfer.suites import SUITES, get_suite, plan, run_suite
+
+
+def parameters_cell(notebook) -> str:
+    return next(cell.source for cell in notebook.cells if "parameters" in cell.metadata.get("tags", []))
+
+
+def test_experiment_page_parameters_are_exactly_the_run_options():
+    notebook = jupytext.read(book_dir() / "experiment.md")
+    namespace: dict = {}
+    exec(parameters_cell(notebook), namespace)  # the cell is plain assignments
+    names = [name for name in namespace if not name.startswith("__") and name not in ("Optional",)]
+    assert names == ExperimentConfig.field_names()
+    defaults = ExperimentConfig()
+    for name in names:
+        assert namespace[name] == getattr(defaults, name), name
+    hints = typing.get_type_hints(ExperimentConfig)
+    for f in fields(ExperimentConfig):  # annotations in the cell document the types for papermill --help
+        assert f"{f.name}: " in parameters_cell(notebook), hints[f.name]
+
+
+def test_tiny_suite_through_papermill(tmp_path):
+    out = run_suite("smoke", "cpu", seeds=1, out=tmp_path / "smoke")
+    runs = pd.read_csv(out / "runs.csv")
+    assert list(runs["label"]) == ["fc", "node"] and (runs["epochs"] == 1).all()
+    assert {"test_acc", "nfe_forward", "val_loss_tv", "rtol", "head", "seed"} <= set(runs.columns)
+    for label in ("fc", "node"):
+        notebook = nbformat.read(out / f"{label}-s0.ipynb", as_version=4)
+        assert notebook.metadata["papermill"]["parameters"]["head"] == label
+        assert any("injected-parameters" in c.metadata.get("tags", []) for c in notebook.cells)
+        assert (out / f"{label}-s0" / "metrics.json").is_file()
+    assert runs.loc[runs["label"] == "node", "nfe_forward"].item() > 0
+    report = write_report(out)
+    assert "Results" in (report / "tables.md").read_text() and (report / "curves-all.png").stat().st_size > 1000
+
+
+def test_a_bad_parameter_fails_in_the_executed_notebook_with_a_clear_message(tmp_path):
+    import papermill
+
+    output = tmp_path / "bad.ipynb"
+    with pytest.raises(papermill.PapermillExecutionError) as info:
+        execute_page(book_dir() / "experiment.md", output, {"epochs": "3"}, cwd=tmp_path)
+    assert "invalid parameter epochs='3'" in str(info.value)
+    saved = output.read_text()
+    assert "invalid parameter epochs='3'" in saved and not (tmp_path / "runs").exists()
+
+
+def test_suite_command_exits_non_zero_on_a_bad_override(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "node_transfer", "suite", "smoke", "--set", "rtol=-1",
+                             "--out", str(tmp_path / "s")], capture_output=True, text=True)
+    assert result.returncode == 2 and "invalid parameter rtol=-1" in result.stderr
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize("name", sorted(SUITES))
+@pytest.mark.parametrize("profile", ["cpu", "gpu"])
+def test_every_suite_plans_valid_configurations(name, profile, tmp_path):
+    planned = plan(name, profile, 2, tmp_path)
+    assert len(planned) == 2 * len(get_suite(name, profile))
+    assert len({str(config.out) for _, _, config in planned}) == len(planned)
+
+
+def test_paper_suite_follows_the_paper_protocol():
+    baseline, rk, adjoint = get_suite("paper", "gpu")
+    assert (baseline.params["head"], baseline.params["optimizer"], baseline.params["epochs"]) == ("fc", "adam", 200)
+    assert rk.init_from == "baseline" and rk.params["solver"] == "dopri5" and rk.params["rtol"] == 1e-5
+    assert rk.params["optimizer"] == "adam" and rk.params["epochs"] == 100
+    assert adjoint.params["adjoint"] and adjoint.params["optimizer"] == "sgd" and adjoint.params["epochs"] == 160
+    assert baseline.params["backbone"] == "efficientnet_b0" and baseline.params["dataset"] == "cifar10"
+    with pytest.raises(ConfigError, match="profile"):
+        get_suite("paper", "tpu")
+
+
+def test_stability_statistic_is_the_second_half_mean_absolute_change():
+    history = pd.DataFrame({"val_loss": [2.0, 1.0, 0.8, 0.9, 0.7, 0.75], "val_acc": [0.1, 0.5, 0.6, 0.55, 0.7, 0.7]})
+    stats = stability_statistics(history)
+    # epochs 4..6 (> 6/2) against their predecessors: |0.9-0.8|, |0.7-0.9|, |0.75-0.7|
+    assert stats["val_loss_tv"] == pytest.approx(np.mean([0.1, 0.2, 0.05]))
+    assert stats["val_acc_tv"] == pytest.approx(np.mean([0.05, 0.15, 0.0]))
+    assert np.isnan(second_half_total_variation(pd.Series([1.0])))
+    assert second_half_total_variation(pd.Series([1.0, 1.0, 1.0])) == 0.0
+
+
+def test_paper_tables_report_seeds_as_mean_and_std():
+    rows = []
+    for label, acc in (("baseline", [0.80, 0.82]), ("rk", [0.81, 0.81])):
+        for seed, a in enumerate(acc):
+            rows.append(dict(label=label, seed=seed, group=label, head="fc" if label == "baseline" else "node",
+                             solver="dopri5", adjoint=False, rtol=1e-5, atol=1e-5, optimizer="adam", lr=1e-3,
+                             train_acc=a, val_acc=a, test_acc=a, epochs=3, seconds=10.0, seconds_per_epoch=3.3,
+                             nfe_forward=20.0, nfe_backward=0.0, val_loss_tv=0.01 * (seed + 1), val_acc_tv=0.0))
+    tables = paper_tables(pd.DataFrame(rows))
+    table1 = tables["Table I: accuracy"]
+    assert table1.loc[0, "test %"] == "81.0 ± 1.4" and table1.loc[1, "test %"] == "81.0 ± 0.0"
+    assert table1.loc[0, "paper train/val/test %"] == "98.7/84.5/81.0"
+    assert tables["Table III: solver parameters"].loc[0, "solver"] == "–"
+    assert tables["Table III: solver parameters"].loc[1, "relative tolerance"] == "1e-05"
+    assert json.dumps(tables["Stability"].to_dict())  # serialisable for the committed results
