@@ -72,7 +72,10 @@ def test_suite_command_exits_non_zero_on_a_bad_override(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(SUITES))
 @pytest.mark.parametrize("profile", ["cpu", "gpu"])
-def test_every_suite_plans_valid_configurations(name, profile, tmp_path):
+def test_every_suite_plans_valid_configurations(name, profile, tmp_path, monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the gpu profile asks for device=cuda
     planned = plan(name, profile, 2, tmp_path)
     assert len(planned) == 2 * len(get_suite(name, profile))
     assert len({str(config.out) for _, _, config in planned}) == len(planned)

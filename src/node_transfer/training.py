@@ -11,6 +11,7 @@ import contextlib
 import csv
 import io
 import math
+import os
 import random
 import resource
 import time
@@ -119,7 +120,8 @@ class Trainer:
                  device: torch.device, run_dir: Path, dist: DistInfo | None = None, cached: bool = False,
                  progress: bool = True) -> None:
         self.model, self.config, self.device, self.run_dir = model, config, device, run_dir
-        self.dist, self.cached, self.progress = dist or DistInfo(), cached, progress
+        self.dist, self.cached = dist or DistInfo(), cached
+        self.progress = progress and os.environ.get("TQDM_DISABLE", "").lower() not in ("1", "true")
         dist = self.dist
         self.train_module: nn.Module = model.head if cached else model
         self.optimizer = make_optimizer(config, self.train_module.parameters())
