@@ -15,7 +15,7 @@ from node_transfer.errors import BackboneError, ConfigError
 @pytest.fixture(scope="module")
 def imagenet_lite0():
     model = timm.create_model("tf_efficientnet_lite0", num_classes=1000)
-    model.load_state_dict(lite0_imagenet_state_dict())
+    model.load_state_dict(lite0_imagenet_state_dict())  # strict: every key and shape of the full model
     return model.eval()
 
 
@@ -26,17 +26,29 @@ def top1(model, image) -> int:
 
 
 def test_offline_lite0_weights_classify_real_photos(imagenet_lite0):
-    assert 281 <= top1(imagenet_lite0, skimage.data.chelsea()) <= 285  # ImageNet's domestic cat classes
+    assert 281 <= top1(imagenet_lite0, skimage.data.chelsea()) <= 285  # ImageNet's domestic cats (measured: 282)
     assert top1(imagenet_lite0, skimage.data.coffee()) == 967  # espresso
+
+
+def test_lite0_state_dict_is_complete_and_a_fresh_copy():
+    weights = lite0_imagenet_state_dict()
+    assert len(weights) == 296 and weights["classifier.weight"].shape == (1000, 1280)
+    weights.pop("classifier.weight")
+    assert "classifier.weight" in lite0_imagenet_state_dict()  # the in-process cache is not touched
 
 
 def test_imagenet_backbone_differs_from_random_and_keeps_its_preprocessing():
     pretrained, config = create_backbone("tf_efficientnet_lite0", "imagenet")
     random_init, _ = create_backbone("tf_efficientnet_lite0", "none")
     assert config["mean"] == (0.5, 0.5, 0.5) and config["std"] == (0.5, 0.5, 0.5)
-    assert not torch.equal(pretrained.conv_stem.weight, random_init.conv_stem.weight)
     torch.testing.assert_close(pretrained.conv_stem.weight, lite0_imagenet_state_dict()["conv_stem.weight"])
-    assert feature_shape(pretrained, 64) == (1280, 2, 2) and pretrained.num_features == 1280
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert not torch.allclose(pretrained.eval().forward_features(images),
+                                  random_init.eval().forward_features(images))
+    assert pretrained.num_features == 1280 and not hasattr(pretrained.classifier, "weight")  # no classifier
+    pretrained.train()
+    assert feature_shape(pretrained, 64) == (1280, 2, 2) and pretrained.training  # mode restored
 
 
 def test_hub_weights_fail_fast_offline_and_name_the_alternatives():
@@ -44,32 +56,61 @@ def test_hub_weights_fail_fast_offline_and_name_the_alternatives():
     with pytest.raises(BackboneError) as info:
         create_backbone("efficientnet_b0", "imagenet")
     assert time.perf_counter() - start < 30
-    assert "tf_efficientnet_lite0" in str(info.value) and "weights=none" in str(info.value)
+    message = str(info.value)
+    assert "tf_efficientnet_lite0" in message and "weights=none" in message and "weights=<path" in message
 
 
 def test_unknown_backbone_is_a_config_error_with_suggestions():
     with pytest.raises(ConfigError) as info:
+        check_backbone_name("nope")
+    assert info.value.name == "backbone" and "'nope'" in str(info.value)
+    with pytest.raises(ConfigError, match="efficientnet_b0"):
         check_backbone_name("efficientnet_b00")
-    assert info.value.name == "backbone" and "efficientnet_b0" in str(info.value)
+    check_backbone_name("tf_efficientnet_lite0")  # a known name passes
 
 
 def test_weights_from_a_file_and_from_a_run_checkpoint(tmp_path):
     source, _ = create_backbone("test_efficientnet", "none")
     torch.save(source.state_dict(), tmp_path / "plain.pt")
     loaded, _ = create_backbone("test_efficientnet", str(tmp_path / "plain.pt"))
-    torch.testing.assert_close(loaded.state_dict(), source.state_dict())
-    checkpoint = {"model": {**{f"backbone.{k}": v for k, v in source.state_dict().items()},
-                            "head.fc.weight": torch.zeros(3, 4)}}
+    torch.testing.assert_close(loaded.state_dict(), source.state_dict(), rtol=0, atol=0)
+    checkpoint = {"epoch": 3, "model": {**{f"backbone.{k}": v for k, v in source.state_dict().items()},
+                                        "head.fc.weight": torch.zeros(3, 4)}}
     torch.save(checkpoint, tmp_path / "run.pt")
     from_run, _ = create_backbone("test_efficientnet", str(tmp_path / "run.pt"))
-    torch.testing.assert_close(from_run.state_dict(), source.state_dict())
+    torch.testing.assert_close(from_run.state_dict(), source.state_dict(), rtol=0, atol=0)
+    full = timm.create_model("test_efficientnet", num_classes=10)  # a plain state dict with its classifier
+    torch.save(full.state_dict(), tmp_path / "full.pt")
+    from_full, _ = create_backbone("test_efficientnet", str(tmp_path / "full.pt"))
+    torch.testing.assert_close(from_full.conv_stem.weight, full.conv_stem.weight, rtol=0, atol=0)
 
 
 def test_bad_weight_files_are_backbone_errors(tmp_path):
     (tmp_path / "corrupt.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(BackboneError, match="cannot read"):
+    with pytest.raises(BackboneError, match="cannot read weights file .*corrupt.pt"):
         create_backbone("test_efficientnet", str(tmp_path / "corrupt.pt"))
     other, _ = create_backbone("test_resnet", "none")
     torch.save(other.state_dict(), tmp_path / "other.pt")
-    with pytest.raises(BackboneError, match="does not fit"):
+    with pytest.raises(BackboneError, match=r"other\.pt.*does not fit.*tensor 'conv_stem.weight' is missing"):
         create_backbone("test_efficientnet", str(tmp_path / "other.pt"))
+    state = create_backbone("test_efficientnet", "none")[0].state_dict()
+    state["conv_stem.weight"] = torch.zeros(1, 1, 1, 1)
+    torch.save({"model": {f"backbone.{k}": v for k, v in state.items()}}, tmp_path / "shape.pt")
+    with pytest.raises(BackboneError, match=r"shape\.pt.*'conv_stem.weight' is of shape \(1, 1, 1, 1\)"):
+        create_backbone("test_efficientnet", str(tmp_path / "shape.pt"))
+
+
+def test_hub_weights_in_the_local_cache_load_without_network(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+    from safetensors.torch import save_file
+
+    full = timm.create_model("test_efficientnet", num_classes=1000)
+    snapshot = tmp_path / "models--timm--test_efficientnet.r160_in1k" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    save_file(full.state_dict(), snapshot / "model.safetensors")
+    (tmp_path / "models--timm--test_efficientnet.r160_in1k" / "refs").mkdir()
+    (tmp_path / "models--timm--test_efficientnet.r160_in1k" / "refs" / "main").write_text("abc123")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    model, _ = create_backbone("test_efficientnet", "imagenet")
+    torch.testing.assert_close(model.conv_stem.weight, full.conv_stem.weight, rtol=0, atol=0)
+    assert model.num_classes == 0

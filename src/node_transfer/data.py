@@ -51,10 +51,12 @@ class TransformedSubset(Dataset):
 
 
 class ArrayImages(Dataset):
-    """Images held as a uint8 array (N, H, W, 3) with integer labels, served as PIL images."""
+    """Images held as a uint8 array (N, H, W, 3) with integer labels, served as PIL images.
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray) -> None:
-        self.images, self.labels = images, labels
+    `ids` are the images' positions in the source data set, so that splits can be checked for overlap."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, ids: np.ndarray) -> None:
+        self.images, self.labels, self.ids = images, labels, ids
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -65,7 +67,8 @@ class ArrayImages(Dataset):
 
 def make_transforms(data_config: dict, image_size: int, train: bool, dataset: str) -> Callable:
     """Resize to image_size, (train-time augmentation), tensor, normalise with the backbone's mean/std."""
-    interpolation = InterpolationMode(data_config.get("interpolation", "bilinear"))
+    interpolation = InterpolationMode(data_config.get("interpolation") or "bilinear")
+    # torchvision's resize returns the image untouched when it already has the requested size
     steps: list = [transforms.Resize((image_size, image_size), interpolation=interpolation, antialias=True)]
     if train:
         if dataset == "cifar10":
@@ -80,12 +83,16 @@ def make_transforms(data_config: dict, image_size: int, train: bool, dataset: st
 
 
 def _cifar10(data_dir: str, download: bool):
+    where = str(Path(data_dir).resolve() / "cifar-10-batches-py")
     try:
         train = datasets.CIFAR10(root=data_dir, train=True, download=download)
         test = datasets.CIFAR10(root=data_dir, train=False, download=download)
-    except RuntimeError as exc:
-        raise DataError(f"CIFAR-10 not found or corrupted under {str(Path(data_dir).resolve())!r} "
-                        f"(torchvision: {exc}); {CIFAR_HOWTO}") from None
+    except RuntimeError as exc:  # torchvision's md5 check: "Dataset not found or corrupted"
+        raise DataError(f"CIFAR-10 not found or corrupted: looked for {where!r} (torchvision: {exc}); "
+                        f"{CIFAR_HOWTO}") from None
+    except OSError as exc:  # download=True without a network, or an unreadable folder
+        raise DataError(f"CIFAR-10 could not be fetched into or read from {where!r} ({exc.__class__.__name__}: "
+                        f"{exc}); {CIFAR_HOWTO}") from None
     return train, test, list(train.classes)
 
 
@@ -98,8 +105,8 @@ def _digits():
     labels = digits.target.astype(np.int64)
     # A fixed test split (seed 0) shared by every run seed; stratified so every class is there.
     train_idx, test_idx = train_test_split(np.arange(len(labels)), test_size=0.2, random_state=0, stratify=labels)
-    train = ArrayImages(images[train_idx], labels[train_idx])
-    test = ArrayImages(images[test_idx], labels[test_idx])
+    train = ArrayImages(images[train_idx], labels[train_idx], train_idx)
+    test = ArrayImages(images[test_idx], labels[test_idx], test_idx)
     return train, test, [str(d) for d in range(10)]
 
 
@@ -139,7 +146,7 @@ def build_datasets(dataset: str, data_dir: str, download: bool, image_size: int,
     order = torch.randperm(pool, generator=torch.Generator().manual_seed(seed)).tolist()
     val_idx, train_idx = order[:val_size], order[val_size:]
     if train_subset:
-        if train_subset > len(train_idx):
+        if not 0 < train_subset <= len(train_idx):
             raise ConfigError("train_subset", train_subset, f"0 (all) or at most {len(train_idx)} for {dataset}")
         train_idx = train_idx[:train_subset]
     train_tf = make_transforms(data_config, image_size, train=augment, dataset=dataset)

@@ -102,6 +102,7 @@ def prepare(config: ExperimentConfig) -> Prepared:
                             config.seed, data_config, augment=config.augment and not config.cache_features,
                             train_subset=config.train_subset)
     num_features = backbone.num_features
+    seed_everything(config.seed)  # the head's init must not depend on what loading the backbone consumed
     model = TransferModel(backbone, head_from_config(config, num_features, splits.num_classes))
     init_checkpoint, head_taken = None, []
     if config.init_from:
@@ -123,6 +124,41 @@ def prepare(config: ExperimentConfig) -> Prepared:
     return Prepared(config, model, splits, device, dist, resolved, init_checkpoint)
 
 
+def feature_cache_key(config: ExperimentConfig, pool: bool) -> str:
+    """What determines cached features: backbone and weights, data and split, image size, pooling."""
+    import hashlib
+
+    weights = config.weights
+    if Path(weights).is_file():
+        stat = Path(weights).stat()
+        weights = f"{Path(weights).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    parts = [config.backbone, weights, config.dataset, str(Path(config.data_dir).resolve()), config.image_size,
+             config.val_size, config.seed, config.train_subset, pool, config.init_from, torch.__version__]
+    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:20]
+
+
+def cached_feature_sets(prepared: Prepared, progress: bool = True) -> list[torch.utils.data.TensorDataset]:
+    """Train/val/test features of the frozen backbone, from `feature_cache` when it holds them."""
+    from .checkpoints import atomic_save
+
+    config, model, splits = prepared.config, prepared.model, prepared.splits
+    pool = config.head == "fc" or config.node_state == "vector"
+    path = None
+    if config.feature_cache and not config.init_from:  # a fine-tuned backbone's features are its own
+        folder = Path(config.feature_cache)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{feature_cache_key(config, pool)}.pt"
+        if path.is_file():
+            tensors = torch.load(path, map_location="cpu", weights_only=True)
+            return [torch.utils.data.TensorDataset(*tensors[name]) for name in ("train", "val", "test")]
+    sets = {name: extract_features(model, dataset, max(config.batch_size, 128), prepared.device, pool, progress,
+                                   desc=f"features ({name})")
+            for name, dataset in (("train", splits.train), ("val", splits.val), ("test", splits.test))}
+    if path is not None and prepared.dist.is_main:
+        atomic_save({name: list(data.tensors) for name, data in sets.items()}, path)
+    return list(sets.values())
+
+
 def run_experiment(config: ExperimentConfig, progress: bool = True) -> Path:
     """Run one experiment and return its run directory (config.json, history.csv, metrics.json, *.pt)."""
     prepared = prepare(config)
@@ -139,12 +175,7 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> Path:
     start = time.perf_counter()
     feature_seconds = 0.0
     if config.cache_features:
-        pool = config.head == "fc" or config.node_state == "vector"
-        sets = []
-        for name, dataset in (("train", train_set), ("val", val_set), ("test", test_set)):
-            sets.append(extract_features(model, dataset, max(config.batch_size, 128), device, pool, progress,
-                                         desc=f"features ({name})"))
-        train_set, val_set, test_set = sets
+        train_set, val_set, test_set = cached_feature_sets(prepared, progress)
         feature_seconds = time.perf_counter() - start
     trainer = Trainer(model, config, train_set, val_set, device, run_dir, dist, cached=config.cache_features,
                       progress=progress)

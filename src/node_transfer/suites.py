@@ -31,7 +31,7 @@ GPU_BASE: dict[str, Any] = dict(dataset="cifar10", data_dir="data", download=Tru
                                 backbone="efficientnet_b0", weights="imagenet", batch_size=128, num_workers=8,
                                 device="cuda")
 # Head-only studies train on cached features of the frozen backbone: many runs stay cheap.
-FROZEN = dict(freeze_backbone=True, cache_features=True, augment=False)
+FROZEN = dict(freeze_backbone=True, cache_features=True, augment=False, feature_cache="runs/feature-cache")
 NODE_RK = dict(head="node", solver="dopri5", rtol=1e-5, atol=1e-5, adjoint=False)
 # torchdiffeq's current default tolerances, pinned (the paper used "the defaults" of its day).
 NODE_ADJOINT = dict(head="node", solver="dopri5", rtol=1e-7, atol=1e-9, adjoint=True)
