@@ -1,0 +1,186 @@
+"""What a NODE head costs in full fine-tuning, and what makes it cheap without losing accuracy.
+
+Part 1 (timing): seconds per real training step (forward, cross-entropy, backward, Adam step; the backbone
+trains too) of backbone + FC head against backbone + NODE head (dopri5, rtol = atol = 1e-5; direct
+backpropagation and adjoint), same batch size and image size, on real augmented digits images. Variants of
+the NODE head (ode_width 256/128/64, zero_init, seminorm adjoint) are timed in the same alternating rounds,
+so every NODE/FC ratio comes from one run. NFE forward/backward are those of the timed steps.
+
+Part 2 (head_width_accuracy): head-only training on cached features of digits (the package's Trainer in
+cached mode, a few seeds) for the default head and the cheap variants, to show whether accuracy is kept.
+
+    .venv/bin/python bench/head_cost.py [--device cpu|cuda] [--quick] [--compile]
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import _lib
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from node_transfer.heads import build_head, count_parameters, ode_blocks
+from node_transfer.model import TransferModel
+
+TARGET = 1.15  # NODE/FC seconds per step; the paper's per-epoch ratio is about 1.7
+PAPER_RATIO = 1.7
+SOLVER = {"solver": "dopri5", "rtol": 1e-5, "atol": 1e-5}
+#: (label, head kind, head options); the first NODE entry is the package's default head.
+VARIANTS = [
+    ("fc", "fc", {}),
+    ("node w256 (default)", "node", {}),
+    ("node w256 adjoint", "node", {"adjoint": True}),
+    ("node w256 adjoint+seminorm", "node", {"adjoint": True, "seminorm": True}),
+    ("node w128", "node", {"ode_width": 128}),
+    ("node w64", "node", {"ode_width": 64}),
+    ("node w256 zero_init", "node", {"zero_init": True}),
+    ("node w64 zero_init", "node", {"ode_width": 64, "zero_init": True}),
+    ("node w64 adjoint+seminorm", "node", {"ode_width": 64, "adjoint": True, "seminorm": True}),
+]
+QUICK_VARIANTS = ("fc", "node w256 (default)", "node w256 adjoint+seminorm", "node w64")
+#: head-only accuracy check: (label, config changes); the first is the reference (the default head).
+ACCURACY_VARIANTS = [
+    ("node w256 (default)", {}),
+    ("node w128", {"ode_width": 128}),
+    ("node w64", {"ode_width": 64}),
+    ("node w64 zero_init", {"ode_width": 64, "zero_init": True}),
+]
+ACCURACY_TOLERANCE = 0.005  # a cheap setting keeps accuracy if its mean test accuracy is within 0.5 pp
+
+
+def timing(args, device, backbone, data_config) -> pd.DataFrame:
+    splits = _lib.digits(data_config, args.image_size, augment=True)
+    batches = _lib.fixed_batches(splits.train, args.batch_size, 4, device)
+    variants = [v for v in VARIANTS if not args.quick or v[0] in QUICK_VARIANTS]
+    tasks, models, nfe = {}, {}, {}
+    for label, kind, options in variants:
+        torch.manual_seed(0)  # the same head initialisation for every variant of a width
+        head = build_head(kind, backbone.num_features, splits.num_classes, **(SOLVER if kind == "node" else {}),
+                          **options)
+        model = TransferModel(_lib.maybe_compile(_lib.fresh_copy(backbone), args.compile), head.to(device))
+        model.train()
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)  # the package's default optimiser
+        models[label], nfe[label] = model, []
+        tasks[label] = make_step(model, optimizer, batches, device)
+
+    def record(label, result):
+        nfe[label].append(result)
+
+    _lib.log(f"timing {len(tasks)} heads, batch {args.batch_size}, {args.image_size} px, full fine-tuning")
+    seconds = _lib.interleaved(tasks, reps=args.reps, warmup=args.warmup, device=device, on_result=record)
+    fc = _lib.median(seconds["fc"])
+    rows = []
+    for label, kind, options in variants:
+        s = _lib.median(seconds[label])
+        forward = [f for f, _ in nfe[label]]
+        backward = [b for _, b in nfe[label]]
+        rows.append({"head": label, "kind": kind, "ode_width": options.get("ode_width", 256) if kind == "node" else 0,
+                     "zero_init": options.get("zero_init", False), "adjoint": options.get("adjoint", False),
+                     "seminorm": options.get("seminorm", False), "s_per_step": s,
+                     "images_per_s": args.batch_size / s, "ratio_vs_fc": s / fc,
+                     "spread": _lib.spread(seconds[label]),
+                     "nfe_forward": _lib.median(forward) if kind == "node" else 0,
+                     "nfe_backward": _lib.median(backward) if kind == "node" else 0,
+                     "params_head": count_parameters(models[label].head)})
+    return pd.DataFrame(rows)
+
+
+def make_step(model, optimizer, batches, device):
+    state = {"i": 0}
+    blocks = ode_blocks(model)
+
+    def step():
+        images, labels = batches[state["i"] % len(batches)]
+        state["i"] += 1
+        with _lib.autocast(device):
+            logits = model(images)
+        loss = F.cross_entropy(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return (sum(b.nfe_forward for b in blocks), sum(b.nfe_backward for b in blocks))
+
+    return step
+
+
+def accuracy(args, device, backbone, data_config) -> pd.DataFrame:
+    features = _lib.cached_features(args, device, backbone, data_config)
+    train, val, test = (_lib.features_on(features[n], device) for n in ("train", "val", "test"))
+    num_features, num_classes = train.tensors[0].shape[1], int(train.tensors[1].max()) + 1
+    seeds = range(1 if args.quick else args.acc_seeds)
+    epochs = 2 if args.quick else args.acc_epochs
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, changes in ACCURACY_VARIANTS:
+            for seed in seeds:
+                config = _lib.head_config(head="node", epochs=epochs, seed=seed, batch_size=args.batch_size,
+                                          **SOLVER, **changes)
+                trainer = _lib.cached_trainer(config, num_features, num_classes, train, val, device, Path(tmp))
+                start = _lib.time.perf_counter()
+                for epoch in range(epochs):
+                    last = trainer.train_epoch(epoch)
+                seconds = _lib.time.perf_counter() - start
+                loader = torch.utils.data.DataLoader(test, batch_size=args.batch_size)
+                val_metrics = trainer.evaluate(trainer.val_loader)
+                test_metrics = trainer.evaluate(loader)
+                rows.append({"head": label, "seed": seed, "epochs": epochs, "val_acc": val_metrics["acc"],
+                             "test_acc": test_metrics["acc"], "nfe_forward_last_epoch": last["nfe_forward"],
+                             "nfe_test": test_metrics["nfe"], "train_seconds": seconds})
+                _lib.log(f"  accuracy {label} seed {seed}: test {test_metrics['acc']:.4f}, "
+                         f"NFE {last['nfe_forward']:.1f}, {seconds:.1f}s")
+    runs = pd.DataFrame(rows)
+    table = runs.groupby("head", sort=False).agg(
+        seeds=("seed", "count"), epochs=("epochs", "first"), test_acc_mean=("test_acc", "mean"),
+        test_acc_std=("test_acc", "std"), val_acc_mean=("val_acc", "mean"),
+        nfe_forward_last_epoch=("nfe_forward_last_epoch", "mean"), nfe_test=("nfe_test", "mean"),
+        train_seconds=("train_seconds", "mean")).reset_index()
+    return table.fillna(0.0)
+
+
+def main() -> None:
+    p = _lib.parser(__doc__.splitlines()[0])
+    p.add_argument("--reps", type=int, default=5, help="timed steps per head (alternating rounds)")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per head first")
+    p.add_argument("--acc-epochs", type=int, default=15, help="epochs of the head-only accuracy check")
+    p.add_argument("--acc-seeds", type=int, default=3, help="seeds of the head-only accuracy check")
+    args = p.parse_args()
+    if args.quick:
+        args.reps, args.warmup = 2, 1
+    device = _lib.resolve_device(args.device)
+    backbone, data_config = _lib.load_backbone(args, device)
+    table = timing(args, device, backbone, data_config)
+    acc = accuracy(args, device, backbone, data_config)
+
+    reference = acc.iloc[0]
+    table = table.merge(acc[["head", "test_acc_mean", "test_acc_std", "nfe_forward_last_epoch"]]
+                        .rename(columns={"test_acc_mean": "head_only_test_acc", "test_acc_std": "head_only_acc_std",
+                                         "nfe_forward_last_epoch": "head_only_nfe"}), on="head", how="left")
+    keeps = acc[acc["test_acc_mean"] >= reference["test_acc_mean"] - ACCURACY_TOLERANCE]["head"].tolist()
+    candidates = table[table["head"].isin(keeps) & (table["kind"] == "node")].sort_values("ratio_vs_fc")
+    best = candidates.iloc[0]
+    default = table[table["head"] == "node w256 (default)"].iloc[0]
+    adjoint = table[table["head"] == "node w256 adjoint"]
+    summary = {
+        "headline": f"NODE/FC seconds per full fine-tuning step, recommended head ({best['head']})",
+        "value": round(float(best["ratio_vs_fc"]), 3), "target": f"<= {TARGET}",
+        "pass": bool(best["ratio_vs_fc"] <= TARGET),
+        "recommended": best["head"],
+        "recommended_test_acc": round(float(best["head_only_test_acc"]), 4),
+        "default_test_acc": round(float(reference["test_acc_mean"]), 4),
+        "accuracy_rule": f"mean head-only test accuracy within {ACCURACY_TOLERANCE * 100:g} pp of the default head",
+        "default_ratio": round(float(default["ratio_vs_fc"]), 3),
+        "adjoint_ratio": round(float(adjoint.iloc[0]["ratio_vs_fc"]), 3) if len(adjoint) else None,
+        "paper_ratio_per_epoch": PAPER_RATIO,
+        "fc_s_per_step": round(float(table.iloc[0]["s_per_step"]), 4),
+        "setting": {"batch_size": args.batch_size, "image_size": args.image_size, "backbone": args.backbone,
+                    "weights": args.weights, **SOLVER, "optimizer": "adam lr 1e-3", "reps": args.reps,
+                    "warmup": args.warmup},
+    }
+    _lib.save("head_cost", table, summary, device, args, extra_tables={"accuracy": acc})
+
+
+if __name__ == "__main__":
+    main()
