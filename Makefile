@@ -5,8 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 NBTEST := _build/nbtest
+NBSTRICT := _build/nbstrict
 
-.PHONY: demo test lint unit notebooks book bench results clean
+.PHONY: demo test lint unit notebooks reproduce book browser chromium bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -22,17 +23,33 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench book
 
 unit: $(STAMP)
-	$(VENV)/bin/pytest tests -q --durations=10
+	$(VENV)/bin/pytest tests -q --durations=10 --ignore=tests/browser
 
 notebooks: $(STAMP)
 	rm -rf $(NBTEST) && mkdir -p $(NBTEST)
 	$(PY) -m node_transfer notebooks --out $(NBTEST)
 	cd $(NBTEST) && ../../$(VENV)/bin/pytest --nbval-lax -p no:cacheprovider -q --durations=10 .
 
-test: lint unit notebooks
+# Committed executed notebooks (results/nbval-strict.txt) re-executed and compared output by output.
+# One thread, as they were run: float reductions depend on the thread count.
+reproduce: $(STAMP)
+	rm -rf $(NBSTRICT) && mkdir -p $(NBSTRICT)
+	while read -r nb; do [ -n "$$nb" ] && cp "results/$$nb" "$(NBSTRICT)/$$(echo $$nb | tr / _)"; done \
+		< <(grep -v '^#' results/nbval-strict.txt)
+	cd $(NBSTRICT) && OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 ../../$(VENV)/bin/pytest --nbval -p no:cacheprovider -q \
+		--nbval-sanitize-with ../../results/nbval-sanitize.cfg .
+
+test: lint unit notebooks reproduce browser
 
 book: $(STAMP)
 	$(VENV)/bin/jupyter-book build . -W -n --keep-going
+
+chromium:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+
+browser: book chromium
+	$(VENV)/bin/pytest tests/browser -q
 
 bench: $(STAMP)
 	for script in bench/*.py; do $(PY) $$script; done

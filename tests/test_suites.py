@@ -117,3 +117,29 @@ def test_paper_tables_report_seeds_as_mean_and_std():
     assert tables["Table III: solver parameters"].loc[0, "solver"] == "–"
     assert tables["Table III: solver parameters"].loc[1, "relative tolerance"] == "1e-05"
     assert json.dumps(tables["Stability"].to_dict())  # serialisable for the committed results
+
+
+def test_compare_groups_reads_verdicts_off_confidence_intervals():
+    from node_transfer.reporting import compare_groups
+
+    runs = pd.DataFrame({"label": ["a"] * 3 + ["b"] * 3 + ["c"] * 3,
+                         "x": [1.0, 1.1, 0.9, 5.0, 5.1, 4.9, 1.0, 3.0, 5.0]})
+    assert compare_groups(runs, "x", "a", "b")["verdict"] == "lower"
+    assert compare_groups(runs, "x", "b", "a")["verdict"] == "higher"
+    assert compare_groups(runs, "x", "a", "c")["verdict"] == "indistinguishable"
+    assert compare_groups(runs.iloc[[0, 3]], "x", "a", "b")["verdict"] == "not testable with one seed"
+    assert compare_groups(runs, "x", "a", "b")["mean_a"] == pytest.approx(1.0)
+
+
+def test_against_reference_applies_the_target():
+    from node_transfer.reporting import against_reference
+
+    rows = []
+    for label, acc, nfe, sec in (("recipe", [0.90, 0.92], 20, 1.0), ("cheap", [0.905, 0.91], 8, 0.5),
+                                 ("worse", [0.80, 0.82], 8, 0.5), ("slow", [0.91, 0.91], 8, 0.9)):
+        for seed, a in enumerate(acc):
+            rows.append(dict(label=label, seed=seed, test_acc=a, nfe_forward=nfe, nfe_backward=0.0,
+                             seconds_per_epoch=sec, val_loss_tv=0.01))
+    table = against_reference(pd.DataFrame(rows), "recipe").set_index("configuration")
+    assert table.loc["cheap", "NFE fwd reduction"] == 2.5 and table.loc["cheap", "speed-up per epoch"] == 2.0
+    assert table["meets target"].to_dict() == {"recipe": False, "cheap": True, "worse": False, "slow": False}

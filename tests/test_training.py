@@ -68,10 +68,11 @@ def test_adjoint_run_counts_backward_evaluations(tmp_path):
 
 
 def test_full_fine_tune_improves_on_chance(tmp_path):
-    run_dir = run(tmp_path, "finetune", dataset="digits", image_size=32, head="fc", epochs=1, train_subset=400,
+    run_dir = run(tmp_path, "finetune", dataset="digits", image_size=48, head="fc", epochs=2, train_subset=400,
                   batch_size=32)
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["test_acc"] > 0.3 and metrics["params_trainable"] == metrics["params_total"]
+    # seeds 0-2 reach 0.68-0.82 test accuracy here; chance is 0.1
+    assert metrics["test_acc"] > 0.4 and metrics["params_trainable"] == metrics["params_total"]
 
 
 def test_init_from_a_trained_baseline_starts_the_node_model_where_the_baseline_ended(tmp_path):

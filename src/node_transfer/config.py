@@ -42,10 +42,10 @@ class ExperimentConfig:
     dataset: str = field(default="digits", metadata=_choices(*DATASETS) | {"help": "data set"})
     data_dir: str = field(default="data", metadata={"help": "folder holding (or receiving) the data"})
     download: bool = field(default=False, metadata={"help": "download CIFAR-10 into data_dir"})
-    image_size: int = field(default=64, metadata={"help": "input side in pixels (32 = native CIFAR)"})
+    image_size: int = field(default=64, metadata={"help": "input side in pixels (32: native CIFAR)"})
     val_size: int | None = field(default=None, metadata={"help": "validation images taken from train "
                                                                    "(default: 5000 CIFAR, 10% otherwise)"})
-    train_subset: int = field(default=0, metadata={"help": "use only this many training images (0 = all)"})
+    train_subset: int = field(default=0, metadata={"help": "use only this many training images (0: all)"})
     augment: bool = field(default=True, metadata={"help": "train-time augmentation"})
     num_workers: int = field(default=0, metadata={"help": "data loader worker processes"})
     # backbone
@@ -55,7 +55,7 @@ class ExperimentConfig:
     cache_features: bool = field(default=False, metadata={"help": "with a frozen backbone, compute "
                                                                    "features once and train on them"})
     feature_cache: str | None = field(default=None, metadata={"help": "folder keeping cached features "
-                                                                         "across runs (None = memory only)"})
+                                                                         "across runs (None: memory only)"})
     # head
     head: str = field(default="node", metadata=_choices(*HEADS) | {"help": "fc or node"})
     dropout: float = field(default=0.0, metadata={"help": "dropout before the final linear layer"})
@@ -90,7 +90,7 @@ class ExperimentConfig:
     momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
     weight_decay: float = field(default=0.0, metadata={"help": "weight decay"})
     schedule: str = field(default="none", metadata=_choices(*SCHEDULES) | {"help": "learning-rate schedule"})
-    lr_milestones: str = field(default="", metadata={"help": "comma-separated epochs for schedule=step"})
+    lr_milestones: str = field(default="", metadata={"help": "comma-separated epochs where the step schedule decays lr"})
     lr_gamma: float = field(default=0.1, metadata={"help": "factor at each milestone"})
     epochs: int = field(default=3, metadata={"help": "maximum number of epochs"})
     batch_size: int = field(default=64, metadata={"help": "batch size"})

@@ -83,16 +83,18 @@ class ConcatConv2d(nn.Module):
 class MLPDynamics(nn.Module):
     """f(t, h) for a feature vector: LayerNorm -> ConcatLinear -> activation -> ConcatLinear.
 
-    The LayerNorm keeps f bounded whatever the scale of the backbone features (a less stiff head);
+    The LayerNorm keeps f bounded whatever the scale of the backbone features (a less stiff head), but it
+    discards the state's scale: `norm=False` drops it (low-dimensional toy states need the scale).
     `zero_init` zeroes the last layer so the block starts as the identity map.
     """
 
-    def __init__(self, dim: int, width: int = 256, activation: str = "softplus", zero_init: bool = False):
+    def __init__(self, dim: int, width: int = 256, activation: str = "softplus", zero_init: bool = False,
+                 norm: bool = True):
         super().__init__()
         if activation not in _ACTIVATIONS:
             raise ConfigError("ode_activation", activation, f"one of {sorted(_ACTIVATIONS)}")
         self.dim = dim
-        self.norm = nn.LayerNorm(dim)
+        self.norm = nn.LayerNorm(dim) if norm else nn.Identity()
         self.fc1 = ConcatLinear(dim, width)
         self.act = _ACTIVATIONS[activation]()
         self.fc2 = ConcatLinear(width, dim)

@@ -223,3 +223,51 @@ def metrics_frame(run_dir: str | Path) -> pd.DataFrame:
     """metrics.json of a run as a one-column table (index: metric name)."""
     metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
     return pd.DataFrame({"value": pd.Series(metrics, dtype=object)})
+
+
+def compare_groups(runs: pd.DataFrame, column: str, a: str, b: str) -> dict[str, object]:
+    """Mean and 95% t-interval of `column` for labels a and b, and a verdict read off the intervals.
+
+    The verdict is 'lower'/'higher' (a against b) only when the intervals do not overlap, else
+    'indistinguishable'; with one seed per label no interval exists and the verdict says so.
+    """
+    stats = {}
+    for label in (a, b):
+        mean, _, half, n = mean_ci(runs.loc[runs["label"] == label, column])
+        stats[label] = (mean, half, n)
+    (mean_a, half_a, n_a), (mean_b, half_b, n_b) = stats[a], stats[b]
+    if n_a < 2 or n_b < 2 or math.isnan(half_a) or math.isnan(half_b):
+        verdict = "not testable with one seed"
+    elif mean_a + half_a < mean_b - half_b:
+        verdict = "lower"
+    elif mean_a - half_a > mean_b + half_b:
+        verdict = "higher"
+    else:
+        verdict = "indistinguishable"
+    return {"mean_a": mean_a, "ci_a": half_a, "n_a": n_a, "mean_b": mean_b, "ci_b": half_b, "n_b": n_b,
+            "verdict": verdict}
+
+
+def against_reference(runs: pd.DataFrame, reference: str) -> pd.DataFrame:
+    """Each configuration against a reference one: accuracy, NFE and time ratios, and issue 8's target.
+
+    The target: test accuracy at least the reference's minus one std across its seeds, with at least 2x
+    fewer forward NFE and at least 1.5x less time per epoch (head-only runs: the epoch time is the head's).
+    """
+    means = runs.groupby("label", sort=False)[["test_acc", "nfe_forward", "nfe_backward", "seconds_per_epoch",
+                                                "val_loss_tv"]].mean()
+    stds = runs.groupby("label", sort=False)["test_acc"].std(ddof=1)
+    ref = means.loc[reference]
+    table = pd.DataFrame({
+        "test %": [fmt(runs.loc[runs["label"] == label, "test_acc"], 100) for label in means.index],
+        "NFE fwd": means["nfe_forward"].round(1), "NFE bwd": means["nfe_backward"].round(1),
+        "NFE fwd reduction": (ref["nfe_forward"] / means["nfe_forward"]).round(2),
+        "s / epoch": means["seconds_per_epoch"].round(3),
+        "speed-up per epoch": (ref["seconds_per_epoch"] / means["seconds_per_epoch"]).round(2),
+        "val loss TV": means["val_loss_tv"].round(4),
+    }, index=means.index)
+    floor = ref["test_acc"] - (stds.loc[reference] if not math.isnan(stds.loc[reference]) else 0.0)
+    table["meets target"] = ((means["test_acc"] >= floor) & (table["NFE fwd reduction"] >= 2.0)
+                             & (table["speed-up per epoch"] >= 1.5))
+    table.loc[reference, "meets target"] = False
+    return table.rename_axis("configuration").reset_index()

@@ -1,0 +1,113 @@
+"""The built book as a reader sees it: every chapter opens in headless Chromium, its images load, no errors.
+
+Runs after `make book` (it reads `_build/html`); drives Debian's chromium through chromedriver's W3C
+WebDriver HTTP API, so it needs no browser-automation package. Screenshots go to `_build/screenshots`.
+"""
+
+import base64
+import json
+import shutil
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+HTML = ROOT / "_build" / "html"
+SHOTS = ROOT / "_build" / "screenshots"
+
+
+def chapters() -> list[str]:
+    toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
+    return [toc["root"]] + [entry["file"] for entry in toc["chapters"]]
+
+
+class WebDriver:
+    """The few WebDriver calls we need: open a page, run JavaScript, take a screenshot."""
+
+    def __init__(self, driver: str, browser: str) -> None:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.process = subprocess.Popen([driver, f"--port={self.port}"], stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL)
+        for _ in range(100):
+            try:
+                self._call("GET", "/status")
+                break
+            except OSError:
+                time.sleep(0.1)
+        options = {"binary": browser, "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                                               "--window-size=1280,1600", "--disable-dev-shm-usage"]}
+        answer = self._call("POST", "/session", {"capabilities": {"alwaysMatch": {"goog:chromeOptions": options}}})
+        self.session = f"/session/{answer['value']['sessionId']}"
+
+    def _call(self, method: str, path: str, body: dict | None = None) -> dict:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(f"http://127.0.0.1:{self.port}{path}", data=data, method=method,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return json.loads(response.read())
+
+    def open(self, url: str) -> None:
+        self._call("POST", f"{self.session}/url", {"url": url})
+
+    def run(self, script: str):
+        return self._call("POST", f"{self.session}/execute/sync", {"script": script, "args": []})["value"]
+
+    def screenshot(self, path: Path) -> None:
+        path.write_bytes(base64.b64decode(self._call("GET", f"{self.session}/screenshot")["value"]))
+
+    def close(self) -> None:
+        try:
+            self._call("DELETE", self.session)
+        finally:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    driver, chromium = shutil.which("chromedriver"), shutil.which("chromium")
+    if not (driver and chromium):
+        pytest.fail("the browser test needs Debian's chromium and chromium-driver (make installs them in CI)")
+    if not (HTML / "index.html").is_file():
+        pytest.fail(f"no built book in {HTML}: run `make book` first")
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    web = WebDriver(driver, chromium)
+    yield web
+    web.close()
+
+
+@pytest.mark.parametrize("page", chapters())
+def test_chapter_renders_with_its_figures_and_no_errors(browser, page):
+    html = HTML / f"{page}.html"
+    assert html.is_file(), f"{page} was not built"
+    browser.open(html.as_uri())
+    for _ in range(50):  # wait until every image has finished loading (or failed)
+        if browser.run("return Array.from(document.images).every(i => i.complete)"):
+            break
+        time.sleep(0.1)
+    state = browser.run("""
+        const main = document.querySelector('main') || document.body;
+        const images = Array.from(main.querySelectorAll('img'));
+        return {
+          title: document.title,
+          text: main.innerText.length,
+          images: images.length,
+          broken: images.filter(i => !(i.complete && i.naturalWidth > 0)).map(i => i.src),
+          errors: Array.from(document.querySelectorAll('.output.stderr, .output.traceback, .ansi-red-fg'))
+                      .map(e => e.innerText.slice(0, 200)),
+          unresolved: Array.from(main.querySelectorAll('.xref.missing, .problematic')).map(e => e.innerText),
+        };""")
+    browser.screenshot(SHOTS / f"{Path(page).name}.png")
+    assert state["text"] > 500, f"{page} is nearly empty"
+    assert state["broken"] == [], f"{page}: images that do not load: {state['broken']}"
+    assert state["errors"] == [], f"{page}: error output: {state['errors']}"
+    assert state["unresolved"] == [], f"{page}: unresolved references: {state['unresolved']}"
+    if page.endswith(("neural-odes", "node-head", "experiment", "reproducing", "beyond")):
+        assert state["images"] >= 1, f"{page} should show at least one figure"
