@@ -23,12 +23,14 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "results" / "bench"
@@ -258,6 +260,8 @@ def cached_trainer(config, num_features: int, num_classes: int, train_set: Datas
 # ---------------------------------------------------------------------------- output
 def rounded(table: pd.DataFrame, digits: int = 4) -> pd.DataFrame:
     """Floats to `digits` significant digits, for a readable CSV."""
+    import pandas as pd
+
     out = table.copy()
     for column in out.columns:
         if pd.api.types.is_float_dtype(out[column]):

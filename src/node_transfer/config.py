@@ -90,7 +90,8 @@ class ExperimentConfig:
     momentum: float = field(default=0.9, metadata={"help": "SGD momentum"})
     weight_decay: float = field(default=0.0, metadata={"help": "weight decay"})
     schedule: str = field(default="none", metadata=_choices(*SCHEDULES) | {"help": "learning-rate schedule"})
-    lr_milestones: str = field(default="", metadata={"help": "comma-separated epochs where the step schedule decays lr"})
+    lr_milestones: str = field(default="", metadata={"help": "comma-separated epochs where the step schedule "
+                                                              "decays lr"})
     lr_gamma: float = field(default=0.1, metadata={"help": "factor at each milestone"})
     epochs: int = field(default=3, metadata={"help": "maximum number of epochs"})
     batch_size: int = field(default=64, metadata={"help": "batch size"})
