@@ -14,6 +14,11 @@ BOOK = Path(__file__).resolve().parents[2] / "book"
 SKIP_FILE = "nbval-skip.txt"
 
 
+def results_dir() -> Path:
+    """The committed results (`results/` of the source checkout), wherever a page is executed from."""
+    return book_dir().parent / "results"
+
+
 def book_dir() -> Path:
     """The book's folder in a source checkout (the package is installed editable)."""
     if not BOOK.is_dir():
