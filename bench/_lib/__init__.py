@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "results" / "bench"
 CACHE = ROOT / "bench" / "_cache"  # features shared between scripts; git-ignored (bench/.gitignore)
 START = time.perf_counter()
+LOAD_AT_START = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
 
 
 # ---------------------------------------------------------------------------- command line and device
@@ -86,6 +87,7 @@ def machine(device: torch.device) -> dict[str, Any]:
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(device)}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
+    info["load_average_at_start"] = LOAD_AT_START  # 1, 5 and 15 minute averages: other work on the machine
     with contextlib.suppress(OSError):
         info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return info
@@ -225,10 +227,6 @@ def cached_features(args: argparse.Namespace, device: torch.device, backbone: nn
     torch.save({name: {"x": ds.tensors[0], "y": ds.tensors[1]} for name, ds in sets.items()}, tmp)
     os.replace(tmp, path)
     return sets
-
-
-def features_on(dataset: TensorDataset, device: torch.device) -> TensorDataset:
-    return TensorDataset(*(t.to(device) for t in dataset.tensors))
 
 
 def head_config(**changes: Any):
