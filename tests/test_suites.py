@@ -143,3 +143,15 @@ def test_against_reference_applies_the_target():
     table = against_reference(pd.DataFrame(rows), "recipe").set_index("configuration")
     assert table.loc["cheap", "NFE fwd reduction"] == 2.5 and table.loc["cheap", "speed-up per epoch"] == 2.0
     assert table["meets target"].to_dict() == {"recipe": False, "cheap": True, "worse": False, "slow": False}
+
+
+def test_strip_images_keeps_text_outputs(tmp_path):
+    from node_transfer.notebooks import strip_images
+
+    cell = nbformat.v4.new_code_cell("fig")
+    cell.outputs = [nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo=",
+                                                                 "text/plain": "<Figure size 640x480>"})]
+    path = tmp_path / "run.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[cell]), str(path))
+    assert strip_images(path) == 1
+    assert nbformat.read(str(path), as_version=4).cells[0].outputs[0]["data"] == {"text/plain": "<Figure size 640x480>"}

@@ -82,8 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default=None, help="demo directory (default: runs/demo-<time>)")
     demo.add_argument("--seeds", type=int, default=1)
 
-    notebooks = sub.add_parser("notebooks", help="convert the book's jupytext pages to .ipynb (for nbval)")
-    notebooks.add_argument("--out", required=True)
+    notebooks = sub.add_parser("notebooks", help="convert the book's jupytext pages to .ipynb (for nbval), or "
+                               "strip images from executed notebooks")
+    notebooks.add_argument("--out", help="folder for the converted pages")
+    notebooks.add_argument("--strip-images", nargs="+", metavar="NOTEBOOK", help="executed notebooks to strip")
     return parser
 
 
@@ -108,9 +110,11 @@ def main(argv: list[str] | None = None) -> int:
 
             return main_demo(args)
         elif args.command == "notebooks":
-            from .notebooks import convert_book
+            from .notebooks import convert_book, strip_images
 
-            for path in convert_book(args.out):
+            for path in args.strip_images or []:
+                print(f"{path}: {strip_images(path)} image(s) removed")
+            for path in convert_book(args.out) if args.out else []:
                 print(path)
     except ConfigError as exc:
         print(f"node-transfer: error: {exc}", file=sys.stderr)

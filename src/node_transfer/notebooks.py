@@ -74,3 +74,23 @@ def execute_page(page: str | Path, output: str | Path, parameters: dict[str, Any
     finally:
         if env_before is None:
             os.environ.pop("TQDM_MININTERVAL", None)
+
+
+def strip_images(path: str | Path) -> int:
+    """Drop image data from an executed notebook's outputs, keeping their text (for committing results).
+
+    Returns the number of images removed. nbval does not compare images, so a stripped notebook still
+    reproduces under strict nbval.
+    """
+    import nbformat
+
+    notebook = nbformat.read(str(path), as_version=4)
+    removed = 0
+    for cell in notebook.cells:
+        for output in cell.get("outputs", []):
+            data = output.get("data", {})
+            for key in [k for k in data if k.startswith("image/")]:
+                del data[key]
+                removed += 1
+    nbformat.write(notebook, str(path))
+    return removed
