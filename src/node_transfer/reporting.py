@@ -14,12 +14,10 @@ import json
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg") if matplotlib.get_backend().lower() == "agg" else None
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import matplotlib.ticker
+import numpy as np
+import pandas as pd
 
 #: The paper's reported numbers (Tables I and II), for side-by-side comparison only.
 PAPER = {
@@ -88,7 +86,7 @@ def paper_tables(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
                        "validation %": fmt(group["val_acc"], 100), "test %": fmt(group["test_acc"], 100),
                        "paper train/val/test %": "/".join(f"{paper[k] * 100:.1f}" for k in ("train", "val", "test"))
                        if paper else "–"})
-        table2.append({"model": name, "epochs": fmt(group["epochs"], digits=1),
+        table2.append({"model": name, "epochs": fmt(group["epochs"], digits=0),
                        "time (s)": fmt(group["seconds"], digits=1),
                        "s / epoch": fmt(group["seconds_per_epoch"], digits=2),
                        "NFE fwd / batch": fmt(group["nfe_forward"], digits=1),
@@ -143,6 +141,7 @@ def plot_curves(histories: pd.DataFrame, labels: list[str] | None = None, title:
             ax.fill_between(stats.index, stats["min"], stats["max"], color=line.get_color(), alpha=0.2)
         ax.set_title(name)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0, 0].legend()
     if title:
