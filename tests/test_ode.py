@@ -1,10 +1,11 @@
 """The solver-backed ODE block: accuracy, NFE accounting, adjoint gradients and errors."""
 
 import math
+import sys
+from pathlib import Path
 
 import pytest
 import torch
-from torch import nn
 
 from node_transfer.errors import ConfigError, ODESolveError
 from node_transfer.ode import (
@@ -17,29 +18,8 @@ from node_transfer.ode import (
     solver_names,
 )
 
-
-class LinearDynamics(nn.Module):
-    """dh/dt = A h, whose solution is h(T) = expm(A T) h(0)."""
-
-    def __init__(self, matrix: torch.Tensor) -> None:
-        super().__init__()
-        self.matrix = nn.Parameter(matrix.clone())
-
-    def check_state(self, h):
-        assert h.shape[1] == self.matrix.shape[0]
-
-    def forward(self, t, h):
-        return h @ self.matrix.T
-
-
-class Explodes(nn.Module):
-    """dh/dt = h^2 blows up at t = 1/h(0): a solve past it must fail."""
-
-    def check_state(self, h):
-        pass
-
-    def forward(self, t, h):
-        return h * h
+sys.path.insert(0, str(Path(__file__).parent))  # tests/dynamics.py, whatever pytest's import mode
+from dynamics import Explodes, LinearDynamics  # noqa: E402
 
 
 @pytest.fixture

@@ -1,5 +1,8 @@
 """The torchode backend: same answers and gradients as torchdiffeq, exact NFE, per-sample steps, and errors."""
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -9,29 +12,8 @@ from node_transfer.heads import build_head, ode_blocks
 from node_transfer.ode import FIXED_STEP_NFE, ConvDynamics, MLPDynamics, ODEBlock, make_dynamics
 from node_transfer.torchode_backend import TorchodeBlock, torchode_fixed_step_solvers, torchode_solver_names
 
-
-class LinearDynamics(nn.Module):
-    """dh/dt = A h, whose solution is h(T) = expm(A T) h(0)."""
-
-    def __init__(self, matrix: torch.Tensor) -> None:
-        super().__init__()
-        self.matrix = nn.Parameter(matrix.clone())
-
-    def check_state(self, h):
-        assert h.shape[1] == self.matrix.shape[0]
-
-    def forward(self, t, h):
-        return h @ self.matrix.T
-
-
-class Explodes(nn.Module):
-    """dh/dt = h^2 blows up at t = 1/h(0): a solve past it must fail."""
-
-    def check_state(self, h):
-        pass
-
-    def forward(self, t, h):
-        return h * h
+sys.path.insert(0, str(Path(__file__).parent))  # tests/dynamics.py, whatever pytest's import mode
+from dynamics import Explodes, LinearDynamics  # noqa: E402
 
 
 class PerSampleDecay(nn.Module):
