@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             from .notebooks import convert_book, strip_images
 
             for path in args.strip_images or []:
-                print(f"{path}: {strip_images(path)} image(s) removed")
+                print(f"{path}: {strip_images(path)} output(s) removed")
             for path in convert_book(args.out) if args.out else []:
                 print(path)
     except ConfigError as exc:

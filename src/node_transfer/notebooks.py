@@ -76,18 +76,30 @@ def execute_page(page: str | Path, output: str | Path, parameters: dict[str, Any
             os.environ.pop("TQDM_MININTERVAL", None)
 
 
-def strip_images(path: str | Path) -> int:
-    """Drop image data from an executed notebook's outputs, keeping their text (for committing results).
+def _is_progress(text: str) -> bool:
+    """A progress-bar chunk: carriage returns, or nothing left once cursor escapes and blanks are gone."""
+    import re
 
-    Returns the number of images removed. nbval does not compare images, so a stripped notebook still
-    reproduces under strict nbval.
+    return "\r" in text or not re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", text).strip()
+
+
+def strip_images(path: str | Path) -> int:
+    """Drop image data and progress-bar streams from an executed notebook (for committing results).
+
+    Returns the number of outputs removed. nbval does not compare images, and progress bars only appear in
+    cells marked nbval-ignore-output, so a stripped notebook still reproduces under strict nbval.
     """
     import nbformat
 
     notebook = nbformat.read(str(path), as_version=4)
     removed = 0
     for cell in notebook.cells:
-        for output in cell.get("outputs", []):
+        outputs = cell.get("outputs", [])
+        kept = [o for o in outputs if not (o.get("name") == "stderr" and _is_progress(o.get("text", "")))]
+        removed += len(outputs) - len(kept)
+        if "outputs" in cell:
+            cell["outputs"] = kept
+        for output in kept:
             data = output.get("data", {})
             for key in [k for k in data if k.startswith("image/")]:
                 del data[key]
