@@ -31,12 +31,12 @@ notebooks: $(STAMP)
 	cd $(NBTEST) && ../../$(VENV)/bin/pytest --nbval-lax -p no:cacheprovider -q --durations=10 .
 
 # Committed executed notebooks (results/nbval-strict.txt) re-executed and compared output by output.
-# One thread, as they were run: float reductions depend on the thread count.
+# One thread and the Agg backend, as they were run: float reductions depend on the thread count.
 reproduce: $(STAMP)
 	rm -rf $(NBSTRICT) && mkdir -p $(NBSTRICT)
 	while read -r nb; do [ -n "$$nb" ] && cp "results/$$nb" "$(NBSTRICT)/$$(echo $$nb | tr / _)"; done \
 		< <(grep -v '^#' results/nbval-strict.txt)
-	cd $(NBSTRICT) && OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 ../../$(VENV)/bin/pytest --nbval -p no:cacheprovider -q \
+	cd $(NBSTRICT) && OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 MPLBACKEND=Agg ../../$(VENV)/bin/pytest --nbval -p no:cacheprovider -q \
 		--nbval-sanitize-with ../../results/nbval-sanitize.cfg .
 
 test: lint unit notebooks reproduce browser
