@@ -52,6 +52,28 @@ def test_tiny_suite_through_papermill(tmp_path):
     assert "Results" in (report / "tables.md").read_text() and (report / "curves-all.png").stat().st_size > 1000
 
 
+def test_an_interrupted_suite_resumes_without_redoing_or_losing_runs(tmp_path):
+    out = run_suite("smoke", "cpu", seeds=2, out=tmp_path / "smoke", use_papermill=False, progress=False)
+    finished = (out / "node-s1" / "metrics.json").read_bytes()
+    (out / "node-s0" / "metrics.json").unlink()  # killed after its last checkpoint
+    (out / "fc-s1" / "metrics.json").unlink()  # killed before any checkpoint
+    (out / "fc-s1" / "last.pt").unlink()
+    (out / "runs.csv").unlink()
+    with pytest.raises(ConfigError, match="resume"):
+        run_suite("smoke", "cpu", seeds=2, out=out, use_papermill=False)
+    with pytest.raises(ConfigError, match="seeds"):
+        run_suite("smoke", "cpu", seeds=3, out=out, use_papermill=False, resume=True)
+    run_suite("smoke", "cpu", seeds=2, out=out, use_papermill=False, progress=False, resume=True)
+    runs = pd.read_csv(out / "runs.csv")
+    assert sorted(runs["run_dir"]) == ["fc-s0", "fc-s1", "node-s0", "node-s1"]
+    assert (out / "node-s1" / "metrics.json").read_bytes() == finished  # kept, not rerun
+    assert (out / "fc-s1.partial-1" / "config.json").is_file()  # set aside, not deleted
+    history = pd.read_csv(out / "node-s0" / "history.csv")
+    assert list(history["epoch"]) == [1]  # resumed from last.pt: no epoch trained twice
+    with pytest.raises(ConfigError, match="suite.json"):
+        run_suite("smoke", "cpu", seeds=1, out=tmp_path / "elsewhere", use_papermill=False, resume=True)
+
+
 def test_a_bad_parameter_fails_in_the_executed_notebook_with_a_clear_message(tmp_path):
     import papermill
 
@@ -136,13 +158,32 @@ def test_against_reference_applies_the_target():
 
     rows = []
     for label, acc, nfe, sec in (("recipe", [0.90, 0.92], 20, 1.0), ("cheap", [0.905, 0.91], 8, 0.5),
-                                 ("worse", [0.80, 0.82], 8, 0.5), ("slow", [0.91, 0.91], 8, 0.9)):
+                                 ("worse", [0.50, 0.51], 8, 0.5), ("slow", [0.91, 0.91], 8, 0.9)):
         for seed, a in enumerate(acc):
             rows.append(dict(label=label, seed=seed, test_acc=a, nfe_forward=nfe, nfe_backward=0.0,
                              seconds_per_epoch=sec, val_loss_tv=0.01))
     table = against_reference(pd.DataFrame(rows), "recipe").set_index("configuration")
     assert table.loc["cheap", "NFE fwd reduction"] == 2.5 and table.loc["cheap", "speed-up per epoch"] == 2.0
     assert table["meets target"].to_dict() == {"recipe": False, "cheap": True, "worse": False, "slow": False}
+    assert table["test acc vs ref"].to_dict() == {"recipe": "–", "cheap": "indistinguishable", "worse": "lower",
+                                                  "slow": "indistinguishable"}  # 2 seeds: t = 12.7
+
+
+def test_sweep_table_and_cost_plot_show_each_configuration():
+    from node_transfer.reporting import plot_cost_accuracy, sweep_table
+
+    rows = [dict(label=label, seed=seed, solver=solver, rtol=1e-5, step_size=step, test_acc=0.9 + 0.01 * seed,
+                 val_acc=0.9, nfe_forward=nfe, nfe_backward=0.0, seconds_per_epoch=0.5, val_loss_tv=0.01)
+            for label, solver, step, nfe in (("dopri5", "dopri5", np.nan, 20.0), ("rk4-h1", "rk4", 1.0, 4.0))
+            for seed in range(2)]
+    table = sweep_table(pd.DataFrame(rows)).set_index("configuration")
+    assert table.loc["dopri5", "rtol"] == 1e-5 and table.loc["dopri5", "step"] == "adaptive"
+    assert table.loc["rk4-h1", "rtol"] == "–" and table.loc["rk4-h1", "step"] == 1.0  # rtol does not act
+    assert table.loc["rk4-h1", "test %"] == "90.5 ± 0.7" and table.loc["rk4-h1", "NFE fwd"] == "4.0 ± 0.0"
+    fig = plot_cost_accuracy(pd.DataFrame(rows))
+    ax = fig.axes[0]
+    assert [text.get_text() for text in ax.texts] == ["dopri5", "rk4-h1"]
+    assert ax.get_xscale() == "log" and "NFE" in ax.get_xlabel()
 
 
 def test_strip_images_keeps_text_outputs(tmp_path):

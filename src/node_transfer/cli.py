@@ -68,8 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     suite.add_argument("name", help="suite name (see --list)", nargs="?")
     suite.add_argument("--profile", default="cpu", help="cpu (offline, minutes) or gpu (the paper's scale)")
     suite.add_argument("--seeds", type=int, default=1, help="runs per configuration")
-    suite.add_argument("--out", default=None, help="suite directory (must not exist)")
+    suite.add_argument("--out", default=None, help="suite directory (must not exist, unless --resume)")
     suite.add_argument("--list", action="store_true", help="list suites and their configurations")
+    suite.add_argument("--resume", action="store_true",
+                       help="continue an interrupted suite in --out: keep finished runs, resume the rest")
     suite.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                        help="override a parameter in every configuration (JSON value), e.g. --set epochs=2")
     suite.add_argument("--in-process", action="store_true", help="run without papermill (no notebooks)")

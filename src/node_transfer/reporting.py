@@ -113,8 +113,11 @@ def sweep_table(runs: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for label, group in _ordered_groups(runs):
         first = group.iloc[0]
-        rows.append({"configuration": label, "solver": first.get("solver", ""), "rtol": first.get("rtol"),
-                     "step": first.get("step_size"), "seeds": len(group), "test %": fmt(group["test_acc"], 100),
+        fixed_step = pd.notna(first.get("step_size"))  # rtol/atol do not act on a fixed-step solver
+        rows.append({"configuration": label, "solver": first.get("solver", ""),
+                     "rtol": "–" if fixed_step else first.get("rtol"),
+                     "step": first.get("step_size") if fixed_step else "adaptive", "seeds": len(group),
+                     "test %": fmt(group["test_acc"], 100),
                      "val %": fmt(group["val_acc"], 100), "NFE fwd": fmt(group["nfe_forward"]),
                      "NFE bwd": fmt(group["nfe_backward"]), "s / epoch": fmt(group["seconds_per_epoch"], digits=2),
                      "val loss TV": fmt(group["val_loss_tv"], digits=4)})
@@ -177,6 +180,23 @@ def plot_sweep(runs: pd.DataFrame, x: str, xlabel: str, log: bool = True) -> plt
     return fig
 
 
+def plot_cost_accuracy(runs: pd.DataFrame, cost: str = "nfe_forward", xlabel: str = "forward NFE per batch"
+                       ) -> plt.Figure:
+    """Test accuracy against a cost column, one point per configuration (mean over seeds, std as error bars)."""
+    stats = runs.groupby("label", sort=False)[[cost, "test_acc"]].agg(["mean", "std"]).fillna(0.0)
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for label, row in stats.iterrows():
+        x, y = row[(cost, "mean")], row[("test_acc", "mean")] * 100
+        ax.errorbar(x, y, xerr=row[(cost, "std")], yerr=row[("test_acc", "std")] * 100, marker="o", capsize=3)
+        ax.annotate(label, (x, y), fontsize=8, xytext=(4, 4), textcoords="offset points")
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
 def write_report(suite_dir: str | Path, out: str | Path | None = None) -> Path:
     """Tables (Markdown + CSV) and figures (PNG) for a suite directory."""
     from .suites import collect_runs
@@ -207,6 +227,10 @@ def write_report(suite_dir: str | Path, out: str | Path | None = None) -> Path:
     if meta["suite"] == "tolerance":
         fig = plot_sweep(runs, "rtol", "rtol = atol")
         fig.savefig(out / "tolerance.png", dpi=110)
+        plt.close(fig)
+    if meta["suite"] != "paper":
+        fig = plot_cost_accuracy(runs)
+        fig.savefig(out / "cost-accuracy.png", dpi=110)
         plt.close(fig)
     return out
 
@@ -250,6 +274,8 @@ def compare_groups(runs: pd.DataFrame, column: str, a: str, b: str) -> dict[str,
 def against_reference(runs: pd.DataFrame, reference: str) -> pd.DataFrame:
     """Each configuration against a reference one: accuracy, NFE and time ratios, and issue 8's target.
 
+    The two verdict columns (test accuracy, stability) compare 95% intervals over seeds (`compare_groups`).
+
     The target: test accuracy at least the reference's minus one std across its seeds, with at least 2x
     fewer forward NFE and at least 1.5x less time per epoch (head-only runs: the epoch time is the head's).
     """
@@ -269,4 +295,7 @@ def against_reference(runs: pd.DataFrame, reference: str) -> pd.DataFrame:
     table["meets target"] = ((means["test_acc"] >= floor) & (table["NFE fwd reduction"] >= 2.0)
                              & (table["speed-up per epoch"] >= 1.5))
     table.loc[reference, "meets target"] = False
+    for column, name in (("test_acc", "test acc vs ref"), ("val_loss_tv", "val loss TV vs ref")):
+        table[name] = [compare_groups(runs, column, label, reference)["verdict"] if label != reference else "–"
+                       for label in means.index]
     return table.rename_axis("configuration").reset_index()
