@@ -63,7 +63,9 @@ def test_an_interrupted_suite_resumes_without_redoing_or_losing_runs(tmp_path):
         run_suite("smoke", "cpu", seeds=2, out=out, use_papermill=False)
     with pytest.raises(ConfigError, match="seeds"):
         run_suite("smoke", "cpu", seeds=3, out=out, use_papermill=False, resume=True)
+    seconds_before = json.loads((out / "suite.json").read_text())["seconds"]
     run_suite("smoke", "cpu", seeds=2, out=out, use_papermill=False, progress=False, resume=True)
+    assert json.loads((out / "suite.json").read_text())["seconds"] > seconds_before > 0  # time adds up
     runs = pd.read_csv(out / "runs.csv")
     assert sorted(runs["run_dir"]) == ["fc-s0", "fc-s1", "node-s0", "node-s1"]
     assert (out / "node-s1" / "metrics.json").read_bytes() == finished  # kept, not rerun

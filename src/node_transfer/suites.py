@@ -199,8 +199,8 @@ def run_suite(name: str, profile: str = "cpu", seeds: int = 1, out: str | Path |
                           "(or pass resume=True / --resume to continue the suite in it)")
     out.mkdir(parents=True, exist_ok=True)
     previous = json.loads((out / "suite.json").read_text()) if resume else {}
-    (out / "suite.json").write_text(json.dumps({**previous, **meta}, indent=2) + "\n")
-    started = time.perf_counter() - float(previous.get("seconds", 0.0))
+    meta["seconds"] = float(previous.get("seconds", 0.0))  # wall time of the runs, kept across resumes
+    (out / "suite.json").write_text(json.dumps(meta, indent=2) + "\n")
     for index, (run, seed, config) in enumerate(planned, 1):
         run_dir = Path(config.out)
         if resume and (run_dir / "metrics.json").is_file():
@@ -212,6 +212,7 @@ def run_suite(name: str, profile: str = "cpu", seeds: int = 1, out: str | Path |
             else:
                 _set_aside(run_dir)
         print(f"[{index}/{len(planned)}] {name}: {run.label} seed {seed}", file=sys.stderr, flush=True)
+        started = time.perf_counter()
         if use_papermill:
             from .notebooks import book_dir, execute_page
 
@@ -221,10 +222,10 @@ def run_suite(name: str, profile: str = "cpu", seeds: int = 1, out: str | Path |
             from .experiment import run_experiment
 
             run_experiment(config, progress=progress)
+        meta["seconds"] += time.perf_counter() - started
+        (out / "suite.json").write_text(json.dumps(meta, indent=2) + "\n")
     table = collect_runs(out)
     table.to_csv(out / "runs.csv", index=False)
-    (out / "suite.json").write_text(json.dumps({**json.loads((out / "suite.json").read_text()),
-                                                "seconds": time.perf_counter() - started}, indent=2) + "\n")
     return out
 
 
