@@ -143,6 +143,25 @@ def test_paper_tables_report_seeds_as_mean_and_std():
     assert json.dumps(tables["Stability"].to_dict())  # serialisable for the committed results
 
 
+def test_paper_claims_are_computed_from_the_runs():
+    from node_transfer.reporting import paper_claims, stability_verdicts
+
+    rows = []
+    for label, tv, sec, head in (("baseline", [0.10, 0.11, 0.09], 1.0, 100), ("rk", [0.01, 0.011, 0.009], 1.2, 900),
+                                 ("adjoint", [0.05, 0.2, 0.4], 0.8, 900)):
+        for seed, value in enumerate(tv):
+            rows.append(dict(label=label, seed=seed, test_acc=0.9, val_loss_tv=value, seconds_per_epoch=sec,
+                             epochs=3, params_head=head))
+    runs = pd.DataFrame(rows)
+    claims = paper_claims(runs).set_index("paper's claim")["verdict"]
+    assert claims["the NODE head makes training more stable"] == (
+        "rk vs baseline: lower; adjoint vs baseline: indistinguishable")
+    assert claims["NODE models need fewer epochs and less time"].endswith("an epoch costs more for: rk")
+    assert claims["a NODE may reduce the parameter count"].endswith("+800 parameters against the FC head")
+    verdicts = stability_verdicts(runs).set_index(["NODE model", "statistic"])["NODE vs baseline"]
+    assert verdicts[("rk", "val_loss_tv")] == "lower" and verdicts[("rk", "test_acc")] == "indistinguishable"
+
+
 def test_compare_groups_reads_verdicts_off_confidence_intervals():
     from node_transfer.reporting import compare_groups
 

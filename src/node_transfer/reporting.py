@@ -299,3 +299,50 @@ def against_reference(runs: pd.DataFrame, reference: str) -> pd.DataFrame:
         table[name] = [compare_groups(runs, column, label, reference)["verdict"] if label != reference else "–"
                        for label in means.index]
     return table.rename_axis("configuration").reset_index()
+
+
+def stability_verdicts(runs: pd.DataFrame, models: tuple[str, ...] = ("rk", "adjoint"),
+                       reference: str = "baseline") -> pd.DataFrame:
+    """Each NODE model against the baseline on stability (val_loss_tv) and test accuracy, 95% intervals."""
+    rows = []
+    for model in models:
+        for column in ("val_loss_tv", "test_acc"):
+            result = compare_groups(runs, column, model, reference)
+            rows.append({"NODE model": model, "statistic": column, "NODE mean": result["mean_a"],
+                         "NODE 95% CI ±": result["ci_a"], f"{reference} mean": result["mean_b"],
+                         f"{reference} 95% CI ±": result["ci_b"], f"NODE vs {reference}": result["verdict"]})
+    return pd.DataFrame(rows)
+
+
+def paper_claims(runs: pd.DataFrame) -> pd.DataFrame:
+    """The paper's claims, each next to what the `paper` suite's runs measured and a verdict computed from them."""
+    means = runs.groupby("label")[["test_acc", "seconds_per_epoch", "epochs", "params_head", "val_loss_tv"]].mean()
+
+    def verdict(column: str, a: str, b: str) -> str:
+        return f"{a} vs {b}: {compare_groups(runs, column, a, b)['verdict']}"
+
+    def per_model(column: str, scale: float = 1.0, digits: int = 1) -> str:
+        return ", ".join(f"{label} {means.loc[label, column] * scale:.{digits}f}" for label in PAPER)
+
+    cost = means["seconds_per_epoch"] / means.loc["baseline", "seconds_per_epoch"]
+    dearer = [label for label in ("rk", "adjoint") if cost[label] > 1.0]
+    heads = means["params_head"]
+    return pd.DataFrame([
+        {"paper's claim": "the three models reach the same test accuracy",
+         "measured": "test %: " + per_model("test_acc", 100),
+         "verdict": "; ".join(verdict("test_acc", m, "baseline") for m in ("rk", "adjoint"))},
+        {"paper's claim": "NODE models need fewer epochs and less time",
+         "measured": "epochs run: " + per_model("epochs", digits=0) + "; seconds per epoch relative to the "
+                     "baseline: " + ", ".join(f"{m} {cost[m]:.2f}x" for m in ("rk", "adjoint")),
+         "verdict": "fewer epochs by construction (they start from the trained baseline); an epoch costs more "
+                    f"for: {', '.join(dearer) or 'none'}"},
+        {"paper's claim": "the NODE head makes training more stable",
+         "measured": "val loss TV: " + per_model("val_loss_tv", digits=3),
+         "verdict": "; ".join(verdict("val_loss_tv", m, "baseline") for m in ("rk", "adjoint"))},
+        {"paper's claim": "the adjoint variant is the most stable",
+         "measured": "val loss TV: " + per_model("val_loss_tv", digits=3),
+         "verdict": verdict("val_loss_tv", "adjoint", "rk")},
+        {"paper's claim": "a NODE may reduce the parameter count",
+         "measured": f"head parameters: FC {heads['baseline']:.0f}, NODE {heads['rk']:.0f}",
+         "verdict": f"the NODE head has {heads['rk'] - heads['baseline']:+.0f} parameters against the FC head"},
+    ])
