@@ -215,3 +215,29 @@ def test_regularization_terms_are_non_negative_and_grow_with_dynamics():
     block.eval()
     block(torch.randn(2, 8))
     assert block.regularization == {}  # evaluation integrates h alone
+
+
+def test_saved_tensors_grow_with_steps_for_backprop_and_not_for_the_adjoint():
+    from node_transfer.memory import SavedTensors
+
+    state = torch.randn(64, 16)
+    saved = {}
+    for adjoint in (False, True):
+        for steps in (2, 8):
+            torch.manual_seed(0)
+            block = ODEBlock(MLPDynamics(16, 32), solver="rk4", step_size=1 / steps, adjoint=adjoint)
+            with SavedTensors() as recorder:
+                loss = block(state).pow(2).sum()
+            loss.backward()
+            saved[adjoint, steps] = recorder.megabytes
+    assert saved[False, 8] > 3 * saved[False, 2] > 0  # every RK4 stage's activations are kept
+    assert saved[True, 8] == saved[True, 2]  # the adjoint keeps none of the solve's intermediate states
+
+
+def test_linear_dynamics_checks_its_matrix_and_state():
+    from node_transfer.ode import LinearDynamics
+
+    with pytest.raises(ValueError, match="square"):
+        LinearDynamics(torch.zeros(2, 3))
+    with pytest.raises(ValueError, match=r"\(batch, 2\)"):
+        ODEBlock(LinearDynamics(torch.eye(2)), solver="rk4", step_size=0.5)(torch.zeros(3, 4))

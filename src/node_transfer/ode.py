@@ -142,6 +142,26 @@ class ConvDynamics(nn.Module):
         return self.norm3(out)
 
 
+class LinearDynamics(nn.Module):
+    """f(t, h) = A h for a batch of row vectors h: a reference ODE with the closed form h(T) = expm(A T) h(0).
+
+    A is a parameter, so gradients through a solve (direct or adjoint) can be checked against the closed form.
+    """
+
+    def __init__(self, matrix: torch.Tensor) -> None:
+        super().__init__()
+        if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1]:
+            raise ValueError(f"matrix must be square, got shape {tuple(matrix.shape)}")
+        self.matrix = nn.Parameter(matrix.clone())
+
+    def check_state(self, h: torch.Tensor) -> None:
+        if h.dim() != 2 or h.shape[1] != self.matrix.shape[0]:
+            raise ValueError(f"state must have shape (batch, {self.matrix.shape[0]}), got {tuple(h.shape)}")
+
+    def forward(self, t: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        return h @ self.matrix.T
+
+
 def _groups(channels: int) -> int:
     for groups in (32, 16, 8, 4, 2):
         if channels % groups == 0:
