@@ -3,11 +3,15 @@
 Part 1 (timing): seconds per real training step (forward, cross-entropy, backward, Adam step; the backbone
 trains too) of backbone + FC head against backbone + NODE head (dopri5, rtol = atol = 1e-5; direct
 backpropagation and adjoint), same batch size and image size, on real augmented digits images. Variants of
-the NODE head (ode_width 256/128/64, zero_init, seminorm adjoint) are timed in the same alternating rounds,
-so every NODE/FC ratio comes from one run. NFE forward/backward are those of the timed steps.
+the NODE head (ode_width 256/128/64, zero_init, seminorm adjoint, the torchode backend) are timed in the same
+alternating rounds, so every NODE/FC ratio comes from one run. NFE forward/backward are those of the timed
+steps. A step stands for an epoch: an epoch is steps plus data loading, which costs both heads the same, so
+the per-step ratio is if anything above the per-epoch one.
 
-Part 2 (head_width_accuracy): head-only training on cached features of digits (the package's Trainer in
+Part 2 (head_cost-accuracy.csv): head-only training on cached features of digits (the package's Trainer in
 cached mode, a few seeds) for the default head and the cheap variants, to show whether accuracy is kept.
+The headline is the cheapest head at rtol = atol = 1e-5 (the target's tolerance) whose mean test accuracy is
+within 0.5 pp of the default head's; a looser tolerance is timed too, but reported apart.
 
     .venv/bin/python bench/head_cost.py [--device cpu|cuda] [--quick] [--compile]
 """
@@ -37,20 +41,24 @@ VARIANTS = [
     ("node w256 adjoint+seminorm", "node", {"adjoint": True, "seminorm": True}),
     ("node w128", "node", {"ode_width": 128}),
     ("node w64", "node", {"ode_width": 64}),
-    ("node w256 zero_init", "node", {"zero_init": True}),
     ("node w64 zero_init", "node", {"ode_width": 64, "zero_init": True}),
-    ("node w64 adjoint+seminorm", "node", {"ode_width": 64, "adjoint": True, "seminorm": True}),
+    ("node w64 torchode", "node", {"ode_width": 64, "ode_backend": "torchode"}),
     ("node w64 tol 1e-3", "node", {"ode_width": 64, "rtol": 1e-3, "atol": 1e-3}),
 ]
 QUICK_VARIANTS = ("fc", "node w256 (default)", "node w256 adjoint+seminorm", "node w64", "node w64 tol 1e-3")
-#: head-only accuracy check: (label, config changes); the first is the reference (the default head).
+#: head-only accuracy check: (label, config changes); the first is the reference (the default head). The
+#: adjoint variants compute the same function as their direct twins (only the gradient differs), so they
+#: are not trained separately.
 ACCURACY_VARIANTS = [
     ("node w256 (default)", {}),
     ("node w128", {"ode_width": 128}),
     ("node w64", {"ode_width": 64}),
     ("node w64 zero_init", {"ode_width": 64, "zero_init": True}),
+    ("node w64 torchode", {"ode_width": 64, "ode_backend": "torchode"}),
     ("node w64 tol 1e-3", {"ode_width": 64, "rtol": 1e-3, "atol": 1e-3}),
 ]
+#: timed heads whose accuracy is that of another row (same function, only the gradient computation differs)
+ACCURACY_OF = {"node w256 adjoint": "node w256 (default)", "node w256 adjoint+seminorm": "node w256 (default)"}
 ACCURACY_TOLERANCE = 0.005  # a cheap setting keeps accuracy if its mean test accuracy is within 0.5 pp
 
 
@@ -83,6 +91,7 @@ def timing(args, device, backbone, data_config) -> pd.DataFrame:
         rows.append({"head": label, "kind": kind, "ode_width": options.get("ode_width", 256) if kind == "node" else 0,
                      "zero_init": options.get("zero_init", False), "adjoint": options.get("adjoint", False),
                      "seminorm": options.get("seminorm", False),
+                     "backend": options.get("ode_backend", "torchdiffeq") if kind == "node" else None,
                      "tol": options.get("rtol", SOLVER["rtol"]) if kind == "node" else None, "s_per_step": s,
                      "images_per_s": args.batch_size / s, "ratio_vs_fc": s / fc,
                      "spread": _lib.spread(seconds[label]),
@@ -111,15 +120,16 @@ def make_step(model, optimizer, batches, device):
 
 
 def accuracy(args, device, backbone, data_config) -> pd.DataFrame:
-    features = _lib.cached_features(args, device, backbone, data_config)
+    features = _lib.cached_features(args, device)
     # kept on the CPU, as the package keeps cached features (its loader pins and copies each batch)
     train, val, test = (features[n] for n in ("train", "val", "test"))
     num_features, num_classes = train.tensors[0].shape[1], int(train.tensors[1].max()) + 1
     seeds = range(1 if args.quick else args.acc_seeds)
-    epochs = 2 if args.quick else args.acc_epochs
+    epochs = 1 if args.quick else args.acc_epochs
+    variants = [v for v in ACCURACY_VARIANTS if not args.quick or v[0] in QUICK_VARIANTS]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for label, changes in ACCURACY_VARIANTS:
+        for label, changes in variants:
             for seed in seeds:
                 config = _lib.head_config(head="node", epochs=epochs, seed=seed, batch_size=args.batch_size,
                                           **{**SOLVER, **changes})
@@ -147,29 +157,38 @@ def accuracy(args, device, backbone, data_config) -> pd.DataFrame:
 
 def main() -> None:
     p = _lib.parser(__doc__.splitlines()[0])
-    p.add_argument("--reps", type=int, default=5, help="timed steps per head (alternating rounds)")
+    p.add_argument("--reps", type=int, default=10, help="timed steps per head (alternating rounds)")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps per head first")
-    p.add_argument("--acc-epochs", type=int, default=15, help="epochs of the head-only accuracy check")
+    p.add_argument("--acc-epochs", type=int, default=6, help="epochs of the head-only accuracy check")
     p.add_argument("--acc-seeds", type=int, default=3, help="seeds of the head-only accuracy check")
     args = p.parse_args()
     if args.quick:
         args.reps, args.warmup = 2, 1
-    device = _lib.resolve_device(args.device)
+    device = _lib.resolve_device(args.device, args.threads)
     backbone, data_config = _lib.load_backbone(args, device)
     table = timing(args, device, backbone, data_config)
     acc = accuracy(args, device, backbone, data_config)
 
     reference = acc.iloc[0]
+    table["accuracy_of"] = [ACCURACY_OF.get(h, h) for h in table["head"]]
     table = table.merge(acc[["head", "test_acc_mean", "test_acc_std", "nfe_forward_last_epoch"]]
-                        .rename(columns={"test_acc_mean": "head_only_test_acc", "test_acc_std": "head_only_acc_std",
-                                         "nfe_forward_last_epoch": "head_only_nfe"}), on="head", how="left")
+                        .rename(columns={"head": "accuracy_of", "test_acc_mean": "head_only_test_acc",
+                                         "test_acc_std": "head_only_acc_std",
+                                         "nfe_forward_last_epoch": "head_only_nfe"}), on="accuracy_of", how="left")
+    table.loc[table["kind"] == "fc", "accuracy_of"] = None
     keeps = acc[acc["test_acc_mean"] >= reference["test_acc_mean"] - ACCURACY_TOLERANCE]["head"].tolist()
-    candidates = table[table["head"].isin(keeps) & (table["kind"] == "node")].sort_values("ratio_vs_fc")
+    table["keeps_accuracy"] = table["accuracy_of"].isin(keeps)
+    # the target is set at the paper's tolerance: only heads solved at rtol = atol = 1e-5 can meet it
+    at_paper_tol = (table["kind"] == "node") & (table["tol"] == SOLVER["rtol"])
+    candidates = table[at_paper_tol & table["keeps_accuracy"]].sort_values("ratio_vs_fc")
     best = candidates.iloc[0]
     default = table[table["head"] == "node w256 (default)"].iloc[0]
     adjoint = table[table["head"] == "node w256 adjoint"]
+    seminorm = table[table["head"] == "node w256 adjoint+seminorm"]
+    loose = table[(table["kind"] == "node") & (table["tol"] != SOLVER["rtol"])]
     summary = {
-        "headline": f"NODE/FC seconds per full fine-tuning step, recommended head ({best['head']})",
+        "headline": f"NODE/FC seconds per full fine-tuning step at rtol = atol = 1e-5, cheapest head that keeps "
+                    f"accuracy ({best['head']})",
         "value": round(float(best["ratio_vs_fc"]), 3), "target": f"<= {TARGET}",
         "pass": bool(best["ratio_vs_fc"] <= TARGET),
         "recommended": best["head"],
@@ -178,6 +197,10 @@ def main() -> None:
         "accuracy_rule": f"mean head-only test accuracy within {ACCURACY_TOLERANCE * 100:g} pp of the default head",
         "default_ratio": round(float(default["ratio_vs_fc"]), 3),
         "adjoint_ratio": round(float(adjoint.iloc[0]["ratio_vs_fc"]), 3) if len(adjoint) else None,
+        "adjoint_seminorm_ratio": round(float(seminorm.iloc[0]["ratio_vs_fc"]), 3) if len(seminorm) else None,
+        "ratio_by_head": {r["head"]: round(float(r["ratio_vs_fc"]), 3) for _, r in table.iterrows()},
+        "looser_tolerance_ratio": ({r["head"]: round(float(r["ratio_vs_fc"]), 3) for _, r in loose.iterrows()}
+                                   or None),
         "paper_ratio_per_epoch": PAPER_RATIO,
         "fc_s_per_step": round(float(table.iloc[0]["s_per_step"]), 4),
         "setting": {"batch_size": args.batch_size, "image_size": args.image_size, "backbone": args.backbone,

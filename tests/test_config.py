@@ -125,3 +125,14 @@ def test_config_round_trips_through_json_and_the_cli(tmp_path):
 def test_defaults_are_valid_and_ints_are_accepted_for_floats():
     config = ExperimentConfig.from_dict({"lr": 1, "rtol": 1})
     assert isinstance(config.lr, float) and config.validate() is config
+
+
+@pytest.mark.parametrize("command", ["run", "suite", "report", "demo", "notebooks"])
+def test_every_command_prints_its_help(command, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage:") and len(out.splitlines()) > 3
+    if command == "run":
+        assert "--val-size" in out and "10% otherwise" in out  # a % in a help text is printed, not formatted

@@ -6,7 +6,8 @@ it. A script run as `python bench/NAME.py` has `bench/` on `sys.path`, so it imp
 Timing rules every script follows: `time.perf_counter`, a device synchronisation around each timed call on
 CUDA, warm-up calls excluded, configurations measured alternately (A B A B ..., the order reversed every other
 round so that a slow drift of the machine hits every configuration alike), the median of the repetitions, and
-ratios taken between numbers of the same run. `torch.set_num_threads` is left at its default.
+ratios taken between numbers of the same run. `torch.set_num_threads` is left at its default unless
+--threads is given.
 """
 
 from __future__ import annotations
@@ -52,11 +53,15 @@ def parser(description: str) -> argparse.ArgumentParser:
     p.add_argument("--weights", default="imagenet", help="imagenet, none, or a weights file")
     p.add_argument("--image-size", type=int, default=64, help="input side in pixels")
     p.add_argument("--batch-size", type=int, default=64, help="batch size")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (0: torch's default, one per core); 1 is steadier on a busy machine")
     return p
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, threads: int = 0) -> torch.device:
     """The torch device for --device; --device cuda without a visible GPU stops with a clear message."""
+    if threads:
+        torch.set_num_threads(threads)
     if name == "cuda":
         if not torch.cuda.is_available():
             build = torch.version.cuda or "none (a CPU-only build)"
@@ -197,36 +202,26 @@ def fixed_batches(dataset: Dataset, batch_size: int, count: int, device: torch.d
     return batches
 
 
-def cached_features(args: argparse.Namespace, device: torch.device, backbone: nn.Module | None = None,
-                    data_config: dict | None = None) -> dict[str, TensorDataset]:
+def cached_features(args: argparse.Namespace, device: torch.device) -> dict[str, TensorDataset]:
     """Pooled backbone features of the digits splits (eval transform), computed once and kept on disk.
 
-    The package's `extract_features` does the work; the file under bench/_cache is keyed by backbone,
-    weights, image size, device type and torch version, so the scripts share one extraction.
+    The package does the work: `experiment.prepare` builds the frozen backbone and the splits of an
+    ExperimentConfig with `cache_features=True`, and `experiment.cached_feature_sets` extracts them or loads
+    them from `feature_cache` (bench/_cache/features, keyed by backbone, weights, data, split, image size,
+    pooling, torch version and device type), so the scripts share one extraction.
     """
-    from node_transfer.model import TransferModel
-    from node_transfer.training import extract_features
+    from node_transfer.config import ExperimentConfig
+    from node_transfer.experiment import cached_feature_sets, feature_cache_key, prepare
 
-    weights_tag = Path(args.weights).name if args.weights not in ("imagenet", "none") else args.weights
-    key = f"digits-{args.backbone}-{weights_tag}-{args.image_size}px-{device.type}-torch{torch.__version__}"
-    path = CACHE / f"features-{key.replace('/', '_')}.pt"
-    if path.is_file():
-        data = torch.load(path, map_location="cpu", weights_only=True)
-        return {name: TensorDataset(data[name]["x"], data[name]["y"]) for name in ("train", "val", "test")}
-    if backbone is None:
-        backbone, data_config = load_backbone(args, device)
-    splits = digits(data_config, args.image_size, augment=False)
-    model = TransferModel(backbone, nn.Identity())
-    log(f"extracting features ({args.backbone}, {args.image_size} px) into {path.relative_to(ROOT)}")
-    sets = {}
-    with autocast(device):
-        for name in ("train", "val", "test"):
-            sets[name] = extract_features(model, getattr(splits, name), 128, device, pool=True, progress=False)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save({name: {"x": ds.tensors[0], "y": ds.tensors[1]} for name, ds in sets.items()}, tmp)
-    os.replace(tmp, path)
-    return sets
+    config = ExperimentConfig.from_dict({
+        "dataset": "digits", "backbone": args.backbone, "weights": args.weights, "image_size": args.image_size,
+        "batch_size": args.batch_size, "freeze_backbone": True, "cache_features": True, "seed": 0,
+        "feature_cache": str(CACHE / "features"), "device": device.type})
+    cached = (CACHE / "features" / f"{feature_cache_key(config, pool=True, device=device.type)}.pt").is_file()
+    if not cached:
+        log(f"extracting features ({args.backbone}, {args.image_size} px) into bench/_cache/features")
+    sets = cached_feature_sets(prepare(config), progress=False)
+    return dict(zip(("train", "val", "test"), sets))
 
 
 def head_config(**changes: Any):

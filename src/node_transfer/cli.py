@@ -34,7 +34,7 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         help_text = f.metadata.get("help", "")
         if f.metadata.get("choices"):
             help_text = f"{help_text} {{{', '.join(f.metadata['choices'])}}}".strip()
-        help_text += f" (default: {default})"
+        help_text = f"{help_text} (default: {default})".replace("%", "%%")  # argparse formats help with %
         flag = "--" + f.name.replace("_", "-")
         alias = "--" + f.name
         names = [flag] if alias == flag else [flag, alias]

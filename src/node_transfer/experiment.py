@@ -124,8 +124,9 @@ def prepare(config: ExperimentConfig) -> Prepared:
     return Prepared(config, model, splits, device, dist, resolved, init_checkpoint)
 
 
-def feature_cache_key(config: ExperimentConfig, pool: bool) -> str:
-    """What determines cached features: backbone and weights, data and split, image size, pooling."""
+def feature_cache_key(config: ExperimentConfig, pool: bool, device: str = "cpu") -> str:
+    """What determines cached features: backbone and weights, data and split, image size, pooling, device type
+    (a GPU's convolutions round differently from the CPU's)."""
     import hashlib
 
     weights = config.weights
@@ -133,7 +134,7 @@ def feature_cache_key(config: ExperimentConfig, pool: bool) -> str:
         stat = Path(weights).stat()
         weights = f"{Path(weights).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
     parts = [config.backbone, weights, config.dataset, str(Path(config.data_dir).resolve()), config.image_size,
-             config.val_size, config.seed, config.train_subset, pool, config.init_from, torch.__version__]
+             config.val_size, config.seed, config.train_subset, pool, config.init_from, torch.__version__, device]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:20]
 
 
@@ -147,7 +148,7 @@ def cached_feature_sets(prepared: Prepared, progress: bool = True) -> list[torch
     if config.feature_cache and not config.init_from:  # a fine-tuned backbone's features are its own
         folder = Path(config.feature_cache)
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{feature_cache_key(config, pool)}.pt"
+        path = folder / f"{feature_cache_key(config, pool, prepared.device.type)}.pt"
         if path.is_file():
             tensors = torch.load(path, map_location="cpu", weights_only=True)
             return [torch.utils.data.TensorDataset(*tensors[name]) for name in ("train", "val", "test")]

@@ -127,7 +127,9 @@ class Trainer:
         self.optimizer = make_optimizer(config, self.train_module.parameters())
         self.scheduler = make_scheduler(config, self.optimizer)
         self.blocks = ode_blocks(model)
-        self.amp = config.amp and device.type == "cuda"
+        # bf16 autocast is for the backbone; on cached features only the head runs, and it stays float32
+        # (TransferModel.forward switches autocast off for it, a path the cached head does not take)
+        self.amp = config.amp and device.type == "cuda" and not cached
         self.state = TrainState()
         self.forward: Callable = self.train_module
         if dist.active:
