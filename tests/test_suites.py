@@ -217,3 +217,19 @@ def test_strip_images_keeps_text_outputs(tmp_path):
     nbformat.write(nbformat.v4.new_notebook(cells=[cell]), str(path))
     assert strip_images(path) == 1
     assert nbformat.read(str(path), as_version=4).cells[0].outputs[0]["data"] == {"text/plain": "<Figure size 640x480>"}
+
+
+def test_bench_results_load_into_an_overview(tmp_path):
+    from node_transfer.reporting import bench_overview, load_bench
+
+    with pytest.raises(FileNotFoundError, match="make bench"):
+        load_bench(tmp_path)
+    machine = {"load_average_at_start": [1.2, 1.0, 0.9], "load_average_at_end": [1.9, 1.1, 1.0]}
+    (tmp_path / "memory.json").write_text(json.dumps({"headline": "adjoint peak growth", "value": 0.012,
+                                                      "target": "<= 0.10", "pass": True, "seconds": 90,
+                                                      "machine": machine}))
+    pd.DataFrame({"nfe": [4, 8]}).to_csv(tmp_path / "memory.csv", index=False)
+    tables, summaries = load_bench(tmp_path)
+    assert list(tables["memory"]["nfe"]) == [4, 8]
+    row = bench_overview(summaries).iloc[0]
+    assert (row["benchmark"], row["met"], row["minutes"], row["load average at end"]) == ("memory", True, 1.5, 1.9)
