@@ -21,7 +21,6 @@ from pathlib import Path
 import _lib
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Subset
 
 from node_transfer.config import ExperimentConfig
@@ -98,12 +97,7 @@ def bare_loop(model, train, config, device):
         model.train()
         for images, labels in loader:
             images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-            with _lib.autocast(device):
-                logits = model(images)
-            loss = F.cross_entropy(logits.float(), labels)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            _lib.bare_step(model, optimizer, images, labels, device)
 
     return epoch
 

@@ -87,6 +87,18 @@ def autocast(device: torch.device):
     return contextlib.nullcontext()
 
 
+def bare_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.Tensor, labels: torch.Tensor,
+              device: torch.device) -> torch.Tensor:
+    """One plain training step (forward under autocast, cross-entropy, backward, update): the reference."""
+    with autocast(device):
+        logits = model(images)
+    loss = torch.nn.functional.cross_entropy(logits.float(), labels)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
 def machine(device: torch.device) -> dict[str, Any]:
     info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(device)}
