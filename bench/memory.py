@@ -40,6 +40,7 @@ def child(args) -> None:
     import torch.nn.functional as F
 
     from node_transfer.heads import build_head
+    from node_transfer.memory import SavedTensors
 
     device = _lib.resolve_device(args.device, args.threads)
     torch.manual_seed(0)
@@ -56,16 +57,6 @@ def child(args) -> None:
     F.cross_entropy(head(x[:8]), y[:8]).backward()
     head.zero_grad(set_to_none=False)
 
-    saved: dict[int, int] = {}
-
-    def pack(tensor):
-        try:
-            storage = tensor.untyped_storage()
-            saved[storage.data_ptr()] = storage.nbytes()
-        except (RuntimeError, NotImplementedError):
-            saved[id(tensor)] = tensor.numel() * tensor.element_size()
-        return tensor
-
     _lib.sync(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -74,7 +65,7 @@ def child(args) -> None:
         reset_peak()
         before = rss_kb()
     start = time.perf_counter()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+    with SavedTensors() as saved:
         logits = head(x)
         loss = F.cross_entropy(logits, y)
     loss.backward()
@@ -87,7 +78,7 @@ def child(args) -> None:
         peak_mb = (peak_kb() - before) / 1024
         kind = "cpu_peak_rss_rise"
     print(json.dumps({"nfe_forward": head.block.nfe_forward, "nfe_backward": head.block.nfe_backward,
-                      "saved_mb": sum(saved.values()) / 2**20, "peak_mb": peak_mb, "memory_kind": kind,
+                      "saved_mb": saved.megabytes, "peak_mb": peak_mb, "memory_kind": kind,
                       "step_s": seconds}))
 
 
