@@ -1,6 +1,7 @@
 """Suites through real papermill, the parameters cell of the experiment page, reports and stability."""
 
 import json
+import re
 import subprocess
 import sys
 import typing
@@ -233,3 +234,25 @@ def test_bench_results_load_into_an_overview(tmp_path):
     assert list(tables["memory"]["nfe"]) == [4, 8]
     row = bench_overview(summaries).iloc[0]
     assert (row["benchmark"], row["met"], row["minutes"], row["load average at end"]) == ("memory", True, 1.5, 1.9)
+
+
+def test_strict_reproduction_ignores_where_the_checkout_lives():
+    """The committed notebooks must compare equal under nbval wherever CI clones the repository."""
+    from nbval.plugin import get_sanitize_patterns
+
+    repo = book_dir().parent
+    patterns = get_sanitize_patterns((repo / "results" / "nbval-sanitize.cfg").read_text())
+    assert patterns, "nbval-sanitize.cfg holds no regex/replace pair"
+
+    def sanitize(text: str) -> str:
+        for regex, replace in patterns:
+            text = re.sub(regex, replace, text)
+        return text
+
+    warning = ("{root}/.venv/lib/python3.11/site-packages/tqdm/auto.py:21: TqdmWarning: IProgress not found. "
+               "See https://ipywidgets.readthedocs.io/en/stable/user_install.html\n")
+    roots = ["/work/main", "/tmp/fresh", "/check", "/srv/ci/node-transfer", "/home/runner/work/x"]
+    assert len({sanitize(warning.format(root=root)) for root in roots}) == 1
+    # URLs, relative paths and ratios are content, not machine paths: they stay.
+    kept = "see https://example.org/a/b, results/bench/x.csv, 3/4 and val/test"
+    assert sanitize(kept) == kept
