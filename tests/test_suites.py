@@ -34,8 +34,11 @@ def test_experiment_page_parameters_are_exactly_the_run_options():
     for name in names:
         assert namespace[name] == getattr(defaults, name), name
     hints = typing.get_type_hints(ExperimentConfig)
-    for f in fields(ExperimentConfig):  # annotations in the cell document the types for papermill --help
-        assert f"{f.name}: " in parameters_cell(notebook), hints[f.name]
+    lines = {line.split(":")[0]: line for line in parameters_cell(notebook).splitlines()}
+    for f in fields(ExperimentConfig):  # annotations and comments document the types for papermill --help
+        assert f"{f.name}: " in lines[f.name], hints[f.name]
+        if f.metadata.get("help"):  # the comment is the CLI's help text, so the two cannot drift apart
+            assert lines[f.name].split("  # ", 1)[1].startswith(f.metadata["help"]), f.name
 
 
 def test_tiny_suite_through_papermill(tmp_path):

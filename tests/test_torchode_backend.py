@@ -298,3 +298,16 @@ def test_fallback_only_to_supported_fixed_step_methods():
 def test_adjoint_with_regularization_is_refused():
     with pytest.raises(ConfigError, match="regularization"):
         TorchodeBlock(MLPDynamics(4, 4), adjoint=True, regularization="kinetic")
+
+
+def test_the_config_checks_solvers_against_the_chosen_backend():
+    """tsit5 exists only in torchode: the config accepts it there and names the valid choices elsewhere."""
+    from node_transfer.config import ExperimentConfig
+
+    ExperimentConfig(ode_backend="torchode", solver="tsit5").validate(check_paths=False)
+    with pytest.raises(ConfigError) as info:
+        ExperimentConfig(solver="tsit5").validate(check_paths=False)
+    assert info.value.name == "solver" and "dopri5" in str(info.value)
+    with pytest.raises(ConfigError) as info:
+        ExperimentConfig(ode_backend="torchode", solver="implicit_adams").validate(check_paths=False)
+    assert info.value.name == "solver" and "tsit5" in str(info.value) and "torchode" in str(info.value)

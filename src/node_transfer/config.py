@@ -63,7 +63,7 @@ class ExperimentConfig:
                             | {"help": "NODE on the pooled vector or on the feature map"})
     ode_width: int = field(default=256, metadata={"help": "hidden width of the ODE dynamics"})
     ode_activation: str = field(default="softplus", metadata=_choices(*ACTIVATIONS))
-    solver: str = field(default="dopri5", metadata={"help": "torchdiffeq method"})
+    solver: str = field(default="dopri5", metadata={"help": "ODE method (tsit5 only with ode_backend=torchode)"})
     rtol: float = field(default=1e-5, metadata={"help": "relative tolerance (adaptive solvers)"})
     atol: float = field(default=1e-5, metadata={"help": "absolute tolerance (adaptive solvers)"})
     step_size: float | None = field(default=None, metadata={"help": "step size (fixed-step solvers)"})
@@ -161,7 +161,7 @@ class ExperimentConfig:
             raise ConfigError("step_size", self.step_size, "a positive number, or None")
         self.milestones()  # parses or raises
         if self.head == "node":
-            ode.check_solver(self.solver, self.rtol, self.atol, self.t_end, self.step_size)
+            ode.check_solver(self.solver, self.rtol, self.atol, self.t_end, self.step_size, self.ode_backend)
             if self.on_solver_failure == "fallback":
                 if not ode.is_fixed_step(self.fallback_solver):
                     raise ConfigError("fallback_solver", self.fallback_solver,

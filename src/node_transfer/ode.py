@@ -38,9 +38,18 @@ def fixed_step_solvers() -> list[str]:
     return [name for name in solver_names() if is_fixed_step(name)]
 
 
-def check_solver(solver: str, rtol: float, atol: float, t_end: float, step_size: float | None) -> None:
-    """Raise ConfigError (a ValueError) for an unknown method or an impossible tolerance/time/step."""
-    if solver not in solver_names():
+def check_solver(solver: str, rtol: float, atol: float, t_end: float, step_size: float | None,
+                 backend: str = "torchdiffeq") -> None:
+    """Raise ConfigError (a ValueError) for an unknown method or an impossible tolerance/time/step.
+
+    `backend` picks the list of methods: torchdiffeq's, or torchode's (which adds tsit5, lacks the Adams methods).
+    """
+    if backend == "torchode":
+        from .torchode_backend import torchode_solver_names  # local: torchode is only needed when chosen
+
+        if solver not in torchode_solver_names():
+            raise ConfigError("solver", solver, f"one of {torchode_solver_names()} for ode_backend='torchode'")
+    elif solver not in solver_names():
         raise ConfigError("solver", solver, f"one of {solver_names()}")
     for name, value in (("rtol", rtol), ("atol", atol), ("t_end", t_end)):
         if not (isinstance(value, (int, float)) and value > 0 and value == value and value != float("inf")):
