@@ -44,13 +44,13 @@ def check_solver(solver: str, rtol: float, atol: float, t_end: float, step_size:
 
     `backend` picks the list of methods: torchdiffeq's, or torchode's (which adds tsit5, lacks the Adams methods).
     """
+    names, where = solver_names(), ""
     if backend == "torchode":
         from .torchode_backend import torchode_solver_names  # local: torchode is only needed when chosen
 
-        if solver not in torchode_solver_names():
-            raise ConfigError("solver", solver, f"one of {torchode_solver_names()} for ode_backend='torchode'")
-    elif solver not in solver_names():
-        raise ConfigError("solver", solver, f"one of {solver_names()}")
+        names, where = torchode_solver_names(), " for ode_backend='torchode'"
+    if solver not in names:
+        raise ConfigError("solver", solver, f"one of {names}{where}")
     for name, value in (("rtol", rtol), ("atol", atol), ("t_end", t_end)):
         if not (isinstance(value, (int, float)) and value > 0 and value == value and value != float("inf")):
             raise ConfigError(name, value, "a finite number > 0")
