@@ -4,12 +4,12 @@ import pytest
 import torch
 
 from node_transfer.errors import ConfigError
-from node_transfer.heads import FCHead, NODEHead, build_head, count_parameters, ode_blocks
+from node_transfer.heads import FCHead, MLPHead, NODEHead, build_head, count_parameters, ode_blocks
 
 NODE_KWARGS = dict(ode_width=32, solver="dopri5", rtol=1e-3, atol=1e-3)
 
 
-@pytest.mark.parametrize("kind", ["fc", "node"])
+@pytest.mark.parametrize("kind", ["fc", "mlp", "node"])
 @pytest.mark.parametrize("shape", [(5, 24), (5, 24, 3, 3)])
 def test_heads_give_logits_for_vectors_and_maps(kind, shape):
     head = build_head(kind, 24, 7, **NODE_KWARGS)
@@ -31,9 +31,13 @@ def test_parameter_counts():
     dynamics = 2 * 1280 + (1281 * 256 + 256) + (257 * 1280 + 1280)
     assert count_parameters(node) == dynamics + 1280 * 10 + 10
     assert isinstance(fc, FCHead) and isinstance(node, NODEHead) and len(ode_blocks(node)) == 1
+    # the MLP control: the same layers without the time inputs, so 256 + 1280 parameters fewer (0.2%)
+    mlp = build_head("mlp", 1280, 10, ode_width=256)
+    assert isinstance(mlp, MLPHead) and not ode_blocks(mlp)
+    assert count_parameters(node) - count_parameters(mlp) == 256 + 1280
 
 
-@pytest.mark.parametrize("kind, adjoint", [("fc", False), ("node", False), ("node", True)])
+@pytest.mark.parametrize("kind, adjoint", [("fc", False), ("mlp", False), ("node", False), ("node", True)])
 def test_a_few_steps_reduce_the_loss(kind, adjoint):
     torch.manual_seed(0)
     features = torch.randn(32, 24)
@@ -51,13 +55,16 @@ def test_a_few_steps_reduce_the_loss(kind, adjoint):
 
 
 def test_node_head_shares_the_fc_name_with_the_baseline():
-    fc, node = build_head("fc", 8, 3), build_head("node", 8, 3, ode_width=4)
+    fc, node, mlp = build_head("fc", 8, 3), build_head("node", 8, 3, ode_width=4), build_head("mlp", 8, 3, ode_width=4)
     assert {"fc.weight", "fc.bias"} <= set(node.state_dict()) and set(fc.state_dict()) == {"fc.weight", "fc.bias"}
+    assert {"fc.weight", "fc.bias"} <= set(mlp.state_dict())
 
 
 def test_unknown_head_and_state_raise_config_errors():
     with pytest.raises(ConfigError, match="head"):
-        build_head("mlp", 8, 3)
+        build_head("resnet", 8, 3)
+    with pytest.raises(ConfigError, match="ode_activation"):
+        build_head("mlp", 8, 3, ode_activation="gelu")
     with pytest.raises(ConfigError, match="node_state"):
         build_head("node", 8, 3, node_state="tokens")
     with pytest.raises(ValueError, match=r"\(batch, 8\)"):

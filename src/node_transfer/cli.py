@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     suite = sub.add_parser("suite", help="run a set of experiments through papermill")
     suite.add_argument("name", help="suite name (see --list)", nargs="?")
-    suite.add_argument("--profile", default="cpu", help="cpu (offline, minutes) or gpu (the paper's scale)")
+    suite.add_argument("--profile", default="cpu", help="cpu (digits, offline, minutes), fmnist (Fashion-MNIST, "
+                       "offline, hours) or gpu (the paper's scale)")
     suite.add_argument("--seeds", type=int, default=1, help="runs per configuration")
     suite.add_argument("--out", default=None, help="suite directory (must not exist, unless --resume)")
     suite.add_argument("--list", action="store_true", help="list suites and their configurations")
@@ -74,6 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="continue an interrupted suite in --out: keep finished runs, resume the rest")
     suite.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
                        help="override a parameter in every configuration (JSON value), e.g. --set epochs=2")
+    suite.add_argument("--only", nargs="+", metavar="LABEL", default=None,
+                       help="run only these configurations of the suite (see --list)")
     suite.add_argument("--in-process", action="store_true", help="run without papermill (no notebooks)")
 
     report = sub.add_parser("report", help="tables and figures for a suite directory")

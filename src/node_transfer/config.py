@@ -19,7 +19,7 @@ from typing import Any
 from .errors import ConfigError
 
 DATASETS = ("cifar10", "digits", "imagefolder")
-HEADS = ("fc", "node")
+HEADS = ("fc", "mlp", "node")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("none", "cosine", "step")
 DEVICES = ("auto", "cpu", "cuda")
@@ -57,11 +57,12 @@ class ExperimentConfig:
     feature_cache: str | None = field(default=None, metadata={"help": "folder keeping cached features "
                                                                          "across runs (None: memory only)"})
     # head
-    head: str = field(default="node", metadata=_choices(*HEADS) | {"help": "fc or node"})
+    head: str = field(default="node", metadata=_choices(*HEADS)
+                      | {"help": "fc, node, or mlp (the NODE head's layers applied once: its control)"})
     dropout: float = field(default=0.0, metadata={"help": "dropout before the final linear layer"})
     node_state: str = field(default="vector", metadata=_choices(*NODE_STATES)
                             | {"help": "NODE on the pooled vector or on the feature map"})
-    ode_width: int = field(default=256, metadata={"help": "hidden width of the ODE dynamics"})
+    ode_width: int = field(default=256, metadata={"help": "hidden width of the ODE dynamics (and of the mlp head)"})
     ode_activation: str = field(default="softplus", metadata=_choices(*ACTIVATIONS))
     solver: str = field(default="dopri5", metadata={"help": "ODE method (tsit5 only with ode_backend=torchode)"})
     rtol: float = field(default=1e-5, metadata={"help": "relative tolerance (adaptive solvers)"})

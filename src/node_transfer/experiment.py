@@ -200,6 +200,7 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> Path:
     metrics = {
         "train_acc": best_row["train_acc"], "val_acc": best_row["val_acc"], "test_acc": test["acc"],
         "train_loss": best_row["train_loss"], "val_loss": best_row["val_loss"], "test_loss": test["loss"],
+        "test_nll": test["loss"], "test_ece": test["ece"],
         "epochs": state.epochs_done, "best_epoch": state.best_epoch, "seconds": train_seconds,
         "seconds_per_epoch": train_seconds / max(len(state.history), 1), "feature_seconds": feature_seconds,
         **model.parameter_counts(),

@@ -1,7 +1,8 @@
-"""Classification heads on backbone features: `fc` (the paper's baseline) and `node` (ODE block, then FC).
+"""Classification heads on backbone features: `fc` (the paper's baseline), `node` (ODE block, then FC) and
+`mlp` (the NODE head's control: its dynamics applied once, without time, integration or residual, then FC).
 
-Both take either pooled features (batch, C) or a feature map (batch, C, H, W) and return logits. Both name
-their final linear layer `fc`, so a NODE head started from a trained FC baseline inherits its classifier.
+All take either pooled features (batch, C) or a feature map (batch, C, H, W) and return logits. All name
+their final linear layer `fc`, so a head started from a trained FC baseline inherits its classifier.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
-from .ode import ODEBlock, make_dynamics
+from .ode import ACTIVATIONS, ODEBlock, make_dynamics
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
@@ -37,6 +38,32 @@ class FCHead(nn.Module):
             raise ValueError(f"features must have shape (batch, {self.num_features}) or "
                              f"(batch, {self.num_features}, H, W), got {tuple(features.shape)}")
         return self.fc(self.dropout(pooled))
+
+
+class MLPHead(nn.Module):
+    """LayerNorm -> Linear(C, width) -> activation -> Linear(width, C) -> dropout -> fc on the pooled vector.
+
+    The control for a NODE head: the same layers as its vector dynamics (`MLPDynamics`) without the time input,
+    the integration or the skip connection, so its parameter count is the NODE head's less width + C.
+    """
+
+    def __init__(self, num_features: int, num_classes: int, width: int = 256, activation: str = "softplus",
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ConfigError("ode_activation", activation, f"one of {sorted(ACTIVATIONS)}")
+        self.num_features = num_features
+        self.body = nn.Sequential(nn.LayerNorm(num_features), nn.Linear(num_features, width), ACTIVATIONS[activation](),
+                                  nn.Linear(width, num_features))
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(num_features, num_classes)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        pooled = _pool(features)
+        if pooled.dim() != 2 or pooled.shape[1] != self.num_features:
+            raise ValueError(f"features must have shape (batch, {self.num_features}) or "
+                             f"(batch, {self.num_features}, H, W), got {tuple(features.shape)}")
+        return self.fc(self.dropout(self.body(pooled)))
 
 
 class NODEHead(nn.Module):
@@ -67,11 +94,13 @@ def build_head(kind: str, num_features: int, num_classes: int, *, dropout: float
                atol: float = 1e-5, t_end: float = 1.0, step_size: float | None = None,
                adjoint: bool = False, seminorm: bool = False, max_num_steps: int = 1000, steer: float = 0.0,
                regularization: str = "none", ode_backend: str = "torchdiffeq") -> nn.Module:
-    """Build an `fc` or `node` head; the keyword arguments are the config's parameters of the same name."""
+    """Build an `fc`, `mlp` or `node` head; the keyword arguments are the config's parameters of the same name."""
     if kind == "fc":
         return FCHead(num_features, num_classes, dropout)
+    if kind == "mlp":
+        return MLPHead(num_features, num_classes, ode_width, ode_activation, dropout)
     if kind != "node":
-        raise ConfigError("head", kind, "one of ['fc', 'node']")
+        raise ConfigError("head", kind, "one of ['fc', 'mlp', 'node']")
     dynamics = make_dynamics(node_state, num_features, ode_width, ode_activation, zero_init, augment_dim)
     block_args = dict(solver=solver, rtol=rtol, atol=atol, t_end=t_end, step_size=step_size, adjoint=adjoint,
                       seminorm=seminorm, max_num_steps=max_num_steps, augment_dim=augment_dim, steer=steer,

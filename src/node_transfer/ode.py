@@ -21,7 +21,7 @@ from .errors import ConfigError, ODESolveError
 
 #: Function evaluations per step of the fixed-step methods (torchdiffeq's rk4 is the 3/8 rule: 4).
 FIXED_STEP_NFE = {"euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4}
-_ACTIVATIONS = {"softplus": nn.Softplus, "tanh": nn.Tanh, "relu": nn.ReLU}
+ACTIVATIONS = {"softplus": nn.Softplus, "tanh": nn.Tanh, "relu": nn.ReLU}
 
 
 def solver_names() -> list[str]:
@@ -100,12 +100,12 @@ class MLPDynamics(nn.Module):
     def __init__(self, dim: int, width: int = 256, activation: str = "softplus", zero_init: bool = False,
                  norm: bool = True):
         super().__init__()
-        if activation not in _ACTIVATIONS:
-            raise ConfigError("ode_activation", activation, f"one of {sorted(_ACTIVATIONS)}")
+        if activation not in ACTIVATIONS:
+            raise ConfigError("ode_activation", activation, f"one of {sorted(ACTIVATIONS)}")
         self.dim = dim
         self.norm = nn.LayerNorm(dim) if norm else nn.Identity()
         self.fc1 = ConcatLinear(dim, width)
-        self.act = _ACTIVATIONS[activation]()
+        self.act = ACTIVATIONS[activation]()
         self.fc2 = ConcatLinear(width, dim)
         if zero_init:
             nn.init.zeros_(self.fc2.linear.weight)

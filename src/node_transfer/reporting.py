@@ -1,10 +1,6 @@
-"""Tables and figures from run directories and suites: the paper's Tables I-III, curves, stability.
+"""Tables and figures from run directories and suites: the paper's Tables I-III, curves, sweeps, benchmarks.
 
-Stability, which the paper claims but does not measure, is defined here (per run, from history.csv):
-- `val_loss_tv`: mean absolute epoch-to-epoch change of validation loss over the second half of training
-  (the epochs e > E/2, each compared with e - 1). Lower is steadier.
-- `val_acc_tv`: the same for validation accuracy.
-Across seeds, each is reported as mean with a 95% t-interval, and the spread of test accuracy as its std.
+Statistics (stability, paired tests) live in `statistics`; the claims and their verdicts in `verdicts`.
 """
 
 from __future__ import annotations
@@ -16,8 +12,10 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import matplotlib.ticker
-import numpy as np
 import pandas as pd
+
+from .statistics import mean_ci
+from .verdicts import head_claims, paper_claims
 
 #: The paper's reported numbers (Tables I and II), for side-by-side comparison only.
 PAPER = {
@@ -30,35 +28,6 @@ PAPER = {
 }
 CURVES = [("train_acc", "train accuracy"), ("train_loss", "train loss"), ("val_acc", "validation accuracy"),
           ("val_loss", "validation loss")]
-
-
-def second_half_total_variation(values: pd.Series) -> float:
-    """Mean |x_e - x_{e-1}| over the epochs e > E/2 (NaN with fewer than 2 epochs)."""
-    values = values.dropna().to_numpy(dtype=float)
-    if len(values) < 2:
-        return float("nan")
-    start = max(1, len(values) // 2)
-    return float(np.abs(np.diff(values)[start - 1:]).mean())
-
-
-def stability_statistics(history: pd.DataFrame) -> dict[str, float]:
-    """The per-run stability statistics (see module docstring)."""
-    return {"val_loss_tv": second_half_total_variation(history["val_loss"]),
-            "val_acc_tv": second_half_total_variation(history["val_acc"])}
-
-
-def mean_ci(values: pd.Series, confidence: float = 0.95) -> tuple[float, float, float, int]:
-    """(mean, std, half-width of the t-interval, n) of the finite values."""
-    from scipy import stats
-
-    values = values.dropna().astype(float)
-    n = len(values)
-    if n == 0:
-        return float("nan"), float("nan"), float("nan"), 0
-    mean = float(values.mean())
-    std = float(values.std(ddof=1)) if n > 1 else float("nan")
-    half = float(stats.t.ppf((1 + confidence) / 2, n - 1) * std / math.sqrt(n)) if n > 1 else float("nan")
-    return mean, std, half, n
 
 
 def fmt(values: pd.Series, scale: float = 1.0, digits: int = 1, ci: bool = False) -> str:
@@ -99,9 +68,12 @@ def paper_tables(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
                        "absolute tolerance": f"{first['atol']:g}" if is_node else "–",
                        "relative tolerance": f"{first['rtol']:g}" if is_node else "–",
                        "optimizer": f"{first['optimizer']} (lr {first['lr']:g})"})
-        table4.append({"model": name, "seeds": seeds, "val loss TV (95% CI)": fmt(group["val_loss_tv"], digits=4,
-                                                                                  ci=True),
-                       "val acc TV, % (95% CI)": fmt(group["val_acc_tv"], 100, digits=2, ci=True),
+        table4.append({"model": name, "seeds": seeds, "val-loss rise (95% CI)": fmt(group["val_loss_rise"],
+                                                                                    digits=4, ci=True),
+                       "val-acc drop, % (95% CI)": fmt(group["val_acc_drop"], 100, digits=2, ci=True),
+                       "worst val-acc drop, %": fmt(group["val_acc_worst_drop"], 100, digits=2),
+                       "test NLL": fmt(group["test_nll"], digits=3) if "test_nll" in group else "–",
+                       "test ECE, %": fmt(group["test_ece"], 100, digits=2) if "test_ece" in group else "–",
                        "test acc std across seeds, %": f"{group['test_acc'].std(ddof=1) * 100:.2f}"
                        if seeds > 1 else "–"})
     return {"Table I: accuracy": pd.DataFrame(table1), "Table II: time": pd.DataFrame(table2),
@@ -120,7 +92,9 @@ def sweep_table(runs: pd.DataFrame) -> pd.DataFrame:
                      "test %": fmt(group["test_acc"], 100),
                      "val %": fmt(group["val_acc"], 100), "NFE fwd": fmt(group["nfe_forward"]),
                      "NFE bwd": fmt(group["nfe_backward"]), "s / epoch": fmt(group["seconds_per_epoch"], digits=2),
-                     "val loss TV": fmt(group["val_loss_tv"], digits=4)})
+                     "val-loss rise": fmt(group["val_loss_rise"], digits=4),
+                     "test NLL": fmt(group["test_nll"], digits=3) if "test_nll" in group else "–",
+                     "test ECE %": fmt(group["test_ece"], 100, digits=2) if "test_ece" in group else "–"})
     return pd.DataFrame(rows)
 
 
@@ -131,6 +105,15 @@ def load_histories(suite_dir: Path, runs: pd.DataFrame) -> pd.DataFrame:
         history = pd.read_csv(suite_dir / row["run_dir"] / "history.csv")
         frames.append(history.assign(label=row["label"], seed=row["seed"]))
     return pd.concat(frames, ignore_index=True)
+
+
+def load_suite(suite_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A committed or finished suite's `runs.csv` and all its histories (empty frames when it is absent)."""
+    path = Path(suite_dir) / "runs.csv"
+    if not path.is_file():
+        return pd.DataFrame(), pd.DataFrame()
+    runs = pd.read_csv(path)
+    return runs, load_histories(Path(suite_dir), runs)
 
 
 def plot_curves(histories: pd.DataFrame, labels: list[str] | None = None, title: str = "") -> plt.Figure:
@@ -208,14 +191,18 @@ def write_report(suite_dir: str | Path, out: str | Path | None = None) -> Path:
     runs = collect_runs(suite_dir)
     if runs.empty:
         raise FileNotFoundError(f"no finished runs (metrics.json) under {suite_dir}")
+    histories = load_histories(suite_dir, runs)
     tables = paper_tables(runs) if meta["suite"] == "paper" else {"Results": sweep_table(runs)}
+    if meta["suite"] == "paper":
+        tables["Claims: paired tests"] = paper_claims(runs, histories)
+    elif meta["suite"] == "heads":
+        tables["Claims: paired tests"] = head_claims(runs, histories)
     lines = [f"# {meta['suite']} suite, profile {meta['profile']}, {meta['seeds']} seed(s)\n"]
     for title, table in tables.items():
         stem = title.split(":")[0].lower().replace(" ", "-")
         table.to_csv(out / f"{stem}.csv", index=False)
         lines += [f"## {title}\n", table.to_markdown(index=False), ""]
     (out / "tables.md").write_text("\n".join(lines) + "\n")
-    histories = load_histories(suite_dir, runs)
     if meta["suite"] == "paper":
         for label in dict.fromkeys(runs["label"]):
             fig = plot_curves(histories, [label], title=label)
@@ -246,106 +233,6 @@ def metrics_frame(run_dir: str | Path) -> pd.DataFrame:
     """metrics.json of a run as a one-column table (index: metric name)."""
     metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
     return pd.DataFrame({"value": pd.Series(metrics, dtype=object)})
-
-
-def compare_groups(runs: pd.DataFrame, column: str, a: str, b: str) -> dict[str, object]:
-    """Mean and 95% t-interval of `column` for labels a and b, and a verdict read off the intervals.
-
-    The verdict is 'lower'/'higher' (a against b) only when the intervals do not overlap, else
-    'indistinguishable'; with one seed per label no interval exists and the verdict says so.
-    """
-    stats = {}
-    for label in (a, b):
-        mean, _, half, n = mean_ci(runs.loc[runs["label"] == label, column])
-        stats[label] = (mean, half, n)
-    (mean_a, half_a, n_a), (mean_b, half_b, n_b) = stats[a], stats[b]
-    if n_a < 2 or n_b < 2 or math.isnan(half_a) or math.isnan(half_b):
-        verdict = "not testable with one seed"
-    elif mean_a + half_a < mean_b - half_b:
-        verdict = "lower"
-    elif mean_a - half_a > mean_b + half_b:
-        verdict = "higher"
-    else:
-        verdict = "indistinguishable"
-    return {"mean_a": mean_a, "ci_a": half_a, "n_a": n_a, "mean_b": mean_b, "ci_b": half_b, "n_b": n_b,
-            "verdict": verdict}
-
-
-def against_reference(runs: pd.DataFrame, reference: str) -> pd.DataFrame:
-    """Each configuration against a reference one: accuracy, NFE and time ratios, and issue 8's target.
-
-    The two verdict columns (test accuracy, stability) compare 95% intervals over seeds (`compare_groups`).
-
-    The target: test accuracy at least the reference's minus one std across its seeds, with at least 2x
-    fewer forward NFE and at least 1.5x less time per epoch (head-only runs: the epoch time is the head's).
-    """
-    means = runs.groupby("label", sort=False)[["test_acc", "nfe_forward", "nfe_backward", "seconds_per_epoch",
-                                                "val_loss_tv"]].mean()
-    stds = runs.groupby("label", sort=False)["test_acc"].std(ddof=1)
-    ref = means.loc[reference]
-    table = pd.DataFrame({
-        "test %": [fmt(runs.loc[runs["label"] == label, "test_acc"], 100) for label in means.index],
-        "NFE fwd": means["nfe_forward"].round(1), "NFE bwd": means["nfe_backward"].round(1),
-        "NFE fwd reduction": (ref["nfe_forward"] / means["nfe_forward"]).round(2),
-        "s / epoch": means["seconds_per_epoch"].round(3),
-        "speed-up per epoch": (ref["seconds_per_epoch"] / means["seconds_per_epoch"]).round(2),
-        "val loss TV": means["val_loss_tv"].round(4),
-    }, index=means.index)
-    floor = ref["test_acc"] - (stds.loc[reference] if not math.isnan(stds.loc[reference]) else 0.0)
-    table["meets target"] = ((means["test_acc"] >= floor) & (table["NFE fwd reduction"] >= 2.0)
-                             & (table["speed-up per epoch"] >= 1.5))
-    table.loc[reference, "meets target"] = False
-    for column, name in (("test_acc", "test acc vs ref"), ("val_loss_tv", "val loss TV vs ref")):
-        table[name] = [compare_groups(runs, column, label, reference)["verdict"] if label != reference else "–"
-                       for label in means.index]
-    return table.rename_axis("configuration").reset_index()
-
-
-def stability_verdicts(runs: pd.DataFrame, models: tuple[str, ...] = ("rk", "adjoint"),
-                       reference: str = "baseline") -> pd.DataFrame:
-    """Each NODE model against the baseline on stability (val_loss_tv) and test accuracy, 95% intervals."""
-    rows = []
-    for model in models:
-        for column in ("val_loss_tv", "test_acc"):
-            result = compare_groups(runs, column, model, reference)
-            rows.append({"NODE model": model, "statistic": column, "NODE mean": result["mean_a"],
-                         "NODE 95% CI ±": result["ci_a"], f"{reference} mean": result["mean_b"],
-                         f"{reference} 95% CI ±": result["ci_b"], f"NODE vs {reference}": result["verdict"]})
-    return pd.DataFrame(rows)
-
-
-def paper_claims(runs: pd.DataFrame) -> pd.DataFrame:
-    """The paper's claims, each next to what the `paper` suite's runs measured and a verdict computed from them."""
-    means = runs.groupby("label")[["test_acc", "seconds_per_epoch", "epochs", "params_head", "val_loss_tv"]].mean()
-
-    def verdict(column: str, a: str, b: str) -> str:
-        return f"{a} vs {b}: {compare_groups(runs, column, a, b)['verdict']}"
-
-    def per_model(column: str, scale: float = 1.0, digits: int = 1) -> str:
-        return ", ".join(f"{label} {means.loc[label, column] * scale:.{digits}f}" for label in PAPER)
-
-    cost = means["seconds_per_epoch"] / means.loc["baseline", "seconds_per_epoch"]
-    dearer = [label for label in ("rk", "adjoint") if cost[label] > 1.0]
-    heads = means["params_head"]
-    return pd.DataFrame([
-        {"paper's claim": "the three models reach the same test accuracy",
-         "measured": "test %: " + per_model("test_acc", 100),
-         "verdict": "; ".join(verdict("test_acc", m, "baseline") for m in ("rk", "adjoint"))},
-        {"paper's claim": "NODE models need fewer epochs and less time",
-         "measured": "epochs run: " + per_model("epochs", digits=0) + "; seconds per epoch relative to the "
-                     "baseline: " + ", ".join(f"{m} {cost[m]:.2f}x" for m in ("rk", "adjoint")),
-         "verdict": "fewer epochs by construction (they start from the trained baseline); an epoch costs more "
-                    f"for: {', '.join(dearer) or 'none'}"},
-        {"paper's claim": "the NODE head makes training more stable",
-         "measured": "val loss TV: " + per_model("val_loss_tv", digits=3),
-         "verdict": "; ".join(verdict("val_loss_tv", m, "baseline") for m in ("rk", "adjoint"))},
-        {"paper's claim": "the adjoint variant is the most stable",
-         "measured": "val loss TV: " + per_model("val_loss_tv", digits=3),
-         "verdict": verdict("val_loss_tv", "adjoint", "rk")},
-        {"paper's claim": "a NODE may reduce the parameter count",
-         "measured": f"head parameters: FC {heads['baseline']:.0f}, NODE {heads['rk']:.0f}",
-         "verdict": f"the NODE head has {heads['rk'] - heads['baseline']:+.0f} parameters against the FC head"},
-    ])
 
 
 def load_bench(directory: str | Path) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:

@@ -106,6 +106,31 @@ def extract_features(model: TransferModel, dataset: Dataset, batch_size: int, de
     return TensorDataset(torch.cat(features), torch.cat(labels))
 
 
+class CalibrationBins:
+    """Expected calibration error (Guo et al. 2017): |accuracy - confidence| over equal-width confidence bins,
+    weighted by the share of samples in each bin. Accumulates batch by batch."""
+
+    def __init__(self, bins: int = 15) -> None:
+        self.bins = bins
+        self.count = torch.zeros(bins, dtype=torch.float64)
+        self.confidence = torch.zeros(bins, dtype=torch.float64)
+        self.correct = torch.zeros(bins, dtype=torch.float64)
+
+    def add(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        confidence, predicted = logits.float().softmax(dim=1).max(dim=1)
+        index = (confidence * self.bins).long().clamp(max=self.bins - 1).cpu()
+        ones = torch.ones_like(index, dtype=torch.float64)
+        self.count.index_add_(0, index, ones)
+        self.confidence.index_add_(0, index, confidence.double().cpu())
+        self.correct.index_add_(0, index, (predicted == labels).double().cpu())
+
+    def ece(self) -> float:
+        total = self.count.sum()
+        if total == 0:
+            return float("nan")
+        return float((self.correct - self.confidence).abs().sum() / total)
+
+
 def peak_memory_mb(device: torch.device) -> float:
     """Peak CUDA memory allocated, or the process's peak resident set size on the CPU."""
     if device.type == "cuda":
@@ -257,19 +282,22 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, loader: DataLoader) -> dict[str, float]:
-        """Loss, accuracy and forward NFE per batch over a whole loader (every rank sees all of it)."""
+        """Loss (NLL), accuracy, expected calibration error and forward NFE per batch over a whole loader."""
         self.train_module.eval()
         loss = correct = seen = nfe = batches = 0
+        calibration = CalibrationBins()
         for inputs, labels in loader:
             inputs, labels = inputs.to(self.device), labels.to(self.device)
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                 logits = self.train_module(inputs).float()
             loss += F.cross_entropy(logits, labels, reduction="sum").item()
             correct += (logits.argmax(1) == labels).sum().item()
+            calibration.add(logits, labels)
             seen += len(labels)
             batches += 1
             nfe += sum(block.nfe_forward for block in self.blocks)
-        return {"loss": loss / max(seen, 1), "acc": correct / max(seen, 1), "nfe": nfe / max(batches, 1)}
+        return {"loss": loss / max(seen, 1), "acc": correct / max(seen, 1), "nfe": nfe / max(batches, 1),
+                "ece": calibration.ece()}
 
     def fit(self) -> TrainState:
         """Train from `state.epochs_done` to `config.epochs` (or the validation target)."""
