@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 NBTEST := _build/nbtest
 NBSTRICT := _build/nbstrict
 
-.PHONY: demo test lint unit notebooks reproduce book browser chromium bench clean
+.PHONY: demo test lint unit notebooks reproduce book browser chromium fashion-mnist bench clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -22,10 +22,10 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench book
 
-unit: $(STAMP)
+unit: $(STAMP) fashion-mnist
 	$(VENV)/bin/pytest tests -q --durations=10 --ignore=tests/browser
 
-notebooks: $(STAMP)
+notebooks: $(STAMP) fashion-mnist
 	rm -rf $(NBTEST) && mkdir -p $(NBTEST)
 	$(PY) -m node_transfer notebooks --out $(NBTEST)
 	cd $(NBTEST) && ../../$(VENV)/bin/pytest --nbval-lax -p no:cacheprovider -q --durations=10 .
@@ -47,6 +47,11 @@ book: $(STAMP)
 chromium:
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }
+
+# Fashion-MNIST's four original files, from Debian's package (the tests use the real data)
+fashion-mnist:
+	test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; }
 
 browser: book chromium
 	$(VENV)/bin/pytest tests/browser -q

@@ -1,5 +1,10 @@
-"""Data sources: CIFAR-10 through torchvision on a fixture in CIFAR's own format, digits, image folders."""
+"""Data sources: CIFAR-10 through torchvision on a fixture in CIFAR's own format, Fashion-MNIST on the real files
+(Debian's dataset-fashion-mnist), digits, image folders."""
 
+import json
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -11,8 +16,10 @@ from torchvision import transforms
 sys.path.insert(0, str(Path(__file__).parent))  # tests/fixtures_data.py, whatever pytest's import mode
 from fixtures_data import fake_cifar10, image_folder  # noqa: E402
 
+from node_transfer import ExperimentConfig, data  # noqa: E402
 from node_transfer.data import build_datasets, make_transforms  # noqa: E402
 from node_transfer.errors import ConfigError, DataError  # noqa: E402
+from node_transfer.experiment import run_experiment  # noqa: E402
 
 CONFIG = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "interpolation": "bicubic"}
 PER_BATCH, TEST_IMAGES = 20, 30
@@ -97,8 +104,9 @@ def test_train_augmentation_draws_from_torchs_global_rng():
 
 def test_transforms_follow_the_dataset_and_config():
     steps = {name: [type(t).__name__ for t in make_transforms(CONFIG, 64, True, name).transforms]
-             for name in ("cifar10", "digits", "imagefolder")}
-    assert "RandomCrop" in steps["cifar10"] and "RandomHorizontalFlip" in steps["cifar10"]
+             for name in ("cifar10", "fashion-mnist", "digits", "imagefolder")}
+    for name in ("cifar10", "fashion-mnist"):
+        assert "RandomCrop" in steps[name] and "RandomHorizontalFlip" in steps[name]
     assert "RandomAffine" in steps["digits"] and "RandomHorizontalFlip" not in steps["digits"]
     assert steps["imagefolder"][0] == "RandomResizedCrop"
     resize = make_transforms(CONFIG, 64, False, "cifar10").transforms[0]
@@ -111,7 +119,7 @@ def test_train_subset_and_bad_sizes():
         build_datasets("digits", "", False, 32, None, 0, CONFIG, train_subset=5000)
     with pytest.raises(ConfigError, match="val_size"):
         build_datasets("digits", "", False, 32, 1437, 0, CONFIG)
-    with pytest.raises(ConfigError, match="dataset.*'cifar10', 'digits', 'imagefolder'"):
+    with pytest.raises(ConfigError, match="dataset.*'cifar10', 'digits', 'fashion-mnist', 'imagefolder'"):
         build_datasets("mnist", "", False, 32, None, 0, CONFIG)
 
 
@@ -135,3 +143,115 @@ def test_imagefolder_class_mismatch_is_a_data_error(tmp_path):
     image_folder(tmp_path, parts=("test",), classes=("cats", "birds"))
     with pytest.raises(DataError, match="classes differ"):
         build_datasets("imagefolder", str(tmp_path), False, 48, None, 0, CONFIG)
+
+
+# ---------------------------------------------------------------- Fashion-MNIST on the real files
+FASHION_SYSTEM = data.FASHION_MNIST_SYSTEM_DIR
+FASHION_FILES = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"]
+IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225), "interpolation": "bicubic"}
+
+
+def need_fashion_files() -> None:
+    """Skip without Debian's dataset-fashion-mnist, except in CI, where `make unit` installs it."""
+    if not (FASHION_SYSTEM / f"{FASHION_FILES[0]}.gz").is_file():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Fashion-MNIST is missing from {FASHION_SYSTEM}: CI runs `make fashion-mnist` first")
+        pytest.skip(f"Fashion-MNIST is not installed in {FASHION_SYSTEM} (apt-get install dataset-fashion-mnist)")
+
+
+@pytest.fixture(scope="module")
+def fashion_dir(tmp_path_factory):
+    """A data_dir that receives the decompressed files once for this module's tests."""
+    need_fashion_files()
+    return tmp_path_factory.mktemp("fashion")
+
+
+@pytest.fixture
+def no_system_copy(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "FASHION_MNIST_SYSTEM_DIR", tmp_path / "no-system-copy")
+
+
+def test_fashion_mnist_splits_tensors_and_classes(fashion_dir):
+    splits = build_datasets("fashion-mnist", str(fashion_dir), False, 32, None, 0, IMAGENET)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (55000, 5000, 10000)
+    assert splits.num_classes == 10 and splits.class_names[0] == "T-shirt/top" and splits.class_names[9] == "Ankle boot"
+    assert sorted(p.name for p in (fashion_dir / "FashionMNIST" / "raw").iterdir()) == sorted(FASHION_FILES)
+    assert splits.train.base.images.shape == (60000, 28, 28) and splits.test.base.images.shape == (10000, 28, 28)
+    assert np.bincount(splits.test.base.labels).tolist() == [1000] * 10  # the real test set: 1,000 per class
+    for dataset in (splits.train, splits.val, splits.test):
+        image, label = dataset[0]
+        assert image.shape == (3, 32, 32) and image.dtype == torch.float32 and 0 <= label < 10
+    image = splits.test[0][0]  # grayscale repeated, then normalised per channel with the backbone's mean/std
+    std, mean = torch.tensor(IMAGENET["std"])[:, None, None], torch.tensor(IMAGENET["mean"])[:, None, None]
+    gray = image * std + mean
+    torch.testing.assert_close(gray[0], gray[1])
+    torch.testing.assert_close(gray[0], gray[2])
+    train, val = (set(d.indices) for d in (splits.train, splits.val))
+    assert not train & val and len(train | val) == 60000
+
+
+def test_fashion_mnist_decompressed_files_are_reused_without_the_system_copy(fashion_dir, no_system_copy):
+    build_datasets("fashion-mnist", str(fashion_dir), False, 32, 100, 0, IMAGENET)  # decompresses if first
+    splits = build_datasets("fashion-mnist", str(fashion_dir), False, 32, 100, 0, IMAGENET)
+    assert len(splits.train) == 59900 and len(splits.test) == 10000
+
+
+def test_missing_fashion_mnist_says_where_it_looked_and_how_to_get_it(tmp_path, no_system_copy):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError) as info:
+        build_datasets("fashion-mnist", str(empty), False, 32, None, 0, IMAGENET)
+    message = str(info.value)
+    assert "not found" in message and str(empty) in message and str(tmp_path / "no-system-copy") in message
+    assert "apt-get install dataset-fashion-mnist" in message and "--download" in message
+    assert list(empty.iterdir()) == []  # nothing written
+
+
+def test_corrupt_fashion_mnist_file_is_a_data_error_and_no_run_starts(tmp_path):
+    need_fashion_files()
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    copy = data_dir / "train-labels-idx1-ubyte.gz"  # found before the system copy
+    shutil.copy(FASHION_SYSTEM / copy.name, copy)
+    raw = bytearray(copy.read_bytes())
+    raw[100] ^= 0xFF  # one flipped byte: the md5 check catches it
+    copy.write_bytes(bytes(raw))
+    out = tmp_path / "run"
+    config = ExperimentConfig(dataset="fashion-mnist", data_dir=str(data_dir), image_size=32, head="fc",
+                              freeze_backbone=True, cache_features=True, out=str(out))
+    with pytest.raises(DataError) as info:
+        run_experiment(config, progress=False)
+    message = str(info.value)
+    assert "corrupt" in message and str(copy) in message and "dataset-fashion-mnist" in message
+    assert "--download" in message
+    assert not out.exists() and sorted(p.name for p in data_dir.iterdir()) == [copy.name]  # nothing written
+
+
+def test_cli_without_fashion_mnist_exits_1_with_the_message_and_no_run_directory(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code = ("import sys; from pathlib import Path; import node_transfer.data as d; "
+            f"d.FASHION_MNIST_SYSTEM_DIR = Path({str(tmp_path / 'none')!r}); "
+            "from node_transfer.cli import main; sys.exit(main(sys.argv[1:]))")
+    result = subprocess.run([sys.executable, "-c", code, "run", "--dataset", "fashion-mnist", "--data-dir", str(empty),
+                             "--freeze-backbone", "--cache-features", "--head", "fc", "--image-size", "32", "--quiet"],
+                            capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                            env={**os.environ, "TQDM_DISABLE": "1"})
+    assert result.returncode == 1, result.stderr
+    assert "node-transfer: error: Fashion-MNIST not found" in result.stderr
+    assert "apt-get install dataset-fashion-mnist" in result.stderr and "--download" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "runs").exists() and list(empty.iterdir()) == []
+
+
+def test_tiny_fashion_mnist_run_end_to_end(fashion_dir, tmp_path):
+    config = ExperimentConfig(dataset="fashion-mnist", data_dir=str(fashion_dir), image_size=32, head="fc",
+                              freeze_backbone=True, cache_features=True, train_subset=200, val_size=100, epochs=1,
+                              lr=3e-3, out=str(tmp_path / "run"))
+    run_dir = run_experiment(config, progress=False)
+    resolved = json.loads((run_dir / "config.json").read_text())
+    assert resolved["sizes"] == {"train": 200, "val": 100, "test": 10000}
+    assert resolved["class_names"][0] == "T-shirt/top" and resolved["num_classes"] == 10
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["test_acc"] > 0.25  # 200 images, one epoch (0.40 here); ten balanced classes: chance is 0.1

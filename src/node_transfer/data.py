@@ -1,4 +1,5 @@
-"""Data sets and splits: CIFAR-10 (torchvision), scikit-learn's digits (offline), a user's image folder.
+"""Data sets and splits: CIFAR-10 and Fashion-MNIST (torchvision), scikit-learn's digits (offline), a user's
+image folder.
 
 Validation images come from the training set by a seeded split and see the evaluation transform. Transforms
 use the backbone's own pretrained config (mean, std, interpolation from timm). Augmentation draws from torch's
@@ -7,6 +8,10 @@ global RNG, which the training loop re-seeds every epoch (reproducible resume).
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import os
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +23,24 @@ from torch.utils.data import Dataset
 from torchvision import datasets, transforms
 from torchvision.transforms import InterpolationMode
 
+from .config import DATASETS  # the one list of names (config stays light: it does not import this module)
 from .errors import ConfigError, DataError
 
-DATASETS = ("cifar10", "digits", "imagefolder")
+__all__ = ["DATASETS", "DataSplits", "build_datasets", "make_transforms"]
+
 CIFAR_HOWTO = ("pass download=True (--download) on a machine with internet access, or put the "
                "'cifar-10-batches-py' folder of the official archive under data_dir")
+# Where Debian's package dataset-fashion-mnist puts the four original *.gz files (tests monkeypatch it).
+FASHION_MNIST_SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+FASHION_MNIST_HOWTO = ("install them with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu; `make fashion-mnist` "
+                       "does it), pass download=True (--download) on a machine with internet access, or put the four "
+                       "*-ubyte.gz files of the official release in data_dir")
+# Debian re-gzipped the official files without the stored file name (each is shorter by exactly that name), so
+# their md5s differ from the official ones in torchvision's FashionMNIST.resources; both are accepted.
+FASHION_MNIST_DEBIAN_MD5 = {"train-images-idx3-ubyte.gz": "cf8536b0aa1a6ac5fa3f23001093305c",
+                            "train-labels-idx1-ubyte.gz": "10bea18fdb374794d4bb42e356e600c9",
+                            "t10k-images-idx3-ubyte.gz": "f78720b4224f21cce2f2ccf2d7a94c9a",
+                            "t10k-labels-idx1-ubyte.gz": "0d30e22e447f3c33dab9ed536400ac01"}
 
 
 @dataclass
@@ -51,7 +69,8 @@ class TransformedSubset(Dataset):
 
 
 class ArrayImages(Dataset):
-    """Images held as a uint8 array (N, H, W, 3) with integer labels, served as PIL images.
+    """Images held as a uint8 array, (N, H, W, 3) or grayscale (N, H, W), with integer labels, served as RGB PIL
+    images (grayscale repeated to 3 channels, as ImageNet backbones expect).
 
     `ids` are the images' positions in the source data set, so that splits can be checked for overlap."""
 
@@ -62,7 +81,8 @@ class ArrayImages(Dataset):
         return len(self.labels)
 
     def __getitem__(self, i: int):
-        return Image.fromarray(self.images[i]), int(self.labels[i])
+        image = Image.fromarray(self.images[i])
+        return (image if image.mode == "RGB" else image.convert("RGB")), int(self.labels[i])
 
 
 def make_transforms(data_config: dict, image_size: int, train: bool, dataset: str) -> Callable:
@@ -71,7 +91,7 @@ def make_transforms(data_config: dict, image_size: int, train: bool, dataset: st
     # torchvision's resize returns the image untouched when it already has the requested size
     steps: list = [transforms.Resize((image_size, image_size), interpolation=interpolation, antialias=True)]
     if train:
-        if dataset == "cifar10":
+        if dataset in ("cifar10", "fashion-mnist"):
             steps += [transforms.RandomCrop(image_size, padding=image_size // 8), transforms.RandomHorizontalFlip()]
         elif dataset == "digits":  # digits are not mirror-symmetric: small shifts and rotations only
             steps += [transforms.RandomAffine(degrees=10, translate=(0.1, 0.1))]
@@ -94,6 +114,87 @@ def _cifar10(data_dir: str, download: bool):
         raise DataError(f"CIFAR-10 could not be fetched into or read from {where!r} ({exc.__class__.__name__}: "
                         f"{exc}); {CIFAR_HOWTO}") from None
     return train, test, list(train.classes)
+
+
+def _md5(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _idx_size(name: str) -> int:
+    """Byte size of an uncompressed Fashion-MNIST IDX file: header plus 60,000 or 10,000 items."""
+    count = 60000 if name.startswith("train") else 10000
+    return 16 + count * 28 * 28 if "images" in name else 8 + count
+
+
+def _fashion_mnist_raw(data_dir: str) -> Path | None:
+    """Make sure `data_dir/FashionMNIST/raw` holds the four uncompressed IDX files (torchvision's layout).
+
+    Each file comes from, in order: that folder (uncompressed, or a .gz there), a .gz in data_dir, a .gz in
+    FASHION_MNIST_SYSTEM_DIR. A .gz must have the official or Debian's md5 and is decompressed atomically (the
+    gzip CRC checks the content). Returns None when some file is found nowhere; raises DataError when corrupt."""
+    import torchvision
+
+    raw = Path(data_dir) / "FashionMNIST" / "raw"
+    sources = []
+    for gz_name, official_md5 in torchvision.datasets.FashionMNIST.resources:
+        name = gz_name.removesuffix(".gz")
+        target = raw / name
+        if target.is_file():
+            if target.stat().st_size != _idx_size(name):
+                raise DataError(f"Fashion-MNIST file {str(target.resolve())!r} is corrupt ({target.stat().st_size} "
+                                f"bytes, expected {_idx_size(name)}): delete it; {FASHION_MNIST_HOWTO}")
+            continue
+        found = next((folder / gz_name for folder in (raw, Path(data_dir), FASHION_MNIST_SYSTEM_DIR)
+                      if (folder / gz_name).is_file()), None)
+        if found is None:
+            return None
+        if _md5(found) not in (official_md5, FASHION_MNIST_DEBIAN_MD5[gz_name]):
+            raise DataError(f"Fashion-MNIST file {str(found.resolve())!r} is corrupt (md5 differs from the official "
+                            f"release's and from Debian's): replace it; {FASHION_MNIST_HOWTO}")
+        sources.append((found, target))
+    for found, target in sources:  # only once every file is there and sound: nothing is written otherwise
+        try:
+            raw.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=raw, prefix=f".{target.name}.", delete=False) as tmp:
+                try:
+                    with gzip.open(found, "rb") as source:
+                        while block := source.read(1 << 22):
+                            tmp.write(block)
+                except BaseException:
+                    os.unlink(tmp.name)
+                    raise
+            if os.path.getsize(tmp.name) != _idx_size(target.name):
+                os.unlink(tmp.name)
+                raise DataError(f"Fashion-MNIST file {str(found.resolve())!r} decompresses to the wrong size: "
+                                f"replace it; {FASHION_MNIST_HOWTO}")
+            os.chmod(tmp.name, 0o644)  # tempfile's 0600 would hide the data from other users
+            os.replace(tmp.name, target)
+        except (OSError, EOFError, gzip.BadGzipFile) as exc:  # unwritable data_dir, truncated or bad archive
+            raise DataError(f"cannot decompress Fashion-MNIST {str(found)!r} into {str(raw.resolve())!r} "
+                            f"({exc.__class__.__name__}: {exc}); pass a writable data_dir or fix the file") from None
+    return raw
+
+
+def _fashion_mnist(data_dir: str, download: bool):
+    raw = _fashion_mnist_raw(data_dir)
+    if raw is None and not download:
+        places = [str((Path(data_dir) / "FashionMNIST" / "raw").resolve()), str(Path(data_dir).resolve()),
+                  str(FASHION_MNIST_SYSTEM_DIR)]
+        raise DataError(f"Fashion-MNIST not found: looked for the four *-ubyte(.gz) files in {places}; "
+                        f"{FASHION_MNIST_HOWTO}")
+    try:  # with download=True and no local copy, torchvision fetches the files and checks their md5s
+        sets = [datasets.FashionMNIST(root=data_dir, train=train, download=download) for train in (True, False)]
+    except (RuntimeError, OSError, ValueError, AssertionError) as exc:  # no network, md5 mismatch, bad IDX header
+        raise DataError(f"Fashion-MNIST could not be fetched into or read from "
+                        f"{str((Path(data_dir) / 'FashionMNIST' / 'raw').resolve())!r} ({exc.__class__.__name__}: "
+                        f"{exc}); {FASHION_MNIST_HOWTO}") from None
+    train, test = (ArrayImages(s.data.numpy(), s.targets.numpy(), np.arange(len(s)) + offset)
+                   for s, offset in zip(sets, (0, len(sets[0]))))
+    return train, test, list(sets[0].classes)
 
 
 def _digits():
@@ -130,6 +231,9 @@ def build_datasets(dataset: str, data_dir: str, download: bool, image_size: int,
     """Train/val/test splits of a data set; the val split is seeded and taken from the training images."""
     if dataset == "cifar10":
         train_base, test_base, classes = _cifar10(data_dir, download)
+        default_val = 5000
+    elif dataset == "fashion-mnist":
+        train_base, test_base, classes = _fashion_mnist(data_dir, download)
         default_val = 5000
     elif dataset == "digits":
         train_base, test_base, classes = _digits()
