@@ -245,13 +245,34 @@ def test_cli_without_fashion_mnist_exits_1_with_the_message_and_no_run_directory
     assert not (tmp_path / "runs").exists() and list(empty.iterdir()) == []
 
 
-def test_tiny_fashion_mnist_run_end_to_end(fashion_dir, tmp_path):
-    config = ExperimentConfig(dataset="fashion-mnist", data_dir=str(fashion_dir), image_size=32, head="fc",
-                              freeze_backbone=True, cache_features=True, train_subset=200, val_size=100, epochs=1,
-                              lr=3e-3, out=str(tmp_path / "run"))
+@pytest.fixture(scope="module")
+def fashion_feature_cache(tmp_path_factory):
+    """One feature cache for the heads below: the 10,000 test images go through the backbone once."""
+    return tmp_path_factory.mktemp("fashion-features")
+
+
+HEAD_OPTIONS = {"fc": {"head": "fc"}, "mlp": {"head": "mlp"},
+                "euler": {"head": "node", "solver": "euler", "step_size": 1.0},
+                "node": {"head": "node", "rtol": 1e-3, "atol": 1e-3},
+                "node-adjoint": {"head": "node", "rtol": 1e-3, "atol": 1e-3, "adjoint": True}}
+
+
+@pytest.mark.parametrize("head", list(HEAD_OPTIONS))
+def test_tiny_fashion_mnist_run_of_each_head_end_to_end(head, fashion_dir, fashion_feature_cache, tmp_path):
+    config = ExperimentConfig(dataset="fashion-mnist", data_dir=str(fashion_dir), image_size=32,
+                              freeze_backbone=True, cache_features=True, train_subset=200, val_size=100, epochs=4,
+                              lr=3e-3, out=str(tmp_path / "run"), feature_cache=str(fashion_feature_cache),
+                              **HEAD_OPTIONS[head])
     run_dir = run_experiment(config, progress=False)
     resolved = json.loads((run_dir / "config.json").read_text())
     assert resolved["sizes"] == {"train": 200, "val": 100, "test": 10000}
     assert resolved["class_names"][0] == "T-shirt/top" and resolved["num_classes"] == 10
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["test_acc"] > 0.25  # 200 images, one epoch (0.40 here); ten balanced classes: chance is 0.1
+    assert metrics["test_acc"] > 0.25  # 200 images, four epochs; ten balanced classes: chance is 0.1
+    assert 0.0 <= metrics["test_ece"] <= 1.0 and metrics["test_nll"] == metrics["test_loss"]
+    expected_nfe = {"fc": 0, "mlp": 0, "euler": 1}
+    if head in expected_nfe:
+        assert metrics["nfe_forward"] == expected_nfe[head]
+    else:
+        assert metrics["nfe_forward"] >= 2  # adaptive dopri5: at least the first step's evaluations
+    assert (metrics["nfe_backward"] > 0) == (head == "node-adjoint")

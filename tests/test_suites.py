@@ -99,7 +99,7 @@ def test_suite_command_exits_non_zero_on_a_bad_override(tmp_path):
 
 
 @pytest.mark.parametrize("name", sorted(SUITES))
-@pytest.mark.parametrize("profile", ["cpu", "gpu"])
+@pytest.mark.parametrize("profile", ["cpu", "gpu", "fmnist"])
 def test_every_suite_plans_valid_configurations(name, profile, tmp_path, monkeypatch):
     import torch
 

@@ -124,8 +124,9 @@ def heads_suite(profile: str) -> list[SuiteRun]:
     curves): the FC and parameter-matched MLP controls, one Euler step, the NODE by backprop and by the adjoint."""
     base, epochs = _profile(profile)
     common = {**base, **FROZEN, "epochs": epochs["heads"], "optimizer": "adam", "lr": 1e-3}
-    if profile == "fmnist":
-        common.pop("train_subset")  # all 55,000 training images: features are cached once
+    if profile == "fmnist":  # all 55,000 training images (features are cached once), in larger batches
+        common.pop("train_subset")
+        common["batch_size"] = 256
     return [
         SuiteRun("fc", {**common, "head": "fc"}, group="control: linear probe"),
         SuiteRun("mlp", {**common, "head": "mlp"}, group="control: parameter-matched MLP"),
