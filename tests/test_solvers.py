@@ -7,6 +7,7 @@ from node_transfer.errors import ConfigError
 from node_transfer.solvers import (
     FIXED_STEP_NFE,
     ODE_BACKENDS,
+    check_adjoint,
     check_backend,
     check_fallback,
     check_solver,
@@ -26,6 +27,14 @@ def test_torchdiffeq_table_matches_the_library():
     assert solver_names("torchdiffeq") == sorted(usable)
     fixed = sorted(name for name, cls in usable.items() if issubclass(cls, FixedGridODESolver))
     assert fixed_step_solvers("torchdiffeq") == fixed
+
+
+def test_torchode_table_matches_the_backend():
+    from node_transfer.torchode_backend import _METHODS
+
+    assert solver_names("torchode") == sorted(_METHODS)
+    assert "tsit5" in solver_names("torchode") and "tsit5" not in solver_names("torchdiffeq")
+    assert not set(solver_names("torchode")) & {"explicit_adams", "implicit_adams", "fixed_adams"}
 
 
 @pytest.mark.parametrize("backend", ODE_BACKENDS)
@@ -62,3 +71,24 @@ def test_config_refuses_a_fallback_the_backend_lacks():
     assert info.value.name == "fallback_solver" and "torchode" in str(info.value)
     config.replace(fallback_solver="rk4").validate(check_paths=False)
     config.replace(ode_backend="torchdiffeq").validate(check_paths=False)  # torchdiffeq has explicit_adams
+
+
+def test_config_and_block_refuse_the_same_adjoint_combination():
+    from node_transfer.dynamics import MLPDynamics
+    from node_transfer.ode import ODEBlock
+
+    check_adjoint(True, "kinetic", "torchdiffeq")
+    with pytest.raises(ConfigError, match="regularization"):
+        ExperimentConfig(ode_backend="torchode", adjoint=True, regularization="kinetic").validate(check_paths=False)
+    with pytest.raises(ConfigError, match="regularization"):
+        ODEBlock(MLPDynamics(4, 4), adjoint=True, regularization="kinetic", backend="torchode")
+
+
+def test_block_fallback_uses_the_same_check():
+    from node_transfer.dynamics import MLPDynamics
+    from node_transfer.ode import ODEBlock
+
+    block = ODEBlock(MLPDynamics(4, 4), backend="torchode")
+    with pytest.raises(ConfigError, match="fallback_solver"):
+        block.use_fallback("explicit_adams", 0.25)
+    ODEBlock(MLPDynamics(4, 4)).use_fallback("explicit_adams", 0.25)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .dynamics import activation_layer, make_dynamics
 from .errors import ConfigError
-from .ode import ACTIVATIONS, ODEBlock, make_dynamics
+from .ode import ODEBlock
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
@@ -50,10 +51,9 @@ class MLPHead(nn.Module):
     def __init__(self, num_features: int, num_classes: int, width: int = 256, activation: str = "softplus",
                  dropout: float = 0.0) -> None:
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ConfigError("ode_activation", activation, f"one of {sorted(ACTIVATIONS)}")
+        act = activation_layer(activation)
         self.num_features = num_features
-        self.body = nn.Sequential(nn.LayerNorm(num_features), nn.Linear(num_features, width), ACTIVATIONS[activation](),
+        self.body = nn.Sequential(nn.LayerNorm(num_features), nn.Linear(num_features, width), act,
                                   nn.Linear(width, num_features))
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(num_features, num_classes)
@@ -102,17 +102,9 @@ def build_head(kind: str, num_features: int, num_classes: int, *, dropout: float
     if kind != "node":
         raise ConfigError("head", kind, "one of ['fc', 'mlp', 'node']")
     dynamics = make_dynamics(node_state, num_features, ode_width, ode_activation, zero_init, augment_dim)
-    block_args = dict(solver=solver, rtol=rtol, atol=atol, t_end=t_end, step_size=step_size, adjoint=adjoint,
-                      seminorm=seminorm, max_num_steps=max_num_steps, augment_dim=augment_dim, steer=steer,
-                      regularization=regularization)
-    if ode_backend == "torchdiffeq":
-        block = ODEBlock(dynamics, **block_args)
-    elif ode_backend == "torchode":
-        from .torchode_backend import TorchodeBlock
-
-        block = TorchodeBlock(dynamics, **block_args)
-    else:
-        raise ConfigError("ode_backend", ode_backend, "one of ['torchdiffeq', 'torchode']")
+    block = ODEBlock(dynamics, solver=solver, rtol=rtol, atol=atol, t_end=t_end, step_size=step_size,
+                     adjoint=adjoint, seminorm=seminorm, max_num_steps=max_num_steps, augment_dim=augment_dim,
+                     steer=steer, regularization=regularization, backend=ode_backend)
     return NODEHead(num_features, num_classes, block, node_state, dropout)
 
 
