@@ -14,7 +14,7 @@ BAD_CLI = [
     (["--backbone", "resnet9000"], "backbone"),
     (["--solver", "rk45"], "solver"),
     (["--optimizer", "rmsprop"], "optimizer"),
-    (["--head", "mlp"], "head"),
+    (["--head", "resnet"], "head"),
     (["--rtol", "0"], "rtol"),
     (["--rtol=-1e-5"], "rtol"),
     (["--atol", "-1"], "atol"),

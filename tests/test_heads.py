@@ -69,3 +69,19 @@ def test_unknown_head_and_state_raise_config_errors():
         build_head("node", 8, 3, node_state="tokens")
     with pytest.raises(ValueError, match=r"\(batch, 8\)"):
         build_head("fc", 8, 3)(torch.randn(2, 9))
+
+
+def test_heads_are_built_from_the_config_and_take_its_defaults():
+    from node_transfer.config import ExperimentConfig
+    from node_transfer.heads import head_from_config
+
+    config = ExperimentConfig(ode_width=8, solver="rk4", step_size=0.5, ode_backend="torchode", node_state="map")
+    head = head_from_config(config, 6, 3)
+    assert (head.state, head.block.solver, head.block.step_size, head.block.backend.name) == ("map", "rk4", 0.5,
+                                                                                             "torchode")
+    block, defaults = build_head("node", 6, 3).block, ExperimentConfig()
+    assert (block.solver, block.rtol, block.atol, block.t_end, block.max_num_steps, block.backend.name) == (
+        defaults.solver, defaults.rtol, defaults.atol, defaults.t_end, defaults.max_num_steps, defaults.ode_backend)
+    assert block.func.dynamics.fc1.linear.out_features == defaults.ode_width
+    with pytest.raises(ConfigError, match="lerning_rate"):
+        build_head("node", 6, 3, lerning_rate=0.1)  # options are the config's parameters, checked by name

@@ -7,16 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from node_transfer.dynamics import ConvDynamics, MLPDynamics
 from node_transfer.errors import ConfigError, ODESolveError
-from node_transfer.ode import (
-    FIXED_STEP_NFE,
-    ConvDynamics,
-    MLPDynamics,
-    ODEBlock,
-    check_solver,
-    fixed_step_solvers,
-    solver_names,
-)
+from node_transfer.ode import ODEBlock
+from node_transfer.solvers import FIXED_STEP_NFE, check_solver, fixed_step_solvers, solver_names
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/dynamics.py, whatever pytest's import mode
 from dynamics import Explodes, LinearDynamics  # noqa: E402
@@ -235,7 +229,7 @@ def test_saved_tensors_grow_with_steps_for_backprop_and_not_for_the_adjoint():
 
 
 def test_linear_dynamics_checks_its_matrix_and_state():
-    from node_transfer.ode import LinearDynamics
+    from node_transfer.dynamics import LinearDynamics
 
     with pytest.raises(ValueError, match="square"):
         LinearDynamics(torch.zeros(2, 3))

@@ -7,10 +7,12 @@ import pytest
 import torch
 from torch import nn
 
+from node_transfer.dynamics import ConvDynamics, MLPDynamics, make_dynamics
 from node_transfer.errors import ConfigError, ODESolveError
 from node_transfer.heads import build_head, ode_blocks
-from node_transfer.ode import FIXED_STEP_NFE, ConvDynamics, MLPDynamics, ODEBlock, make_dynamics
-from node_transfer.torchode_backend import TorchodeBlock, torchode_fixed_step_solvers, torchode_solver_names
+from node_transfer.ode import ODEBlock
+from node_transfer.solvers import FIXED_STEP_NFE, fixed_step_solvers, solver_names
+from node_transfer.torchode_backend import TorchodeBackend
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/dynamics.py, whatever pytest's import mode
 from dynamics import Explodes, LinearDynamics  # noqa: E402
@@ -24,6 +26,10 @@ class PerSampleDecay(nn.Module):
 
     def forward(self, t, h):
         return torch.stack([-h[:, 1] * h[:, 0], torch.zeros_like(h[:, 1])], dim=1)
+
+
+def torchode_block(dynamics, **options):
+    return ODEBlock(dynamics, backend="torchode", **options)
 
 
 MATRIX = torch.tensor([[-0.5, 1.0], [-1.0, -0.5]], dtype=torch.float64)  # damped rotation
@@ -44,7 +50,7 @@ def exact_solution(h0, t_end=2.0):
 def test_linear_ode_matches_closed_form_and_torchdiffeq(h0, solver):
     tol = 1e-8
     exact = exact_solution(h0)
-    block = TorchodeBlock(LinearDynamics(MATRIX), solver=solver, rtol=tol, atol=tol, t_end=2.0, max_num_steps=10**5)
+    block = torchode_block(LinearDynamics(MATRIX), solver=solver, rtol=tol, atol=tol, t_end=2.0, max_num_steps=10**5)
     reference = ODEBlock(LinearDynamics(MATRIX), solver="dopri5" if solver == "tsit5" else solver, rtol=tol,
                          atol=tol, t_end=2.0, max_num_steps=10**5)
     out, ref = block(h0), reference(h0)
@@ -59,7 +65,7 @@ def test_linear_ode_matches_closed_form_and_torchdiffeq(h0, solver):
 @pytest.mark.parametrize("solver", sorted(FIXED_STEP_NFE))
 @pytest.mark.parametrize("step_size", [1.0, 0.25, 0.1, 0.3])
 def test_fixed_step_methods_match_torchdiffeq_and_count_exactly(h0, solver, step_size):
-    block = TorchodeBlock(LinearDynamics(MATRIX), solver=solver, step_size=step_size)
+    block = torchode_block(LinearDynamics(MATRIX), solver=solver, step_size=step_size)
     reference = ODEBlock(LinearDynamics(MATRIX), solver=solver, step_size=step_size)
     out, ref = block(h0), reference(h0)
     # Same tableau (torchdiffeq's rk4 is the 3/8 rule) on the same grid: equal up to rounding.
@@ -69,12 +75,12 @@ def test_fixed_step_methods_match_torchdiffeq_and_count_exactly(h0, solver, step
     # units of step_size, so ten steps of 0.1 end exactly at 1 instead of leaving a 1e-16 sliver step.
     steps = {1.0: 1, 0.25: 4, 0.1: 10, 0.3: 4}[step_size]
     assert block.nfe_forward == reference.nfe_forward == FIXED_STEP_NFE[solver] * steps
-    assert block.nfe_per_sample == block.nfe_forward and block.steps_per_sample == steps
+    assert block.backend.nfe_per_sample == block.nfe_forward and block.backend.steps_per_sample == steps
 
 
 def test_rk4_converges_at_fourth_order(h0):
     exact = exact_solution(h0, 1.0)
-    errors = [(TorchodeBlock(LinearDynamics(MATRIX), solver="rk4", step_size=s)(h0) - exact).abs().max().item()
+    errors = [(torchode_block(LinearDynamics(MATRIX), solver="rk4", step_size=s)(h0) - exact).abs().max().item()
               for s in (0.2, 0.1)]
     assert 10 < errors[0] / errors[1] < 24  # halving the step of a 4th-order method: error / 2^4
 
@@ -82,7 +88,7 @@ def test_rk4_converges_at_fourth_order(h0):
 # ---------------------------------------------------------------------------- NFE and per-sample steps
 def test_dopri5_nfe_accounting():
     torch.manual_seed(0)
-    block = TorchodeBlock(MLPDynamics(16, 32), solver="dopri5", rtol=1e-6, atol=1e-6)
+    block = torchode_block(MLPDynamics(16, 32), solver="dopri5", rtol=1e-6, atol=1e-6)
     with torch.no_grad():
         block(torch.randn(8, 16))
     nfe = block.nfe_forward
@@ -92,20 +98,20 @@ def test_dopri5_nfe_accounting():
     assert (nfe - 2) % 6 == 0
     # torchode's ODETerm adds 1 to every sample's n_f_evals per call (finished samples still ride along in
     # the batch with a zero step), so its per-sample average equals the call count in torchode 1.0.1.
-    assert block.nfe_per_sample == nfe
-    assert 1 <= block.steps_per_sample <= (nfe - 2) / 6
+    assert block.backend.nfe_per_sample == nfe
+    assert 1 <= block.backend.steps_per_sample <= (nfe - 2) / 6
 
 
 def test_step_sizes_are_chosen_per_sample():
     rates = torch.tensor([0.1, 0.1, 0.1, 30.0], dtype=torch.float64)  # one stiff sample, three easy ones
     h0 = torch.stack([torch.ones(4, dtype=torch.float64), rates], dim=1)
-    block = TorchodeBlock(PerSampleDecay(), solver="dopri5", rtol=1e-7, atol=1e-7)
+    block = torchode_block(PerSampleDecay(), solver="dopri5", rtol=1e-7, atol=1e-7)
     out = block(h0)
     torch.testing.assert_close(out[:, 0], torch.exp(-rates), rtol=1e-5, atol=1e-6)
     stiff_steps = (block.nfe_forward - 2) / 6  # the batch runs until its slowest sample is done
     # The easy samples finish in a handful of steps while the stiff one needs many: the mean is far below
     # the maximum (with one step size for the batch, as in torchdiffeq, every sample would take them all).
-    assert block.steps_per_sample < 0.5 * stiff_steps
+    assert block.backend.steps_per_sample < 0.5 * stiff_steps
 
 
 # ---------------------------------------------------------------------------- gradients
@@ -120,7 +126,7 @@ def test_gradients_match_closed_form_and_torchdiffeq(h0, adjoint):
     exact = [start_exact.grad, matrix.grad]
 
     grads = {}
-    for name, cls, adj in (("torchode", TorchodeBlock, adjoint), ("torchdiffeq", ODEBlock, False)):
+    for name, cls, adj in (("torchode", torchode_block, adjoint), ("torchdiffeq", ODEBlock, False)):
         dynamics = LinearDynamics(MATRIX)
         state = h0.clone().requires_grad_(True)
         block = cls(dynamics, solver="dopri5", rtol=1e-9, atol=1e-9, t_end=2.0, adjoint=adj)
@@ -143,8 +149,8 @@ def test_mlp_gradients_match_torchdiffeq_direct_backprop():
     dynamics = MLPDynamics(6, 16).double()
     h0 = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
     grads = {}
-    for name, cls, adjoint in (("torchdiffeq", ODEBlock, False), ("torchode", TorchodeBlock, False),
-                               ("torchode-adjoint", TorchodeBlock, True)):
+    for name, cls, adjoint in (("torchdiffeq", ODEBlock, False), ("torchode", torchode_block, False),
+                               ("torchode-adjoint", torchode_block, True)):
         block = cls(dynamics, solver="dopri5", rtol=1e-9, atol=1e-9, adjoint=adjoint)
         dynamics.zero_grad()
         h0.grad = None
@@ -166,7 +172,7 @@ def test_seminorm_adjoint_needs_fewer_backward_evaluations(h0):
     nfe = {}
     for seminorm in (False, True):
         dynamics = LinearDynamics(MATRIX)
-        block = TorchodeBlock(dynamics, rtol=1e-6, atol=1e-6, t_end=2.0, adjoint=True, seminorm=seminorm)
+        block = torchode_block(dynamics, rtol=1e-6, atol=1e-6, t_end=2.0, adjoint=True, seminorm=seminorm)
         block(h0.clone().requires_grad_(True)).pow(2).sum().backward()
         nfe[seminorm] = block.nfe_backward
     assert 0 < nfe[True] < nfe[False]
@@ -177,7 +183,7 @@ def test_failed_backward_solve_of_the_adjoint_raises():
     # solve needs 3 steps and the backward solve (which also controls the parameter adjoints) needs more.
     torch.manual_seed(0)
     dynamics = MLPDynamics(16, 32)
-    block = TorchodeBlock(dynamics, rtol=1e-6, atol=1e-6, adjoint=True, max_num_steps=3)
+    block = torchode_block(dynamics, rtol=1e-6, atol=1e-6, adjoint=True, max_num_steps=3)
     out = block(torch.randn(8, 16))
     with pytest.raises(ODESolveError, match="backward") as info:
         out.pow(2).sum().backward()
@@ -189,7 +195,7 @@ def test_node_head_with_torchode_gives_logits_and_trains():
     torch.manual_seed(0)
     head = build_head("node", 16, 3, ode_backend="torchode", ode_width=8)
     blocks = ode_blocks(head)
-    assert len(blocks) == 1 and isinstance(blocks[0], TorchodeBlock) and "torchode" in repr(head)
+    assert len(blocks) == 1 and isinstance(blocks[0].backend, TorchodeBackend) and "torchode" in repr(head)
     features, labels = torch.randn(24, 16), torch.randint(0, 3, (24,))
     assert head(features).shape == (24, 3)
     optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
@@ -208,10 +214,10 @@ def test_map_states_match_torchdiffeq():
     torch.manual_seed(0)
     dynamics = ConvDynamics(8, 4).double()
     h0 = torch.randn(3, 8, 4, 4, dtype=torch.float64)
-    fixed = TorchodeBlock(dynamics, solver="rk4", step_size=0.5)(h0)
+    fixed = torchode_block(dynamics, solver="rk4", step_size=0.5)(h0)
     assert fixed.shape == h0.shape
     torch.testing.assert_close(fixed, ODEBlock(dynamics, solver="rk4", step_size=0.5)(h0), rtol=1e-12, atol=1e-12)
-    adaptive = TorchodeBlock(dynamics, rtol=1e-5, atol=1e-5)(h0)
+    adaptive = torchode_block(dynamics, rtol=1e-5, atol=1e-5)(h0)
     assert adaptive.shape == h0.shape
     # ReLU makes these dynamics non-smooth, so the global error of either solver is far above its tolerance
     # (and torchode controls it per sample, torchdiffeq over the batch): measured difference 4.6e-3.
@@ -221,16 +227,16 @@ def test_map_states_match_torchdiffeq():
 
 def test_checkpoints_are_interchangeable_with_torchdiffeq_blocks():
     dynamics = MLPDynamics(4, 8)
-    assert TorchodeBlock(dynamics).state_dict().keys() == ODEBlock(dynamics).state_dict().keys()
+    assert torchode_block(dynamics).state_dict().keys() == ODEBlock(dynamics).state_dict().keys()
 
 
 def test_augment_dim_on_vectors_and_maps():
     torch.manual_seed(0)
-    block = TorchodeBlock(MLPDynamics(6, 8, zero_init=True), augment_dim=2)
+    block = torchode_block(MLPDynamics(6, 8, zero_init=True), augment_dim=2)
     out = block(torch.randn(4, 4))
     assert out.shape == (4, 6)
     torch.testing.assert_close(out[:, 4:], torch.zeros(4, 2))  # identity dynamics keep the zeros
-    block = TorchodeBlock(make_dynamics("map", 6, 4, augment_dim=2), augment_dim=2)
+    block = torchode_block(make_dynamics("map", 6, 4, augment_dim=2), augment_dim=2)
     out = block(torch.randn(2, 6, 3, 3))
     assert out.shape == (2, 8, 3, 3) and torch.isfinite(out).all()
     head = build_head("node", 6, 3, node_state="map", ode_width=4, augment_dim=2, ode_backend="torchode")
@@ -242,19 +248,19 @@ def test_regularization_terms_match_torchdiffeq():
     dynamics = MLPDynamics(8, 16)
     x = torch.randn(16, 8)
     values = {}
-    for cls in (ODEBlock, TorchodeBlock):
+    for cls in (ODEBlock, torchode_block):
         block = cls(dynamics, solver="rk4", step_size=0.25, regularization="both").train()
         torch.manual_seed(1)  # the same Hutchinson noise for both
         out = block(x)
         (out.pow(2).mean() + sum(block.regularization.values())).backward()
         values[cls] = (out, block.regularization["kinetic"], block.regularization["jacobian"])
-    for got, want in zip(values[TorchodeBlock], values[ODEBlock]):
+    for got, want in zip(values[torchode_block], values[ODEBlock]):
         torch.testing.assert_close(got, want)
 
 
 def test_steer_trains_with_a_random_end_time():
     torch.manual_seed(0)
-    block = TorchodeBlock(MLPDynamics(4, 8), t_end=1.0, steer=0.5).train()
+    block = torchode_block(MLPDynamics(4, 8), t_end=1.0, steer=0.5).train()
     x = torch.randn(3, 4)
     outs = [block(x) for _ in range(3)]
     assert not torch.allclose(outs[0], outs[1]) or not torch.allclose(outs[1], outs[2])
@@ -264,7 +270,7 @@ def test_steer_trains_with_a_random_end_time():
 
 # ---------------------------------------------------------------------------- errors
 def test_exploding_solve_raises_with_solver_tolerance_and_nfe():
-    block = TorchodeBlock(Explodes(), solver="dopri5", rtol=1e-7, atol=1e-7, t_end=2.0, max_num_steps=20)
+    block = torchode_block(Explodes(), solver="dopri5", rtol=1e-7, atol=1e-7, t_end=2.0, max_num_steps=20)
     with pytest.raises(ODESolveError) as info:
         block(torch.ones(2, 3))
     message = str(info.value)
@@ -273,7 +279,7 @@ def test_exploding_solve_raises_with_solver_tolerance_and_nfe():
 
 
 def test_fixed_step_blow_up_is_reported_as_non_finite():
-    block = TorchodeBlock(Explodes(), solver="euler", step_size=0.5, t_end=10.0)
+    block = torchode_block(Explodes(), solver="euler", step_size=0.5, t_end=10.0)
     with pytest.raises(ODESolveError, match="non-finite"):
         block(torch.full((2, 3), 10.0))
 
@@ -281,23 +287,23 @@ def test_fixed_step_blow_up_is_reported_as_non_finite():
 @pytest.mark.parametrize("solver", ["implicit_adams", "explicit_adams", "rk45"])
 def test_unsupported_solver_is_a_config_error(solver):
     with pytest.raises(ConfigError) as info:
-        TorchodeBlock(MLPDynamics(4, 4), solver=solver)
+        torchode_block(MLPDynamics(4, 4), solver=solver)
     assert info.value.name == "solver" and "torchode" in str(info.value) and "dopri5" in str(info.value)
-    assert solver not in torchode_solver_names()
+    assert solver not in solver_names("torchode")
 
 
 def test_fallback_only_to_supported_fixed_step_methods():
-    block = TorchodeBlock(MLPDynamics(4, 4))
+    block = torchode_block(MLPDynamics(4, 4))
     with pytest.raises(ConfigError, match="fallback_solver"):
         block.use_fallback("fixed_adams", 0.25)
     block.use_fallback("rk4", 0.25)
     block(torch.randn(2, 4))
-    assert block.fallback_used and block.nfe_forward == 16 and "rk4" in torchode_fixed_step_solvers()
+    assert block.fallback_used and block.nfe_forward == 16 and "rk4" in fixed_step_solvers("torchode")
 
 
 def test_adjoint_with_regularization_is_refused():
     with pytest.raises(ConfigError, match="regularization"):
-        TorchodeBlock(MLPDynamics(4, 4), adjoint=True, regularization="kinetic")
+        torchode_block(MLPDynamics(4, 4), adjoint=True, regularization="kinetic")
 
 
 def test_the_config_checks_solvers_against_the_chosen_backend():

@@ -16,18 +16,14 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .choices import ACTIVATIONS, HEADS, NODE_STATES, REGULARIZATIONS
 from .errors import ConfigError
+from .solvers import DEFAULT_BACKEND, FAILURE_POLICIES, ODE_BACKENDS, check_adjoint, check_fallback, check_solver
 
 DATASETS = ("cifar10", "digits", "fashion-mnist", "imagefolder")  # data.py imports this one list
-HEADS = ("fc", "mlp", "node")
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("none", "cosine", "step")
 DEVICES = ("auto", "cpu", "cuda")
-NODE_STATES = ("vector", "map")
-ACTIVATIONS = ("softplus", "tanh", "relu")
-REGULARIZATIONS = ("none", "kinetic", "jacobian", "both")
-ODE_BACKENDS = ("torchdiffeq", "torchode")
-FAILURE_POLICIES = ("stop", "fallback")
 
 
 def _choices(*values: str) -> dict:
@@ -85,7 +81,7 @@ class ExperimentConfig:
     steer: float = field(default=0.0, metadata={"help": "STEER half-width b: T ~ U[T-b, T+b] in training"})
     augment_dim: int = field(default=0, metadata={"help": "zero channels appended to the ODE state"})
     zero_init: bool = field(default=False, metadata={"help": "start the NODE block at the identity"})
-    ode_backend: str = field(default="torchdiffeq", metadata=_choices(*ODE_BACKENDS))
+    ode_backend: str = field(default=DEFAULT_BACKEND, metadata=_choices(*ODE_BACKENDS))
     # optimisation
     optimizer: str = field(default="adam", metadata=_choices(*OPTIMIZERS))
     lr: float = field(default=1e-3, metadata={"help": "learning rate"})
@@ -137,8 +133,6 @@ class ExperimentConfig:
     # ------------------------------------------------------------------ checks
     def validate(self, check_paths: bool = True) -> ExperimentConfig:
         """Check every value; raise ConfigError naming the parameter, value and what is valid."""
-        from . import ode  # local: keeps `import node_transfer.config` light
-
         for f in fields(self):
             choices = f.metadata.get("choices")
             if choices and getattr(self, f.name) not in choices:
@@ -163,11 +157,10 @@ class ExperimentConfig:
             raise ConfigError("step_size", self.step_size, "a positive number, or None")
         self.milestones()  # parses or raises
         if self.head == "node":
-            ode.check_solver(self.solver, self.rtol, self.atol, self.t_end, self.step_size, self.ode_backend)
+            check_solver(self.solver, self.rtol, self.atol, self.t_end, self.step_size, self.ode_backend)
+            check_adjoint(self.adjoint, self.regularization, self.ode_backend)
             if self.on_solver_failure == "fallback":
-                if not ode.is_fixed_step(self.fallback_solver):
-                    raise ConfigError("fallback_solver", self.fallback_solver,
-                                      f"a fixed-step method, one of {ode.fixed_step_solvers()}")
+                check_fallback(self.fallback_solver, self.ode_backend)
         if self.cache_features and not self.freeze_backbone:
             raise ConfigError("cache_features", True, "False unless freeze_backbone=True "
                               "(features can only be cached when the backbone does not train)")
@@ -215,6 +208,14 @@ class ExperimentConfig:
         if any(v <= 0 for v in values) or values != sorted(values):
             raise ConfigError("lr_milestones", self.lr_milestones, "increasing positive epoch numbers")
         return values
+
+
+_DEFAULTS = {f.name: f.default for f in fields(ExperimentConfig)}
+
+
+def default(name: str) -> Any:
+    """The default of one parameter: the dataclass is the one place each default is written."""
+    return _DEFAULTS[name]
 
 
 def _positive(cfg: ExperimentConfig, *names: str) -> None:

@@ -7,11 +7,16 @@ their final linear layer `fc`, so a head started from a trained FC baseline inhe
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
+from .choices import HEADS, NODE_STATES
+from .config import ExperimentConfig, default
+from .dynamics import activation_layer, make_dynamics
 from .errors import ConfigError
-from .ode import ACTIVATIONS, ODEBlock, make_dynamics
+from .ode import ODEBlock
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
@@ -26,7 +31,7 @@ def _pool(features: torch.Tensor) -> torch.Tensor:
 class FCHead(nn.Module):
     """Global average pool (if given a map), dropout, linear: what the paper's baseline puts on B0."""
 
-    def __init__(self, num_features: int, num_classes: int, dropout: float = 0.0) -> None:
+    def __init__(self, num_features: int, num_classes: int, dropout: float = default("dropout")) -> None:
         super().__init__()
         self.num_features = num_features
         self.dropout = nn.Dropout(dropout)
@@ -47,13 +52,12 @@ class MLPHead(nn.Module):
     the integration or the skip connection, so its parameter count is the NODE head's less width + C.
     """
 
-    def __init__(self, num_features: int, num_classes: int, width: int = 256, activation: str = "softplus",
-                 dropout: float = 0.0) -> None:
+    def __init__(self, num_features: int, num_classes: int, width: int = default("ode_width"),
+                 activation: str = default("ode_activation"), dropout: float = default("dropout")) -> None:
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ConfigError("ode_activation", activation, f"one of {sorted(ACTIVATIONS)}")
+        act = activation_layer(activation)
         self.num_features = num_features
-        self.body = nn.Sequential(nn.LayerNorm(num_features), nn.Linear(num_features, width), ACTIVATIONS[activation](),
+        self.body = nn.Sequential(nn.LayerNorm(num_features), nn.Linear(num_features, width), act,
                                   nn.Linear(width, num_features))
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(num_features, num_classes)
@@ -69,11 +73,11 @@ class MLPHead(nn.Module):
 class NODEHead(nn.Module):
     """ODE block on the pooled vector (`state='vector'`) or on the feature map (`state='map'`), then FC."""
 
-    def __init__(self, num_features: int, num_classes: int, block: ODEBlock, state: str = "vector",
-                 dropout: float = 0.0) -> None:
+    def __init__(self, num_features: int, num_classes: int, block: ODEBlock, state: str = default("node_state"),
+                 dropout: float = default("dropout")) -> None:
         super().__init__()
-        if state not in ("vector", "map"):
-            raise ConfigError("node_state", state, "one of ['vector', 'map']")
+        if state not in NODE_STATES:
+            raise ConfigError("node_state", state, f"one of {list(NODE_STATES)}")
         self.num_features, self.state = num_features, state
         self.block = block
         self.dropout = nn.Dropout(dropout)
@@ -88,32 +92,26 @@ class NODEHead(nn.Module):
         return self.fc(self.dropout(_pool(self.block(features))))
 
 
-def build_head(kind: str, num_features: int, num_classes: int, *, dropout: float = 0.0,
-               node_state: str = "vector", ode_width: int = 256, ode_activation: str = "softplus",
-               zero_init: bool = False, augment_dim: int = 0, solver: str = "dopri5", rtol: float = 1e-5,
-               atol: float = 1e-5, t_end: float = 1.0, step_size: float | None = None,
-               adjoint: bool = False, seminorm: bool = False, max_num_steps: int = 1000, steer: float = 0.0,
-               regularization: str = "none", ode_backend: str = "torchdiffeq") -> nn.Module:
-    """Build an `fc`, `mlp` or `node` head; the keyword arguments are the config's parameters of the same name."""
-    if kind == "fc":
-        return FCHead(num_features, num_classes, dropout)
-    if kind == "mlp":
-        return MLPHead(num_features, num_classes, ode_width, ode_activation, dropout)
-    if kind != "node":
-        raise ConfigError("head", kind, "one of ['fc', 'mlp', 'node']")
-    dynamics = make_dynamics(node_state, num_features, ode_width, ode_activation, zero_init, augment_dim)
-    block_args = dict(solver=solver, rtol=rtol, atol=atol, t_end=t_end, step_size=step_size, adjoint=adjoint,
-                      seminorm=seminorm, max_num_steps=max_num_steps, augment_dim=augment_dim, steer=steer,
-                      regularization=regularization)
-    if ode_backend == "torchdiffeq":
-        block = ODEBlock(dynamics, **block_args)
-    elif ode_backend == "torchode":
-        from .torchode_backend import TorchodeBlock
+def head_from_config(config: ExperimentConfig, num_features: int, num_classes: int) -> nn.Module:
+    """The `fc`, `mlp` or `node` head a config asks for."""
+    if config.head == "fc":
+        return FCHead(num_features, num_classes, config.dropout)
+    if config.head == "mlp":
+        return MLPHead(num_features, num_classes, config.ode_width, config.ode_activation, config.dropout)
+    if config.head != "node":
+        raise ConfigError("head", config.head, f"one of {list(HEADS)}")
+    dynamics = make_dynamics(config.node_state, num_features, config.ode_width, config.ode_activation,
+                             config.zero_init, config.augment_dim)
+    block = ODEBlock(dynamics, solver=config.solver, rtol=config.rtol, atol=config.atol, t_end=config.t_end,
+                     step_size=config.step_size, adjoint=config.adjoint, seminorm=config.seminorm,
+                     max_num_steps=config.max_num_steps, augment_dim=config.augment_dim, steer=config.steer,
+                     regularization=config.regularization, backend=config.ode_backend)
+    return NODEHead(num_features, num_classes, block, config.node_state, config.dropout)
 
-        block = TorchodeBlock(dynamics, **block_args)
-    else:
-        raise ConfigError("ode_backend", ode_backend, "one of ['torchdiffeq', 'torchode']")
-    return NODEHead(num_features, num_classes, block, node_state, dropout)
+
+def build_head(kind: str, num_features: int, num_classes: int, **options: Any) -> nn.Module:
+    """`head_from_config` of the default config with `head=kind` and `options` (config parameters) changed."""
+    return head_from_config(ExperimentConfig.from_dict({"head": kind, **options}), num_features, num_classes)
 
 
 def ode_blocks(module: nn.Module) -> list[ODEBlock]:

@@ -7,9 +7,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import ExperimentConfig
 from .errors import ConfigError
-from .heads import build_head, count_parameters
+from .heads import count_parameters, head_from_config
+
+__all__ = ["TransferModel", "head_from_config", "load_initial_weights"]  # head_from_config: experiment.py's import
 
 
 class TransferModel(nn.Module):
@@ -30,14 +31,6 @@ class TransferModel(nn.Module):
     def parameter_counts(self) -> dict[str, int]:
         return {"params_total": count_parameters(self), "params_head": count_parameters(self.head),
                 "params_trainable": count_parameters(self, trainable_only=True)}
-
-
-def head_from_config(config: ExperimentConfig, num_features: int, num_classes: int) -> nn.Module:
-    """The head a config asks for."""
-    names = ("dropout", "node_state", "ode_width", "ode_activation", "zero_init", "augment_dim", "solver", "rtol",
-             "atol", "t_end", "step_size", "adjoint", "seminorm", "max_num_steps", "steer", "regularization",
-             "ode_backend")
-    return build_head(config.head, num_features, num_classes, **{n: getattr(config, n) for n in names})
 
 
 def load_initial_weights(model: TransferModel, checkpoint: dict[str, Any], source: str) -> list[str]:

@@ -1,26 +1,28 @@
-"""torchode backend for the ODE block: the same `ODEBlock` interface, solved with per-sample step sizes.
+"""torchode backend of the ODE block (`ODEBlock(..., backend="torchode")`): per-sample step sizes.
 
 torchdiffeq solves the whole batch as one system with one step size (its issue #278); torchode
-(Lienen & Günnemann 2022) controls the error and the step size of every sample separately. `TorchodeBlock`
-keeps ODEBlock's validation, NFE accounting, augmentation, STEER, regularisation and error translation and
-replaces only the solve. torchode works on flat (batch, features) states, so the state (a feature vector, a
-feature map, or the (h, kinetic, jacobian) tuple of the regularised solve) is packed into one flat vector per
-sample around the dynamics.
+(Lienen & Günnemann 2022) controls the error and the step size of every sample separately. `TorchodeBackend`
+is only the solve: the block keeps its validation, NFE accounting, augmentation, STEER, regularisation and
+error translation whatever the backend. torchode works on flat (batch, features) states, so the state (a
+feature vector, a feature map, or the (h, kinetic, jacobian) tuple of the regularised solve) is packed into
+one flat vector per sample around the dynamics.
 
 Notes read from torchode 1.0.1's source:
 
 - Its `ODETerm` adds 1 to *every* sample's `n_f_evals` at each call of f (a call evaluates the whole batch),
-  so `nfe_per_sample` equals `nfe_forward` there; the per-sample adaptivity shows in `steps_per_sample`
-  (step attempts while a sample was still running).
-- `BacksolveAdjoint` ignores the status of its backward solve and applies no step bound; the block adds both.
+  so the backend's `nfe_per_sample` equals the block's `nfe_forward` there; the per-sample adaptivity shows
+  in `steps_per_sample` (step attempts while a sample was still running).
+- `BacksolveAdjoint` ignores the status of its backward solve and applies no step bound; the backend adds
+  both.
   Its backward pass evaluates f one sample at a time under `torch.func.vmap` and carries a per-sample copy
   of every parameter's adjoint (memory grows with batch x parameters). It cannot integrate the Jacobian /
-  kinetic regularisation (batch-shaped noise, `torch.autograd.grad` inside f): that combination is refused.
+  kinetic regularisation (batch-shaped noise, `torch.autograd.grad` inside f): that combination is refused
+  (`solvers.check_adjoint`).
 - f is called with per-sample times: the dynamics receive t as a (batch, 1, ...) tensor that broadcasts
   against the state (MLPDynamics and ConvDynamics accept it), not as a scalar.
 - `torch.compile` is not offered: torchode's solve loop syncs with the host and branches on data every step,
   which breaks the graph, and its supported route (TorchScript of the whole solver) needs a term fixed at
-  construction, which this block rebuilds per solve.
+  construction, which this backend rebuilds per solve.
 """
 
 from __future__ import annotations
@@ -32,6 +34,9 @@ from typing import Any
 import torch
 import torchode as to
 from torch import nn
+
+# torchdiffeq's own tableaus, so that both backends run the same methods (torchdiffeq exports them only
+# privately; these four imports are the package's only use of torchdiffeq's private modules).
 from torchdiffeq._impl.adaptive_heun import _ADAPTIVE_HEUN_TABLEAU
 from torchdiffeq._impl.bosh3 import _BOGACKI_SHAMPINE_TABLEAU
 from torchdiffeq._impl.dopri8 import _DOPRI8_TABLEAU
@@ -41,9 +46,9 @@ from torchode.interpolation import LinearInterpolation
 from torchode.single_step_methods.runge_kutta import ButcherTableau, ERKInterpolationData, ExplicitRungeKutta
 
 from .errors import ConfigError, ODESolveError
-from .ode import ODEBlock, _CountedDynamics
+from .solvers import is_fixed_step, solver_names
 
-__all__ = ["TorchodeBlock", "torchode_solver_names", "torchode_fixed_step_solvers"]
+__all__ = ["TorchodeBackend"]
 
 
 # ---------------------------------------------------------------------------- methods
@@ -80,17 +85,16 @@ def _fixed(c: list[float], a: list[list[float]], b: list[float]) -> ButcherTable
     return ButcherTableau.from_lists(c=c, a=a, b=b, b_err=[0.0] * len(b))
 
 
-#: Adaptive methods: name -> factory of a torchode step method (tsit5 exists only in torchode).
-_ADAPTIVE: dict[str, Callable[[], nn.Module]] = {
+#: Method name -> factory of a torchode step method; the names are `solvers.solver_names("torchode")`.
+_METHODS: dict[str, Callable[[], nn.Module]] = {
+    # adaptive (tsit5 exists only in torchode)
     "dopri5": lambda: to.Dopri5(),
     "tsit5": lambda: to.Tsit5(),
     "bosh3": lambda: _TableauMethod(_from_torchdiffeq(_BOGACKI_SHAMPINE_TABLEAU), 3),
     "adaptive_heun": lambda: _TableauMethod(_from_torchdiffeq(_ADAPTIVE_HEUN_TABLEAU), 2),
     "fehlberg2": lambda: _TableauMethod(_from_torchdiffeq(_FEHLBERG2_TABLEAU), 2),
     "dopri8": lambda: _TableauMethod(_from_torchdiffeq(_DOPRI8_TABLEAU), 8),
-}
-#: Fixed-step methods, with torchdiffeq's tableaus (its rk4 is the 3/8 rule).
-_FIXED: dict[str, Callable[[], nn.Module]] = {
+    # fixed-step, with torchdiffeq's tableaus (its rk4 is the 3/8 rule)
     "euler": lambda: to.Euler(None),
     "midpoint": lambda: _TableauMethod(_fixed([0.0, 0.5], [[], [0.5]], [0.0, 1.0]), 2),
     "heun2": lambda: _TableauMethod(_fixed([0.0, 1.0], [[], [1.0]], [0.5, 0.5]), 2),
@@ -101,20 +105,10 @@ _FIXED: dict[str, Callable[[], nn.Module]] = {
 }
 
 
-def torchode_solver_names() -> list[str]:
-    """Methods the torchode backend solves with (torchdiffeq's multistep Adams methods have no equivalent)."""
-    return sorted({**_ADAPTIVE, **_FIXED})
-
-
-def torchode_fixed_step_solvers() -> list[str]:
-    return sorted(_FIXED)
-
-
 def _make_method(solver: str) -> nn.Module:
-    factory = _ADAPTIVE.get(solver) or _FIXED.get(solver)
-    if factory is None:
-        raise ConfigError("solver", solver, f"one of {torchode_solver_names()} for ode_backend='torchode'")
-    return factory()
+    if solver not in _METHODS:
+        raise ConfigError("solver", solver, f"one of {solver_names('torchode')} for ode_backend='torchode'")
+    return _METHODS[solver]()
 
 
 # ---------------------------------------------------------------------------- flat state
@@ -127,7 +121,7 @@ class _FlatDynamics(nn.Module):
     d y/d tau = s f(s tau, y).
     """
 
-    def __init__(self, func: _CountedDynamics, shape: torch.Size, regularized: bool, time_scale: float) -> None:
+    def __init__(self, func: nn.Module, shape: torch.Size, regularized: bool, time_scale: float) -> None:
         super().__init__()
         self.func = func
         self.shape, self.numel = tuple(shape), math.prod(shape)
@@ -200,48 +194,27 @@ _REASONS = {
 }
 
 
-# ---------------------------------------------------------------------------- the block
-class TorchodeBlock(ODEBlock):
-    """ODEBlock solved by torchode, with a step size per sample; same arguments, accounting and errors.
+# ---------------------------------------------------------------------------- the backend
+class TorchodeBackend:
+    """Solves with torchode, a step size per sample; the methods are `solvers.solver_names("torchode")`.
 
-    Extra accounting after each forward pass: `nfe_per_sample` (torchode's `n_f_evals` averaged over the
-    batch) and `steps_per_sample` (step attempts while the sample was running, averaged over the batch).
-    Solvers: `torchode_solver_names()`; `tsit5` is accepted here although torchdiffeq lacks it. The adjoint
-    is torchode's `BacksolveAdjoint` (seminorm supported); it cannot be combined with regularisation.
+    Accounting of the last forward solve: `nfe_per_sample` (torchode's `n_f_evals` averaged over the batch)
+    and `steps_per_sample` (step attempts while the sample was running, averaged over the batch). The adjoint
+    is torchode's `BacksolveAdjoint` (seminorm supported). A failed sample raises ODESolveError.
     """
 
-    def __init__(self, dynamics: nn.Module, solver: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5,
-                 t_end: float = 1.0, step_size: float | None = None, adjoint: bool = False,
-                 seminorm: bool = False, max_num_steps: int = 1000, augment_dim: int = 0, steer: float = 0.0,
-                 regularization: str = "none") -> None:
-        _make_method(solver)  # unsupported name -> ConfigError listing this backend's methods
-        if adjoint and not hasattr(to, "BacksolveAdjoint"):
-            raise ConfigError("adjoint", adjoint, "False: this torchode version has no BacksolveAdjoint")
-        if adjoint and regularization != "none":
-            raise ConfigError("regularization", regularization,
-                              "'none' with adjoint=True for ode_backend='torchode' (its adjoint evaluates f one "
-                              "sample at a time under torch.func.vmap, which the regularisation's batch-shaped "
-                              "Hutchinson noise and autograd.grad do not support)")
-        # ODEBlock validates against torchdiffeq's names; tsit5 is adaptive like dopri5, so it checks the same.
-        super().__init__(dynamics, solver="dopri5" if solver == "tsit5" else solver, rtol=rtol, atol=atol,
-                         t_end=t_end, step_size=step_size, adjoint=adjoint, seminorm=seminorm,
-                         max_num_steps=max_num_steps, augment_dim=augment_dim, steer=steer,
-                         regularization=regularization)
-        self.solver = solver
+    name = "torchode"
+
+    def __init__(self) -> None:
         self.nfe_per_sample = 0.0
         self.steps_per_sample = 0.0
 
-    def use_fallback(self, solver: str = "rk4", step_size: float = 0.25) -> None:
-        """Switch to a fixed-step method (a solve that cannot fail on step control)."""
-        if solver not in _FIXED:
-            raise ConfigError("fallback_solver", solver,
-                              f"a fixed-step method, one of {torchode_fixed_step_solvers()} for ode_backend='torchode'")
-        super().use_fallback(solver, step_size)
+    def check(self, adjoint: bool) -> None:
+        if adjoint and not hasattr(to, "BacksolveAdjoint"):
+            raise ConfigError("adjoint", adjoint, "False: this torchode version has no BacksolveAdjoint")
 
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, backend=torchode"
-
-    def _check_status(self, status: torch.Tensor, stats: dict, stage: str) -> None:
+    def _check_status(self, status: torch.Tensor, stats: dict, stage: str, func: nn.Module, solver: str,
+                      rtol: float, atol: float, max_num_steps: int) -> None:
         """Record torchode's statistics of the forward solve; raise ODESolveError if any sample failed."""
         if stage == "forward":
             self.nfe_per_sample = stats["n_f_evals"].double().mean().item()
@@ -250,49 +223,53 @@ class TorchodeBlock(ODEBlock):
         if worst == status_codes.SUCCESS:
             return
         if worst == status_codes.REACHED_MAX_STEPS:
-            reason = f"more than max_num_steps={self.max_num_steps} steps"
+            reason = f"more than max_num_steps={max_num_steps} steps"
         else:
             reason = _REASONS.get(worst, f"torchode status {worst}")
         failed = int((status != status_codes.SUCCESS).sum().item())
         where = " in the adjoint's backward solve" if stage == "backward" else ""
-        raise ODESolveError(f"{reason}{where}, {failed} of {status.numel()} samples", self.solver, self.rtol,
-                            self.atol, self.func.nfe)
+        raise ODESolveError(f"{reason}{where}, {failed} of {status.numel()} samples", solver, rtol, atol, func.nfe)
 
-    def _solve(self, state, times: torch.Tensor):
+    def solve(self, func: nn.Module, state, times: torch.Tensor, *, solver: str, rtol: float, atol: float,
+              step_size: float | None, max_num_steps: int, adjoint: bool, seminorm: bool):
         """Solve from times[0] to times[-1] with torchode; returns [state(0), state(T)] stacked like odeint."""
-        if self.adjoint and isinstance(state, tuple):
-            raise ConfigError("regularization", self.regularization_kind, "'none' with adjoint=True for "
+        if adjoint and isinstance(state, tuple):
+            raise ConfigError("regularization", "kinetic/jacobian", "'none' with adjoint=True for "
                               "ode_backend='torchode'")
-        method = _make_method(self.solver)
-        fixed = self.solver in _FIXED
+
+        def on_status(status: torch.Tensor, stats: dict, stage: str) -> None:
+            self._check_status(status, stats, stage, func, solver, rtol, atol, max_num_steps)
+
+        method = _make_method(solver)
+        fixed = is_fixed_step(solver, self.name)
         h0 = state[0] if isinstance(state, tuple) else state
         batch = h0.shape[0]
-        scale = float(self.step_size) if fixed else 1.0
-        term = to.ODETerm(_FlatDynamics(self.func, h0.shape[1:], isinstance(state, tuple), scale))
+        scale = float(step_size) if fixed else 1.0
+        term = to.ODETerm(_FlatDynamics(func, h0.shape[1:], isinstance(state, tuple), scale))
         y0 = _pack(state)
         if fixed:
             controller = to.FixedStepController()
             dt0 = y0.new_ones(batch)  # one step of `step_size`, in the rescaled time
             max_steps = None  # as torchdiffeq: fixed grids have no step bound
         else:
-            controller = to.IntegralController(atol=self.atol, rtol=self.rtol).to(y0.device)
+            controller = to.IntegralController(atol=atol, rtol=rtol).to(y0.device)
             dt0 = None
-            max_steps = self.max_num_steps + 1  # torchode flags n_steps >= max_steps: allow max_num_steps
+            max_steps = max_num_steps + 1  # torchode flags n_steps >= max_steps: allow max_num_steps
         problem = to.InitialValueProblem(y0=y0, t_start=(times[0] / scale).expand(batch),
                                          t_end=(times[-1] / scale).expand(batch))
-        if self.adjoint:
-            solver = to.BacksolveAdjoint(term, method, controller)
-            solver.forward_adjoint = _CheckedSolve(method, controller, max_steps, self._check_status, "forward")
+        if adjoint:
+            backsolve = to.BacksolveAdjoint(term, method, controller)
+            backsolve.forward_adjoint = _CheckedSolve(method, controller, max_steps, on_status, "forward")
             backward_controller = controller
-            if self.seminorm and not fixed:
-                backward_controller = to.IntegralController(atol=self.atol, rtol=self.rtol,
+            if seminorm and not fixed:
+                backward_controller = to.IntegralController(atol=atol, rtol=rtol,
                                                             norm=_seminorm(y0.shape[1])).to(y0.device)
-            solver.backward_adjoint = _CheckedSolve(method, backward_controller, max_steps, self._check_status,
-                                                    "backward")
-            solution = solver.solve(problem, dt0=dt0)
+            backsolve.backward_adjoint = _CheckedSolve(method, backward_controller, max_steps, on_status,
+                                                       "backward")
+            solution = backsolve.solve(problem, dt0=dt0)
         else:
-            solver = _CheckedSolve(method, controller, max_steps, self._check_status, "forward")
-            solution = solver.solve(problem, term=term, dt0=dt0)
+            solution = _CheckedSolve(method, controller, max_steps, on_status, "forward").solve(
+                problem, term=term, dt0=dt0)
         end = _unpack(solution.ys[:, -1], state)
         if isinstance(state, tuple):
             return tuple(torch.stack([s0, s1]) for s0, s1 in zip(state, end))

@@ -1,0 +1,122 @@
+"""The solver registry: which ODE methods each backend offers, which are fixed-step, and their checks.
+
+One table per backend (after timm's `_registry.py`: names in a registry, one resolver), and one backend-aware
+check of a solver and of a fallback solver, used both by `ExperimentConfig.validate` and by the ODE block.
+The module imports no torch, so the config stays light.
+
+torchdiffeq has no public list of its methods: the table below is written out, and
+`tests/test_solvers.py` checks it against torchdiffeq's private `SOLVERS` (the only place that reads it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .errors import ConfigError
+
+#: Function evaluations per step of the explicit fixed-step Runge-Kutta methods (torchdiffeq's rk4 is the
+#: 3/8 rule: 4). Both backends run these with the same tableaus.
+FIXED_STEP_NFE = {"euler": 1, "midpoint": 2, "heun2": 2, "heun3": 3, "rk4": 4}
+FAILURE_POLICIES = ("stop", "fallback")
+
+
+@dataclass(frozen=True)
+class BackendMethods:
+    """The methods of one backend: adaptive ones, and fixed-step ones with their NFE per step (None: unknown)."""
+
+    adaptive: tuple[str, ...]
+    fixed: dict[str, int | None] = field(default_factory=dict)
+    #: False where the adjoint cannot integrate the kinetic/Jacobian regularisation alongside the state.
+    adjoint_with_regularization: bool = True
+    why_not: str = ""
+
+
+_ADAPTIVE_RK = ("adaptive_heun", "bosh3", "dopri5", "dopri8", "fehlberg2")
+
+REGISTRY: dict[str, BackendMethods] = {
+    # scipy_solver is left out: it does not backpropagate. The Adams methods are fixed-grid in torchdiffeq.
+    "torchdiffeq": BackendMethods(
+        adaptive=_ADAPTIVE_RK,
+        fixed={**FIXED_STEP_NFE, "explicit_adams": None, "implicit_adams": None, "fixed_adams": None},
+    ),
+    # torchode adds tsit5 and lacks the multistep Adams methods (see torchode_backend.py).
+    "torchode": BackendMethods(
+        adaptive=(*_ADAPTIVE_RK, "tsit5"),
+        fixed=dict(FIXED_STEP_NFE),
+        adjoint_with_regularization=False,
+        why_not="its adjoint evaluates f one sample at a time under torch.func.vmap, which the "
+                "regularisation's batch-shaped Hutchinson noise and autograd.grad do not support",
+    ),
+}
+ODE_BACKENDS = tuple(REGISTRY)
+DEFAULT_BACKEND = ODE_BACKENDS[0]
+
+
+def _methods(backend: str) -> BackendMethods:
+    if backend not in REGISTRY:
+        raise ConfigError("ode_backend", backend, f"one of {list(ODE_BACKENDS)}")
+    return REGISTRY[backend]
+
+
+def check_backend(backend: str) -> None:
+    """Raise ConfigError naming `ode_backend` unless the registry has that backend."""
+    _methods(backend)
+
+
+def _where(backend: str) -> str:
+    return "" if backend == DEFAULT_BACKEND else f" for ode_backend={backend!r}"
+
+
+def solver_names(backend: str = DEFAULT_BACKEND) -> list[str]:
+    """Every method the backend solves with."""
+    methods = _methods(backend)
+    return sorted((*methods.adaptive, *methods.fixed))
+
+
+def fixed_step_solvers(backend: str = DEFAULT_BACKEND) -> list[str]:
+    """The backend's fixed-grid methods (euler, rk4, ...), which ignore rtol/atol and need a step size."""
+    return sorted(_methods(backend).fixed)
+
+
+def is_fixed_step(solver: str, backend: str = DEFAULT_BACKEND) -> bool:
+    return solver in _methods(backend).fixed
+
+
+def nfe_per_step(solver: str, backend: str = DEFAULT_BACKEND) -> int | None:
+    """Evaluations of f per step of a fixed-step method; None for adaptive methods and where unknown."""
+    return _methods(backend).fixed.get(solver)
+
+
+def check_solver(solver: str, rtol: float, atol: float, t_end: float, step_size: float | None,
+                 backend: str = DEFAULT_BACKEND) -> None:
+    """Raise ConfigError (a ValueError) for a method the backend lacks or an impossible tolerance/time/step."""
+    names = solver_names(backend)
+    if solver not in names:
+        raise ConfigError("solver", solver, f"one of {names}{_where(backend)}")
+    for name, value in (("rtol", rtol), ("atol", atol), ("t_end", t_end)):
+        if not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
+            raise ConfigError(name, value, "a finite number > 0")
+    if is_fixed_step(solver, backend):
+        if step_size is None:
+            raise ConfigError("step_size", step_size,
+                              f"a positive number: the fixed-step method {solver!r} needs a step size")
+        if not 0 < step_size <= t_end:
+            raise ConfigError("step_size", step_size, f"a number in (0, t_end={t_end}]")
+    elif step_size is not None and not step_size > 0:
+        raise ConfigError("step_size", step_size, "a positive number, or None")
+
+
+def check_fallback(fallback_solver: str, backend: str = DEFAULT_BACKEND) -> None:
+    """Raise ConfigError unless `fallback_solver` is a fixed-step method of this backend."""
+    if not is_fixed_step(fallback_solver, backend):
+        raise ConfigError("fallback_solver", fallback_solver,
+                          f"a fixed-step method, one of {fixed_step_solvers(backend)}{_where(backend)}")
+
+
+def check_adjoint(adjoint: bool, regularization: str, backend: str = DEFAULT_BACKEND) -> None:
+    """Raise ConfigError where the backend's adjoint cannot integrate the regularisation terms."""
+    methods = _methods(backend)
+    if adjoint and regularization != "none" and not methods.adjoint_with_regularization:
+        raise ConfigError("regularization", regularization,
+                          f"'none' with adjoint=True{_where(backend)} ({methods.why_not})")
