@@ -222,9 +222,34 @@ def write_report(suite_dir: str | Path, out: str | Path | None = None) -> Path:
     return out
 
 
+def write_run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Metrics (`metrics.md`) and curves (`curves.png`) of a single run directory."""
+    run_dir = Path(run_dir)
+    out = Path(out) if out else run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
+    described = ", ".join(f"{k} {config[k]}" for k in ("dataset", "image_size", "backbone", "head", "solver", "seed")
+                          if k in config and (k != "solver" or config.get("head") == "node"))
+    lines = [f"# {run_dir.name}\n", described + "\n" if described else "", metrics_frame(run_dir).to_markdown(), ""]
+    (out / "metrics.md").write_text("\n".join(lines) + "\n")
+    fig = plot_history(run_dir)
+    fig.savefig(out / "curves.png", dpi=110)
+    plt.close(fig)
+    return out
+
+
 def main_report(args: argparse.Namespace) -> int:
-    out = write_report(args.directory, args.out)
-    print((out / "tables.md").read_text())
+    from .errors import ConfigError
+
+    directory = Path(args.directory)
+    if (directory / "suite.json").is_file():
+        out, text = write_report(directory, args.out), "tables.md"
+    elif (directory / "metrics.json").is_file() and (directory / "history.csv").is_file():
+        out, text = write_run_report(directory, args.out), "metrics.md"
+    else:
+        raise ConfigError("directory", str(directory), "a suite directory (suite.json) or a finished run directory "
+                          "(metrics.json, history.csv)")
+    print((out / text).read_text())
     print(out)
     return 0
 
