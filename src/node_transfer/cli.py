@@ -36,14 +36,14 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             help_text = f"{help_text} {{{', '.join(f.metadata['choices'])}}}".strip()
         help_text = f"{help_text} (default: {default})".replace("%", "%%")  # argparse formats help with %
         flag = "--" + f.name.replace("_", "-")
-        alias = "--" + f.name
-        names = [flag] if alias == flag else [flag, alias]
-        if base is bool:
-            parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, help=help_text)
-        else:
-            parser.add_argument(*names, dest=f.name, type=_optional_parser(base) if optional else base,
-                                default=argparse.SUPPRESS, help=help_text, metavar=f.name.upper())
+        alias = "--" + f.name  # the papermill spelling is accepted too, but --help shows one spelling
+        for names, shown in [([flag], help_text)] + ([([alias], argparse.SUPPRESS)] if alias != flag else []):
+            if base is bool:
+                parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
+                                    default=argparse.SUPPRESS, help=shown)
+            else:
+                parser.add_argument(*names, dest=f.name, type=_optional_parser(base) if optional else base,
+                                    default=argparse.SUPPRESS, help=shown, metavar=f.name.upper())
 
 
 def config_from_args(namespace: argparse.Namespace) -> ExperimentConfig:
