@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import typing
 from dataclasses import MISSING, fields
@@ -113,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             from .experiment import run_experiment
 
             run_dir = run_experiment(config_from_args(args), progress=not args.quiet)
-            print(run_dir)
+            if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, the run directory is printed once
+                print(run_dir)
         elif args.command == "suite":
             from .suites import main_suite
 

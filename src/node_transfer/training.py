@@ -299,8 +299,17 @@ class Trainer:
             seen += len(labels)
             batches += 1
             nfe += sum(block.nfe_forward for block in self.blocks)
-        return {"loss": loss / max(seen, 1), "acc": correct / max(seen, 1), "nfe": nfe / max(batches, 1),
-                "ece": calibration.ece()}
+        return self._shared({"loss": loss / max(seen, 1), "acc": correct / max(seen, 1), "nfe": nfe / max(batches, 1),
+                             "ece": calibration.ece()})
+
+    def _shared(self, values: dict[str, float]) -> dict[str, float]:
+        """Rank 0's numbers on every rank, so that all take the same decisions (best checkpoint, early stop)."""
+        if not self.dist.active:
+            return values
+        tensor = torch.tensor(list(values.values()), dtype=torch.float64,
+                              device=self.device if self.device.type == "cuda" else "cpu")
+        torch.distributed.broadcast(tensor, src=0)
+        return dict(zip(values, tensor.tolist()))
 
     def fit(self) -> TrainState:
         """Train from `state.epochs_done` to `config.epochs` (or the validation target)."""
