@@ -165,17 +165,22 @@ def plot_sweep(runs: pd.DataFrame, x: str, xlabel: str, log: bool = True) -> plt
 
 def plot_cost_accuracy(runs: pd.DataFrame, cost: str = "nfe_forward", xlabel: str = "forward NFE per batch"
                        ) -> plt.Figure:
-    """Test accuracy against a cost column, one point per configuration (mean over seeds, std as error bars)."""
+    """Test accuracy against a cost column, one point per configuration (mean over seeds, std as error bars).
+
+    Configurations are told apart by colour and marker in a legend beside the axes: labels written next to
+    the points overlap where configurations cost and score alike."""
     stats = runs.groupby("label", sort=False)[[cost, "test_acc"]].agg(["mean", "std"]).fillna(0.0)
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for label, row in stats.iterrows():
+    fig, ax = plt.subplots(figsize=(8, 4))
+    markers = "osD^vP*Xh<>p"
+    for i, (label, row) in enumerate(stats.iterrows()):
         x, y = row[(cost, "mean")], row[("test_acc", "mean")] * 100
-        ax.errorbar(x, y, xerr=row[(cost, "std")], yerr=row[("test_acc", "std")] * 100, marker="o", capsize=3)
-        ax.annotate(label, (x, y), fontsize=8, xytext=(4, 4), textcoords="offset points")
+        ax.errorbar(x, y, xerr=row[(cost, "std")], yerr=row[("test_acc", "std")] * 100, capsize=3, label=label,
+                    marker=markers[i % len(markers)], color=f"C{i % 10}", linestyle="none")
     ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
     fig.tight_layout()
     return fig
 
@@ -252,6 +257,38 @@ def main_report(args: argparse.Namespace) -> int:
     print((out / text).read_text())
     print(out)
     return 0
+
+
+class Table:
+    """A table for a page: no row numbers (an unnamed integer index), short cells kept on one line.
+
+    Any other index (metric names, configurations) is shown. Cells of at most `nowrap` characters get
+    non-breaking spaces, so that "97.2 ± 0.4" never wraps into three lines while prose cells still wrap."""
+
+    def __init__(self, frame: pd.DataFrame, nowrap: int = 24) -> None:
+        self.frame, self.nowrap = frame, nowrap
+
+    def _index(self) -> bool:
+        index = self.frame.index
+        return not (index.name is None and index.nlevels == 1 and pd.api.types.is_integer_dtype(index))
+
+    def _repr_html_(self) -> str:
+        def keep(value):
+            return value.replace(" ", "\u00a0") if isinstance(value, str) and len(value) <= self.nowrap else value
+
+        frame = self.frame.copy()
+        for column in frame.columns:
+            if not pd.api.types.is_numeric_dtype(frame[column]):
+                frame[column] = frame[column].map(keep)
+        return frame.to_html(index=self._index(), border=0)
+
+    def __repr__(self) -> str:
+        return self.frame.to_string(index=self._index())
+
+
+def show_table(frame: pd.DataFrame | pd.Series) -> Table:
+    """How the book shows a table: row numbers hidden, names in the index kept (see `Table`)."""
+    return Table(frame.to_frame() if isinstance(frame, pd.Series) else frame)
 
 
 def metrics_frame(run_dir: str | Path) -> pd.DataFrame:
