@@ -127,7 +127,7 @@ def test_defaults_are_valid_and_ints_are_accepted_for_floats():
     assert isinstance(config.lr, float) and config.validate() is config
 
 
-@pytest.mark.parametrize("command", ["run", "suite", "report", "demo", "notebooks"])
+@pytest.mark.parametrize("command", ["run", "suite", "report", "predict", "demo", "notebooks"])
 def test_every_command_prints_its_help(command, capsys):
     with pytest.raises(SystemExit) as info:
         main([command, "--help"])
@@ -136,3 +136,14 @@ def test_every_command_prints_its_help(command, capsys):
     assert out.startswith("usage:") and len(out.splitlines()) > 3
     if command == "run":
         assert "--val-size" in out and "10% otherwise" in out  # a % in a help text is printed, not formatted
+
+
+def test_help_shows_one_spelling_and_both_are_accepted(capsys):
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = capsys.readouterr().out
+    assert out.count("--data-dir DATA_DIR") == 2 and "--data_dir" not in out  # usage line + option list
+    assert out.count("--freeze-backbone, --no-freeze-backbone") == 1 and "--freeze_backbone" not in out
+    args = build_parser().parse_args(["run", "--data_dir", "d", "--freeze_backbone", "--no-cache_features"])
+    config = config_from_args(args)
+    assert config.data_dir == "d" and config.freeze_backbone and not config.cache_features

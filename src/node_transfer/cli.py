@@ -1,9 +1,10 @@
-"""Command line: `node-transfer run|suite|report|demo|notebooks`; every run option is a config field."""
+"""Command line: `node-transfer run|suite|report|predict|demo|notebooks`; every run option is a config field."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import typing
 from dataclasses import MISSING, fields
@@ -36,14 +37,14 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
             help_text = f"{help_text} {{{', '.join(f.metadata['choices'])}}}".strip()
         help_text = f"{help_text} (default: {default})".replace("%", "%%")  # argparse formats help with %
         flag = "--" + f.name.replace("_", "-")
-        alias = "--" + f.name
-        names = [flag] if alias == flag else [flag, alias]
-        if base is bool:
-            parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
-                                default=argparse.SUPPRESS, help=help_text)
-        else:
-            parser.add_argument(*names, dest=f.name, type=_optional_parser(base) if optional else base,
-                                default=argparse.SUPPRESS, help=help_text, metavar=f.name.upper())
+        alias = "--" + f.name  # the papermill spelling is accepted too, but --help shows one spelling
+        for names, shown in [([flag], help_text)] + ([([alias], argparse.SUPPRESS)] if alias != flag else []):
+            if base is bool:
+                parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
+                                    default=argparse.SUPPRESS, help=shown)
+            else:
+                parser.add_argument(*names, dest=f.name, type=_optional_parser(base) if optional else base,
+                                    default=argparse.SUPPRESS, help=shown, metavar=f.name.upper())
 
 
 def config_from_args(namespace: argparse.Namespace) -> ExperimentConfig:
@@ -79,9 +80,21 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run only these configurations of the suite (see --list)")
     suite.add_argument("--in-process", action="store_true", help="run without papermill (no notebooks)")
 
-    report = sub.add_parser("report", help="tables and figures for a suite directory")
-    report.add_argument("directory")
+    report = sub.add_parser("report", help="tables and figures for a suite directory, or the metrics and curves "
+                            "of one run directory")
+    report.add_argument("directory", help="a suite directory, or a run directory")
     report.add_argument("--out", default=None, help="where to write (default: DIRECTORY/report)")
+
+    predict = sub.add_parser("predict", help="classify images with a finished run: per image its top classes and "
+                             "probabilities")
+    predict.add_argument("run_dir", help="a finished run directory (config.json, best.pt)")
+    predict.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files or folders of images")
+    predict.add_argument("--top", type=int, default=3, help="classes shown per image (default: 3)")
+    predict.add_argument("--csv", nargs="?", const="-", default=None, metavar="FILE",
+                         help="also write CSV (path, class_1, probability_1, ...) to FILE; without FILE, print "
+                         "CSV instead of lines")
+    predict.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="(default: auto)")
+    predict.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
 
     demo = sub.add_parser("demo", help="the paper's three models at small scale, offline on the CPU")
     demo.add_argument("--out", default=None, help="demo directory (default: runs/demo-<time>)")
@@ -101,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
             from .experiment import run_experiment
 
             run_dir = run_experiment(config_from_args(args), progress=not args.quiet)
-            print(run_dir)
+            if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, the run directory is printed once
+                print(run_dir)
         elif args.command == "suite":
             from .suites import main_suite
 
@@ -110,6 +124,10 @@ def main(argv: list[str] | None = None) -> int:
             from .reporting import main_report
 
             return main_report(args)
+        elif args.command == "predict":
+            from .predict import main_predict
+
+            return main_predict(args)
         elif args.command == "demo":
             from .suites import main_demo
 

@@ -61,7 +61,7 @@ class ExperimentConfig:
                             | {"help": "NODE on the pooled vector or on the feature map"})
     ode_width: int = field(default=256, metadata={"help": "hidden width of the ODE dynamics (and of the mlp head)"})
     ode_activation: str = field(default="softplus", metadata=_choices(*ACTIVATIONS))
-    solver: str = field(default="dopri5", metadata={"help": "ODE method (tsit5 only with ode_backend=torchode)"})
+    solver: str = field(default="dopri5", metadata={"help": "ODE method (tsit5 only with the torchode backend)"})
     rtol: float = field(default=1e-5, metadata={"help": "relative tolerance (adaptive solvers)"})
     atol: float = field(default=1e-5, metadata={"help": "absolute tolerance (adaptive solvers)"})
     step_size: float | None = field(default=None, metadata={"help": "step size (fixed-step solvers)"})

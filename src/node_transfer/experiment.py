@@ -6,11 +6,13 @@ directory is created, so a failed start leaves nothing behind and never touches 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -78,6 +80,26 @@ def new_run_dir(config: ExperimentConfig, root: Path = RUNS_ROOT) -> Path:
     return candidate
 
 
+def agreed_run_dir(config: ExperimentConfig, dist: DistInfo) -> Path:
+    """`out`, or a new directory chosen by rank 0 and sent to every rank (their clocks and checks may differ)."""
+    if config.out:
+        return Path(config.out)
+    chosen = [str(new_run_dir(config)) if dist.is_main else None]
+    if dist.active:
+        torch_dist.broadcast_object_list(chosen, src=0)
+    return Path(chosen[0])
+
+
+@contextlib.contextmanager
+def main_rank_first(dist: DistInfo) -> Iterator[None]:
+    """Rank 0 runs the block first (downloads data and weights), then the other ranks (reading what it fetched)."""
+    if dist.active and not dist.is_main:
+        torch_dist.barrier()
+    yield
+    if dist.active and dist.is_main:
+        torch_dist.barrier()
+
+
 @dataclass
 class Prepared:
     """A validated experiment, ready to train: nothing has been written yet."""
@@ -97,10 +119,11 @@ def prepare(config: ExperimentConfig) -> Prepared:
     dist = init_distributed(config.device)
     device = resolve_device(config.device, dist)
     seed_everything(config.seed)
-    backbone, data_config = create_backbone(config.backbone, config.weights)
-    splits = build_datasets(config.dataset, config.data_dir, config.download, config.image_size, config.val_size,
-                            config.seed, data_config, augment=config.augment and not config.cache_features,
-                            train_subset=config.train_subset)
+    with main_rank_first(dist):
+        backbone, data_config = create_backbone(config.backbone, config.weights)
+        splits = build_datasets(config.dataset, config.data_dir, config.download, config.image_size,
+                                config.val_size, config.seed, data_config,
+                                augment=config.augment and not config.cache_features, train_subset=config.train_subset)
     num_features = backbone.num_features
     seed_everything(config.seed)  # the head's init must not depend on what loading the backbone consumed
     model = TransferModel(backbone, head_from_config(config, num_features, splits.num_classes))
@@ -165,7 +188,7 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> Path:
     prepared = prepare(config)
     config, model, splits, device, dist = (prepared.config, prepared.model, prepared.splits, prepared.device,
                                            prepared.dist)
-    run_dir = Path(config.out) if config.out else new_run_dir(config)
+    run_dir = agreed_run_dir(config, dist)
     if dist.is_main and not config.resume:
         run_dir.mkdir(parents=True, exist_ok=False)
         (run_dir / "config.json").write_text(json.dumps(prepared.resolved, indent=2, default=str) + "\n")

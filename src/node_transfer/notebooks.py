@@ -1,14 +1,22 @@
 """The book's jupytext pages as notebooks: converted for nbval, executed with papermill.
 
-Papermill cannot read a jupytext `.md`; `execute_page` reads it with jupytext and hands papermill the
-notebook, which is the one documented way to run `book/experiment.md` with parameters.
+Papermill cannot read a jupytext `.md`: pipe it through jupytext (`jupytext --to ipynb -o - PAGE | papermill -
+OUT -p NAME VALUE`), or call `execute_page`, which does the same in Python. `config_from_page` is how
+`book/experiment.md` turns its parameters into a config, refusing names papermill injected that it does not know.
 """
 
 from __future__ import annotations
 
+import ast
+import difflib
 import os
+import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from .config import ExperimentConfig
+from .errors import ConfigError
 
 BOOK = Path(__file__).resolve().parents[2] / "book"
 SKIP_FILE = "nbval-skip.txt"
@@ -58,9 +66,53 @@ def convert_book(out: str | Path, book: Path | None = None) -> list[Path]:
     return written
 
 
+def injected_parameter_names(namespace: Mapping[str, Any]) -> list[str]:
+    """Names assigned by papermill's injected-parameters cell, read from IPython's input history `In`.
+
+    Papermill's injected cell starts with the comment `# Parameters`; without one (nbval, Jupyter Book, a
+    plain kernel) nothing was injected and the list is empty."""
+    history = namespace.get("In")
+    if not isinstance(history, list):
+        return []
+    for source in reversed(history):
+        if isinstance(source, str) and source.startswith("# Parameters\n"):
+            try:
+                tree = ast.parse(source)
+            except SyntaxError:
+                return []
+            names = [target.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+                     for target in (node.targets if isinstance(node, ast.Assign) else [node.target])
+                     if isinstance(target, ast.Name)]
+            return list(dict.fromkeys(names))
+    return []
+
+
+def check_injected_names(names: list[str], namespace: Mapping[str, Any]) -> None:
+    """Raise ConfigError naming every injected name that is not a parameter (with close matches)."""
+    known = ExperimentConfig.field_names()
+    unknown = [name for name in names if name not in known]
+    if not unknown:
+        return
+    described = []
+    for name in unknown:
+        close = difflib.get_close_matches(name, known, n=1)
+        described.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    raise ConfigError(unknown[0], namespace.get(unknown[0]),
+                      f"a parameter of this page; unknown name(s) {', '.join(described)}; the parameters are "
+                      f"{', '.join(known)}")
+
+
+def config_from_page(namespace: Mapping[str, Any]) -> ExperimentConfig:
+    """The ExperimentConfig of a page's parameters (pass `globals()`); unknown injected names are refused."""
+    check_injected_names(injected_parameter_names(namespace), namespace)
+    return ExperimentConfig.from_dict({name: namespace[name] for name in ExperimentConfig.field_names()})
+
+
 def execute_page(page: str | Path, output: str | Path, parameters: dict[str, Any],
-                 cwd: str | Path | None = None, log_output: bool = False) -> Any:
-    """Execute a jupytext page with papermill (parameters injected after the `parameters` cell)."""
+                 cwd: str | Path | None = None, log_output: bool = False, progress: bool = False) -> Any:
+    """Execute a jupytext page with papermill (parameters injected after the `parameters` cell).
+
+    With `progress`, the kernel's stderr (one line per epoch) is echoed to this process's stderr."""
     import jupytext
     import papermill
 
@@ -70,7 +122,7 @@ def execute_page(page: str | Path, output: str | Path, parameters: dict[str, Any
     try:
         return papermill.execute_notebook(notebook, str(output), parameters=parameters, kernel_name="python3",
                                           cwd=str(cwd) if cwd else None, log_output=log_output,
-                                          progress_bar=False)
+                                          progress_bar=False, stderr_file=sys.stderr if progress else None)
     finally:
         if env_before is None:
             os.environ.pop("TQDM_MININTERVAL", None)

@@ -165,17 +165,22 @@ def plot_sweep(runs: pd.DataFrame, x: str, xlabel: str, log: bool = True) -> plt
 
 def plot_cost_accuracy(runs: pd.DataFrame, cost: str = "nfe_forward", xlabel: str = "forward NFE per batch"
                        ) -> plt.Figure:
-    """Test accuracy against a cost column, one point per configuration (mean over seeds, std as error bars)."""
+    """Test accuracy against a cost column, one point per configuration (mean over seeds, std as error bars).
+
+    Configurations are told apart by colour and marker in a legend beside the axes: labels written next to
+    the points overlap where configurations cost and score alike."""
     stats = runs.groupby("label", sort=False)[[cost, "test_acc"]].agg(["mean", "std"]).fillna(0.0)
-    fig, ax = plt.subplots(figsize=(6.5, 4))
-    for label, row in stats.iterrows():
+    fig, ax = plt.subplots(figsize=(8, 4))
+    markers = "osD^vP*Xh<>p"
+    for i, (label, row) in enumerate(stats.iterrows()):
         x, y = row[(cost, "mean")], row[("test_acc", "mean")] * 100
-        ax.errorbar(x, y, xerr=row[(cost, "std")], yerr=row[("test_acc", "std")] * 100, marker="o", capsize=3)
-        ax.annotate(label, (x, y), fontsize=8, xytext=(4, 4), textcoords="offset points")
+        ax.errorbar(x, y, xerr=row[(cost, "std")], yerr=row[("test_acc", "std")] * 100, capsize=3, label=label,
+                    marker=markers[i % len(markers)], color=f"C{i % 10}", linestyle="none")
     ax.set_xscale("log")
     ax.set_xlabel(xlabel)
     ax.set_ylabel("test accuracy (%)")
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
     fig.tight_layout()
     return fig
 
@@ -222,11 +227,68 @@ def write_report(suite_dir: str | Path, out: str | Path | None = None) -> Path:
     return out
 
 
+def write_run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Metrics (`metrics.md`) and curves (`curves.png`) of a single run directory."""
+    run_dir = Path(run_dir)
+    out = Path(out) if out else run_dir / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
+    described = ", ".join(f"{k} {config[k]}" for k in ("dataset", "image_size", "backbone", "head", "solver", "seed")
+                          if k in config and (k != "solver" or config.get("head") == "node"))
+    lines = [f"# {run_dir.name}\n", described + "\n" if described else "", metrics_frame(run_dir).to_markdown(), ""]
+    (out / "metrics.md").write_text("\n".join(lines) + "\n")
+    fig = plot_history(run_dir)
+    fig.savefig(out / "curves.png", dpi=110)
+    plt.close(fig)
+    return out
+
+
 def main_report(args: argparse.Namespace) -> int:
-    out = write_report(args.directory, args.out)
-    print((out / "tables.md").read_text())
+    from .errors import ConfigError
+
+    directory = Path(args.directory)
+    if (directory / "suite.json").is_file():
+        out, text = write_report(directory, args.out), "tables.md"
+    elif (directory / "metrics.json").is_file() and (directory / "history.csv").is_file():
+        out, text = write_run_report(directory, args.out), "metrics.md"
+    else:
+        raise ConfigError("directory", str(directory), "a suite directory (suite.json) or a finished run directory "
+                          "(metrics.json, history.csv)")
+    print((out / text).read_text())
     print(out)
     return 0
+
+
+class Table:
+    """A table for a page: no row numbers (an unnamed integer index), short cells kept on one line.
+
+    Any other index (metric names, configurations) is shown. Cells of at most `nowrap` characters get
+    non-breaking spaces, so that "97.2 ± 0.4" never wraps into three lines while prose cells still wrap."""
+
+    def __init__(self, frame: pd.DataFrame, nowrap: int = 24) -> None:
+        self.frame, self.nowrap = frame, nowrap
+
+    def _index(self) -> bool:
+        index = self.frame.index
+        return not (index.name is None and index.nlevels == 1 and pd.api.types.is_integer_dtype(index))
+
+    def _repr_html_(self) -> str:
+        def keep(value):
+            return value.replace(" ", "\u00a0") if isinstance(value, str) and len(value) <= self.nowrap else value
+
+        frame = self.frame.copy()
+        for column in frame.columns:
+            if not pd.api.types.is_numeric_dtype(frame[column]):
+                frame[column] = frame[column].map(keep)
+        return frame.to_html(index=self._index(), border=0)
+
+    def __repr__(self) -> str:
+        return self.frame.to_string(index=self._index())
+
+
+def show_table(frame: pd.DataFrame | pd.Series) -> Table:
+    """How the book shows a table: row numbers hidden, names in the index kept (see `Table`)."""
+    return Table(frame.to_frame() if isinstance(frame, pd.Series) else frame)
 
 
 def metrics_frame(run_dir: str | Path) -> pd.DataFrame:

@@ -295,7 +295,7 @@ def run_suite(name: str, profile: str = "cpu", seeds: int = 1, out: str | Path |
             from .notebooks import book_dir, execute_page
 
             execute_page(book_dir() / "experiment.md", out / f"{run.label}-s{seed}.ipynb",
-                         parameters=config.to_dict(), cwd=Path.cwd())
+                         parameters=config.to_dict(), cwd=Path.cwd(), progress=progress)
         else:
             from .experiment import run_experiment
 

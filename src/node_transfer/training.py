@@ -14,6 +14,7 @@ import math
 import os
 import random
 import resource
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -99,7 +100,7 @@ def extract_features(model: TransferModel, dataset: Dataset, batch_size: int, de
     model.backbone.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     features, labels = [], []
-    for images, targets in tqdm(loader, desc=desc, disable=not progress, leave=False):
+    for images, targets in tqdm(loader, desc=desc, disable=not (progress and sys.stderr.isatty()), leave=False):
         out = model.features(images.to(device)).float()
         features.append((out.mean(dim=(2, 3)) if pool and out.dim() == 4 else out).cpu())
         labels.append(torch.as_tensor(targets))
@@ -147,6 +148,8 @@ class Trainer:
         self.model, self.config, self.device, self.run_dir = model, config, device, run_dir
         self.dist, self.cached = dist or DistInfo(), cached
         self.progress = progress and os.environ.get("TQDM_DISABLE", "").lower() not in ("1", "true")
+        # a live bar on a terminal; one line per epoch elsewhere (a notebook's outputs, a log file)
+        self.bars = self.progress and sys.stderr.isatty()
         dist = self.dist
         self.train_module: nn.Module = model.head if cached else model
         self.optimizer = make_optimizer(config, self.train_module.parameters())
@@ -258,7 +261,7 @@ class Trainer:
         regs = {"kinetic": 0.0, "jacobian": 0.0}
         start = time.perf_counter()
         bar = tqdm(self.train_loader, desc=f"epoch {epoch + 1}/{self.config.epochs}", leave=False,
-                   disable=not (self.progress and self.dist.is_main))
+                   disable=not (self.bars and self.dist.is_main))
         for batch, (inputs, labels) in enumerate(bar):
             inputs, labels = inputs.to(self.device, non_blocking=True), labels.to(self.device, non_blocking=True)
             loss, logits = self._train_step(inputs, labels, epoch, batch)
@@ -296,8 +299,17 @@ class Trainer:
             seen += len(labels)
             batches += 1
             nfe += sum(block.nfe_forward for block in self.blocks)
-        return {"loss": loss / max(seen, 1), "acc": correct / max(seen, 1), "nfe": nfe / max(batches, 1),
-                "ece": calibration.ece()}
+        return self._shared({"loss": loss / max(seen, 1), "acc": correct / max(seen, 1), "nfe": nfe / max(batches, 1),
+                             "ece": calibration.ece()})
+
+    def _shared(self, values: dict[str, float]) -> dict[str, float]:
+        """Rank 0's numbers on every rank, so that all take the same decisions (best checkpoint, early stop)."""
+        if not self.dist.active:
+            return values
+        tensor = torch.tensor(list(values.values()), dtype=torch.float64,
+                              device=self.device if self.device.type == "cuda" else "cpu")
+        torch.distributed.broadcast(tensor, src=0)
+        return dict(zip(values, tensor.tolist()))
 
     def fit(self) -> TrainState:
         """Train from `state.epochs_done` to `config.epochs` (or the validation target)."""
@@ -306,7 +318,7 @@ class Trainer:
             return self.state
         epochs = tqdm(range(self.state.epochs_done, config.epochs), desc="epochs", leave=True,
                       initial=self.state.epochs_done, total=config.epochs,
-                      disable=not (self.progress and self.dist.is_main))
+                      disable=not (self.bars and self.dist.is_main))
         for epoch in epochs:
             start = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
@@ -329,9 +341,18 @@ class Trainer:
             self.state.stopped_early = reached and epoch + 1 < config.epochs
             self._save(improved)
             epochs.set_postfix(val_acc=f"{val['acc']:.3f}", train_acc=f"{train['train_acc']:.3f}")
+            if self.progress and not self.bars and self.dist.is_main:
+                print(epoch_line(record, config.epochs), file=sys.stderr, flush=True)
             if reached:
                 break
         return self.state
+
+
+def epoch_line(record: dict[str, Any], epochs: int) -> str:
+    """One line of progress per epoch, for notebooks and logs (where a live bar would be many outputs)."""
+    nfe = f", NFE {record['nfe_forward']:.1f}" if record["solver"] != "none" else ""
+    return (f"epoch {record['epoch']}/{epochs}: train loss {record['train_loss']:.4f} acc {record['train_acc']:.3f}, "
+            f"val loss {record['val_loss']:.4f} acc {record['val_acc']:.3f}{nfe}, {record['seconds']:.1f} s")
 
 
 def write_history(history: list[dict[str, Any]], path: Path) -> None:

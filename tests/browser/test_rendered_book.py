@@ -111,3 +111,33 @@ def test_chapter_renders_with_its_figures_and_no_errors(browser, page):
     assert state["unresolved"] == [], f"{page}: unresolved references: {state['unresolved']}"
     if page.endswith(("neural-odes", "node-head", "experiment", "reproducing", "beyond")):
         assert state["images"] >= 1, f"{page} should show at least one figure"
+
+
+@pytest.mark.parametrize("page", chapters())
+def test_no_table_or_code_block_overflows_its_column(browser, page):
+    """Nothing runs past the column's right edge; code wraps (never hides line ends); a table too wide for the
+    column scrolls inside its own box, so none of it is cut off."""
+    browser.open((HTML / f"{page}.html").as_uri())
+    overflowing = browser.run("""
+        const column = document.querySelector('article.bd-article') || document.querySelector('main');
+        const right = column.getBoundingClientRect().right + 1;
+        const scrolls = e => ['auto', 'scroll'].includes(getComputedStyle(e).overflowX);
+        return Array.from(column.querySelectorAll('table, pre'))
+            .filter(e => e.offsetParent !== null)  // rendered (not inside a closed dropdown)
+            .filter(e => e.getBoundingClientRect().right > right
+                         || (e.scrollWidth > e.clientWidth + 1 && (e.tagName === 'PRE' || !scrolls(e))))
+            .map(e => `${e.tagName} ${e.scrollWidth}px in ${e.clientWidth}px: ${e.innerText.slice(0, 80)}`);""")
+    assert overflowing == [], f"{page}: wider than their column: {overflowing}"
+
+
+def test_every_notebook_page_offers_its_ipynb(browser):
+    import jupytext
+
+    for page in chapters():
+        if "kernelspec" not in jupytext.read(ROOT / f"{page}.md").metadata:
+            continue
+        browser.open((HTML / f"{page}.html").as_uri())
+        links = browser.run("""return Array.from(document.querySelectorAll('a[href$=".ipynb"]'))
+                                   .map(a => a.getAttribute('href'));""")
+        assert links, f"{page}: no .ipynb download"
+        assert (HTML / f"{page}.html").parent.joinpath(links[0]).resolve().is_file(), links[0]

@@ -1,0 +1,62 @@
+"""One run on two processes (torchrun, gloo, CPU): one run directory, decisions taken together, exit 0."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+TINY = ["--dataset", "digits", "--image-size", "32", "--freeze-backbone", "--cache-features", "--no-augment",
+        "--head", "fc", "--lr", "3e-3", "--device", "cpu", "--quiet"]
+
+
+def torchrun(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "node_transfer", "run", *TINY, *args]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300, env=env)
+
+
+@pytest.mark.parametrize("out", [None, "mine"], ids=["runs-dir-chosen-by-rank-0", "with-out"])
+def test_torchrun_two_processes_share_one_run_directory_and_stop_together(tmp_path, out):
+    # the target is reached after the first of three epochs: every rank must stop there, or the job hangs
+    result = torchrun(tmp_path, "--epochs", "3", "--target-val-acc", "0.3", *(["--out", out] if out else []))
+    assert result.returncode == 0, result.stderr[-3000:]
+    made = [p for p in (tmp_path / "runs").iterdir()] if out is None else [tmp_path / out]
+    assert len(made) == 1 and (made[0] / "metrics.json").is_file()
+    assert result.stdout.split() == [str(made[0].relative_to(tmp_path))]  # printed once, by rank 0
+    metrics = json.loads((made[0] / "metrics.json").read_text())
+    config = json.loads((made[0] / "config.json").read_text())
+    assert metrics["stopped_early"] and metrics["epochs"] == 1 and config["world_size"] == 2
+
+
+SHARED = """
+import json
+import sys
+import types
+import torch
+import torch.distributed as dist
+from node_transfer.training import DistInfo, Trainer
+
+dist.init_process_group("gloo")
+rank = dist.get_rank()
+me = types.SimpleNamespace(dist=DistInfo(rank, 2), device=torch.device("cpu"))
+values = {"loss": 1.0 + rank, "acc": 0.9 if rank == 0 else 0.1, "nfe": 0.0}  # ranks that would disagree
+with open(f"{sys.argv[1]}/rank{rank}.json", "w") as handle:
+    json.dump(Trainer._shared(me, values), handle)
+dist.destroy_process_group()
+"""
+
+
+def test_ranks_take_rank_0s_validation_numbers(tmp_path):
+    """Best checkpoint and early stop are decided on rank 0's numbers on every rank, so no rank waits alone."""
+    script = tmp_path / "shared.py"
+    script.write_text(SHARED)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             str(script), str(tmp_path)], capture_output=True, text=True, timeout=180, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    for rank in (0, 1):
+        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == {"loss": 1.0, "acc": 0.9, "nfe": 0.0}
