@@ -204,7 +204,7 @@ def test_sweep_table_and_cost_plot_show_each_configuration():
     assert table.loc["rk4-h1", "test %"] == "90.5 ± 0.7" and table.loc["rk4-h1", "NFE fwd"] == "4.0 ± 0.0"
     fig = plot_cost_accuracy(pd.DataFrame(rows))
     ax = fig.axes[0]
-    assert [text.get_text() for text in ax.texts] == ["dopri5", "rk4-h1"]
+    assert [text.get_text() for text in ax.get_legend().get_texts()] == ["dopri5", "rk4-h1"]
     assert ax.get_xscale() == "log" and "NFE" in ax.get_xlabel()
 
 
