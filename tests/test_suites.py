@@ -140,8 +140,12 @@ def test_every_node_arm_has_its_controls_with_the_same_recipe(profile):
     assert suite["node-sgd-backprop"]["adjoint"] is False and suite["node-adam-adjoint"]["adjoint"] is True
     assert suite["node-adam-adjoint"]["optimizer"] == "adam"
     heads = {run.label: run.params for run in get_suite("heads", profile)}
-    assert list(heads) == ["fc", "mlp", "euler", "node", "node-adjoint"]
-    assert len({(p["lr"], p["epochs"], p["optimizer"]) for p in heads.values()}) == 1
+    assert list(heads)[:5] == ["fc", "mlp", "euler", "node", "node-adjoint"]
+    assert len({(p["lr"], p["epochs"], p["optimizer"], p["batch_size"]) for p in heads.values()}) == 1
+    paired = {(p.get("train_subset"), p.get("ode_width")) for label, p in heads.items() if not label.endswith("-all")}
+    assert len(paired) == 1  # the NODE heads and the controls they are compared with see the same data
+    if profile == "fmnist":
+        assert paired == {(20000, 64)} and "train_subset" not in heads["fc-all"]
 
 
 def test_runs_continued_from_the_baseline_stop_at_its_validation_accuracy(tmp_path, monkeypatch):
