@@ -166,6 +166,9 @@ def plan(name: str, profile: str, seeds: int, out: Path, overrides: dict[str, An
     """Every (run, seed, validated config) of a suite, checked before anything runs."""
     if not isinstance(seeds, int) or seeds < 1:
         raise ConfigError("seeds", seeds, "a positive integer")
+    for name, instead in (("seed", "--seeds"), ("out", "--out"), ("resume", "--resume"), ("init_from", "the suite")):
+        if name in (overrides or {}):
+            raise ConfigError("set", f"{name}={overrides[name]}", f"another parameter: {name} is set by {instead}")
     planned = []
     for seed in range(seeds):
         for run in get_suite(name, profile):
@@ -174,6 +177,7 @@ def plan(name: str, profile: str, seeds: int, out: Path, overrides: dict[str, An
                 params["init_from"] = str(out / f"{run.init_from}-s{seed}")
             config = ExperimentConfig.from_dict(params)
             config.validate(check_paths=False)
+            config.validate_inputs()
             planned.append((run, seed, config))
     return planned
 
