@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ExperimentConfig
-from .errors import BackboneError, ConfigError, DataError, Interrupted, RunDirError, TrainingError
+from .errors import BackboneError, ConfigError, DataError, Interrupted, RunDirError, SuiteRunError, TrainingError
 
 
 def _optional_parser(base: type):
@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a parameter in every configuration (JSON value), e.g. --set epochs=2")
     suite.add_argument("--in-process", action="store_true", help="run without papermill (no notebooks)")
 
-    report = sub.add_parser("report", help="tables and figures for a suite directory")
+    report = sub.add_parser("report", help="tables and figures for a suite directory, or curves and metrics "
+                            "for one run directory")
     report.add_argument("directory")
     report.add_argument("--out", default=None, help="where to write (default: DIRECTORY/report)")
 
@@ -122,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"node-transfer: error: {exc}", file=sys.stderr)
         return 2
-    except (DataError, BackboneError, TrainingError, RunDirError) as exc:
+    except (DataError, BackboneError, TrainingError, RunDirError, SuiteRunError) as exc:
         print(f"node-transfer: error: {exc}", file=sys.stderr)
         return 1
     except Interrupted as exc:

@@ -46,3 +46,7 @@ class Interrupted(RuntimeError):
 
         self.signum = signum
         super().__init__(message or f"interrupted by {signal.Signals(signum).name}")
+
+
+class SuiteRunError(RuntimeError):
+    """One run of a suite failed (in papermill); the suite can be resumed once the cause is fixed."""

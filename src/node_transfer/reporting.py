@@ -19,6 +19,8 @@ import matplotlib.ticker
 import numpy as np
 import pandas as pd
 
+from .errors import DataError
+
 #: The paper's reported numbers (Tables I and II), for side-by-side comparison only.
 PAPER = {
     "baseline": {"model": "EfficientNetB0 (+ FC)", "train": 0.987, "val": 0.845, "test": 0.81, "epochs": 200,
@@ -199,15 +201,16 @@ def plot_cost_accuracy(runs: pd.DataFrame, cost: str = "nfe_forward", xlabel: st
 
 def write_report(suite_dir: str | Path, out: str | Path | None = None) -> Path:
     """Tables (Markdown + CSV) and figures (PNG) for a suite directory."""
+    from .rundir import read_json
     from .suites import collect_runs
 
     suite_dir = Path(suite_dir)
-    meta = json.loads((suite_dir / "suite.json").read_text())
+    meta = read_json(suite_dir / "suite.json", "suite description")
     out = Path(out) if out else suite_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     runs = collect_runs(suite_dir)
     if runs.empty:
-        raise FileNotFoundError(f"no finished runs (metrics.json) under {suite_dir}")
+        raise DataError(f"no finished runs (metrics.json) under {suite_dir}")
     tables = paper_tables(runs) if meta["suite"] == "paper" else {"Results": sweep_table(runs)}
     lines = [f"# {meta['suite']} suite, profile {meta['profile']}, {meta['seeds']} seed(s)\n"]
     for title, table in tables.items():
@@ -235,8 +238,30 @@ def write_report(suite_dir: str | Path, out: str | Path | None = None) -> Path:
     return out
 
 
+def write_run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Curves (PNG) and a metrics table (Markdown) for a single run directory."""
+    from .rundir import HISTORY, METRICS
+
+    run_dir = Path(run_dir)
+    out = Path(out) if out else run_dir / "report"
+    metrics = metrics_frame(run_dir)
+    try:
+        fig = plot_history(run_dir)
+    except (OSError, ValueError, KeyError, pd.errors.ParserError) as exc:
+        raise DataError(f"{str(run_dir / HISTORY)!r} is missing or unreadable ({exc})") from None
+    out.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out / "curves.png", dpi=110)
+    plt.close(fig)
+    (out / "tables.md").write_text(f"# {run_dir.name}\n\n{metrics.to_markdown()}\n\n(from {METRICS})\n")
+    return out
+
+
 def main_report(args: argparse.Namespace) -> int:
-    out = write_report(args.directory, args.out)
+    directory = Path(args.directory)
+    if not directory.is_dir():
+        raise DataError(f"{str(directory)!r} is not a suite or run directory")
+    single = not (directory / "suite.json").exists() and (directory / "metrics.json").exists()
+    out = write_run_report(directory, args.out) if single else write_report(directory, args.out)
     print((out / "tables.md").read_text())
     print(out)
     return 0
@@ -244,7 +269,9 @@ def main_report(args: argparse.Namespace) -> int:
 
 def metrics_frame(run_dir: str | Path) -> pd.DataFrame:
     """metrics.json of a run as a one-column table (index: metric name)."""
-    metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+    from .rundir import read_json
+
+    metrics = read_json(Path(run_dir) / "metrics.json", "run metrics")
     return pd.DataFrame({"value": pd.Series(metrics, dtype=object)})
 
 
