@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
+import signal
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +17,37 @@ import torch
 from .errors import ConfigError
 
 
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGTERM and SIGINT while a file is written, then hand the first one received to its own handler
+    (torch's zip writer turns an exception raised inside it into an unrelated RuntimeError)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[tuple[int, Any]] = []
+    previous = {signum: signal.signal(signum, lambda *args: received.append(args))
+                for signum in (signal.SIGTERM, signal.SIGINT) if signal.getsignal(signum) is not None}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        for signum, frame in received[:1]:
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, frame)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)
+
+
 def atomic_save(obj: Any, path: str | Path) -> None:
     """Save so that a kill at any moment leaves either the old file or the new one, never a torn one."""
     path = Path(path)
+    with signals_deferred():
+        _atomic_save(obj, path)
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -38,8 +38,10 @@ class RunDirError(RuntimeError):
     """The run directory cannot be written (full disk, permissions); what was complete before is kept."""
 
 
-class Interrupted(RuntimeError):
-    """The run was stopped by a signal (SIGTERM, SIGINT); the last complete epoch is kept for `resume`."""
+class Interrupted(BaseException):
+    """The run was stopped by a signal (SIGTERM, SIGINT); the last complete epoch is kept for `resume`.
+
+    A BaseException, like KeyboardInterrupt, so that no `except Exception` on the way swallows it."""
 
     def __init__(self, signum: int, message: str = "") -> None:
         import signal

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -211,6 +212,7 @@ def write_report(suite_dir: str | Path, out: str | Path | None = None) -> Path:
     runs = collect_runs(suite_dir)
     if runs.empty:
         raise DataError(f"no finished runs (metrics.json) under {suite_dir}")
+    refresh_runs_csv(suite_dir, runs)
     tables = paper_tables(runs) if meta["suite"] == "paper" else {"Results": sweep_table(runs)}
     lines = [f"# {meta['suite']} suite, profile {meta['profile']}, {meta['seeds']} seed(s)\n"]
     for title, table in tables.items():
@@ -236,6 +238,20 @@ def write_report(suite_dir: str | Path, out: str | Path | None = None) -> Path:
         fig.savefig(out / "cost-accuracy.png", dpi=110)
         plt.close(fig)
     return out
+
+
+def refresh_runs_csv(suite_dir: Path, runs: pd.DataFrame) -> bool:
+    """Write `runs.csv` again from the run directories when it is missing, unreadable or lists other runs."""
+    path = suite_dir / "runs.csv"
+    try:
+        listed = set(pd.read_csv(path)["run_dir"])
+    except (OSError, ValueError, KeyError, pd.errors.ParserError):
+        listed = None
+    if listed == set(runs["run_dir"]):
+        return False
+    runs.to_csv(path, index=False)
+    print(f"{path} was missing, unreadable or out of date: written again from the run directories", file=sys.stderr)
+    return True
 
 
 def write_run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any
 
-from .checkpoints import atomic_save, load_checkpoint
+from .checkpoints import atomic_save, load_checkpoint, signals_deferred
 from .errors import ConfigError, DataError
 
 CONFIG = "config.json"
@@ -32,8 +32,16 @@ TEMP_PATTERN = ".*.tmp"
 
 def atomic_write_text(text: str, path: Path) -> None:
     """Write a text file so that a kill leaves the old file or the new one, and no temporary file behind."""
+    with signals_deferred():
+        _atomic_write_text(text, path)
+
+
+def _atomic_write_text(text: str, path: Path) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(fd, 0o666 & ~umask)  # as open() would make it (mkstemp's files are private)
         with os.fdopen(fd, "w") as handle:
             handle.write(text)
         os.replace(tmp, path)
