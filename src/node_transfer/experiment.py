@@ -259,30 +259,28 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> Path:
     if dist.active:
         torch_dist.barrier()
     try:
-        with signals_as_errors():
-            return _run(config, run_dir, dist, resume_point, progress)
-    except KeyboardInterrupt:
-        error: BaseException = Interrupted(signal.SIGINT, f"interrupted by SIGINT; {_kept(run_dir)}")
-    except Interrupted as exc:
-        error = Interrupted(exc.signum, f"{exc}; {_kept(run_dir)}")
+        try:
+            with signals_as_errors():
+                return _run(config, run_dir, dist, resume_point, progress)
+        except KeyboardInterrupt:
+            raise Interrupted(signal.SIGINT, f"interrupted by SIGINT; {_kept(run_dir)}") from None
+        except Interrupted as exc:
+            raise Interrupted(exc.signum, f"{exc}; {_kept(run_dir)}") from None
+        except OSError as exc:
+            raise RunDirError(f"cannot write the run directory {run_dir} ({exc.__class__.__name__}: {exc}); "
+                              f"{_kept(run_dir)}") from None
     except ConfigError:
         if dist.is_main and created and rundir.is_restartable(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)  # bad parameters leave nothing behind
         raise
-    except (TrainingError, DataError, BackboneError) as exc:
+    except (TrainingError, DataError, BackboneError, RunDirError, Interrupted) as exc:
         if dist.is_main:
             rundir.write_error(run_dir, str(exc))
         raise
-    except OSError as exc:
-        error = RunDirError(f"cannot write the run directory {run_dir} ({exc.__class__.__name__}: {exc}); "
-                            f"{_kept(run_dir)}")
     finally:
         if handle is not None:
             rundir.remove_temp_files(run_dir)
             rundir.unlock(handle, run_dir)
-    if dist.is_main:
-        rundir.write_error(run_dir, str(error))
-    raise error from None
 
 
 def _run(config: ExperimentConfig, run_dir: Path, dist: DistInfo, resume_point: dict[str, Any] | None,
