@@ -117,6 +117,15 @@ def test_sigterm_while_a_checkpoint_is_written_stops_after_the_write(tmp_path, m
     assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 2 and no_temp_files(tmp_path)
 
 
+def test_init_from_a_run_killed_between_the_two_writes_takes_its_best_epoch(tmp_path, cache):
+    out = run(tmp_path, "run", cache, epochs=1)
+    last = torch.load(out / "last.pt", weights_only=True)
+    newer = {**last["model"], "head.fc.bias": torch.full((10,), 5.0)}
+    torch.save({**last, "epoch": 2, "best_epoch": 2, "model": newer}, out / "last.pt")  # best.pt still epoch 1
+    prepared = prepare(ExperimentConfig(**FAST, init_from=str(out)))
+    torch.testing.assert_close(prepared.model.head.fc.bias, torch.full((10,), 5.0))
+
+
 # -- 2. solver failures outside training
 def fail_in_evaluation(monkeypatch):
     from node_transfer.ode import ODEBlock, is_fixed_step

@@ -27,7 +27,6 @@ import torch.distributed as torch_dist
 
 from . import rundir
 from .backbones import create_backbone
-from .checkpoints import load_checkpoint
 from .config import ExperimentConfig
 from .data import DataSplits, build_datasets
 from .errors import BackboneError, ConfigError, DataError, Interrupted, RunDirError, TrainingError
@@ -113,7 +112,7 @@ def prepare(config: ExperimentConfig, check_paths: bool = True) -> Prepared:
     model = TransferModel(backbone, head_from_config(config, num_features, splits.num_classes))
     init_checkpoint, head_taken = None, []
     if config.init_from:
-        init_checkpoint = load_checkpoint(config.init_from)
+        init_checkpoint = rundir.load_init_from(Path(config.init_from))
         head_taken = load_initial_weights(model, init_checkpoint, config.init_from)
     if config.freeze_backbone:
         model.backbone.requires_grad_(False)

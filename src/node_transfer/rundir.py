@@ -157,6 +157,21 @@ def load_last(run_dir: Path, repair: bool = True) -> dict[str, Any]:
                     "start the run again in a new directory")
 
 
+def load_init_from(source: Path) -> dict[str, Any]:
+    """The checkpoint `init_from` names: a file, or a run directory's best epoch (from `last.pt` when a kill left
+    `best.pt` one improvement behind)."""
+    if not (source.is_dir() and (source / LAST).is_file()):
+        return load_checkpoint(source, parameter="init_from")
+    last = load_checkpoint(source / LAST, parameter="init_from")
+    best = load_checkpoint(source / BEST, parameter="init_from") if (source / BEST).is_file() else {}
+    if best and best.get("epoch") == last.get("best_epoch", best.get("epoch")):
+        return best
+    if last.get("epoch") == last.get("best_epoch"):
+        return last
+    raise ConfigError("init_from", str(source), f"a run directory whose best.pt (epoch {best.get('epoch')}) is the "
+                      f"best epoch its last.pt names ({last.get('best_epoch')})")
+
+
 def load_best(run_dir: Path, best_epoch: int) -> dict[str, Any]:
     """`best.pt`, checked to hold `best_epoch`."""
     best = load_checkpoint(run_dir / BEST, parameter="out")
