@@ -81,4 +81,4 @@ def test_report_on_a_single_run_shows_its_metrics_and_curves(trained, tmp_path, 
     out = capsys.readouterr().out
     assert "test_acc" in out and "head fc" in out and out.rstrip().endswith(str(tmp_path / "report"))
     assert (tmp_path / "report" / "curves.png").stat().st_size > 1000
-    assert main(["report", str(tmp_path / "report")]) == 2  # neither a suite nor a run
+    assert main(["report", str(tmp_path / "report")]) == 1  # neither a suite nor a run: no suite.json

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import typing
@@ -12,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ExperimentConfig
-from .errors import BackboneError, ConfigError, DataError, TrainingError
+from .errors import BackboneError, ConfigError, DataError, Interrupted, RunDirError, SuiteRunError, TrainingError
 
 
 def _optional_parser(base: type):
@@ -48,12 +47,14 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(namespace: argparse.Namespace) -> ExperimentConfig:
-    """The options given; with --resume, the run's saved config.json overridden by those given."""
+    """The options given; with --resume, the run's saved configuration (last.pt, else config.json) overridden
+    by those given."""
     names = set(ExperimentConfig.field_names())
     given = {k: v for k, v in vars(namespace).items() if k in names}
-    saved = Path(given.get("out") or "") / "config.json"
-    if given.get("resume") and given.get("out") and saved.is_file():
-        stored = json.loads(saved.read_text())
+    if given.get("resume") and given.get("out"):
+        from .rundir import saved_config
+
+        stored = saved_config(Path(given["out"]))
         given = {**{k: stored[k] for k in names if k in stored}, **given}
     return ExperimentConfig.from_dict(given)
 
@@ -142,9 +143,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"node-transfer: error: {exc}", file=sys.stderr)
         return 2
-    except (DataError, BackboneError, TrainingError) as exc:
+    except (DataError, BackboneError, TrainingError, RunDirError, SuiteRunError) as exc:
         print(f"node-transfer: error: {exc}", file=sys.stderr)
         return 1
+    except Interrupted as exc:
+        print(f"node-transfer: {exc}", file=sys.stderr)
+        return 128 + exc.signum
     return 0
 
 

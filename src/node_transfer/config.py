@@ -143,6 +143,8 @@ class ExperimentConfig:
                       "kinetic_weight", "jacobian_weight", "dropout")
         if self.image_size < 16:
             raise ConfigError("image_size", self.image_size, "an integer >= 16")
+        if not 0 <= self.seed < 2**63:
+            raise ConfigError("seed", self.seed, "an integer in [0, 2**63)")
         if self.val_size is not None and self.val_size < 1:
             raise ConfigError("val_size", self.val_size, "a positive integer, or None for the default")
         if not 0.0 <= self.momentum < 1.0:
@@ -176,22 +178,35 @@ class ExperimentConfig:
             self._validate_paths()
         return self
 
-    def _validate_paths(self) -> None:
+    def validate_inputs(self) -> None:
+        """Check the paths a run reads (weights, data, feature cache); suites check these before they start."""
         if self.weights not in ("imagenet", "none") and not Path(self.weights).is_file():
             raise ConfigError("weights", self.weights, "'imagenet', 'none' or the path of an existing file")
         if self.dataset in ("cifar10", "imagefolder") and not self.download:
             if not Path(self.data_dir).is_dir():
                 hint = " (or pass download=True for CIFAR-10)" if self.dataset == "cifar10" else ""
                 raise ConfigError("data_dir", self.data_dir, f"an existing directory{hint}")
+        if self.feature_cache is not None and Path(self.feature_cache).exists() \
+                and not Path(self.feature_cache).is_dir():
+            raise ConfigError("feature_cache", self.feature_cache, "a directory (or None), not a file")
+
+    def _validate_paths(self) -> None:
+        from .rundir import is_restartable
+
+        self.validate_inputs()
         if self.init_from is not None and not Path(self.init_from).exists():
             raise ConfigError("init_from", self.init_from, "an existing run directory or checkpoint file")
         if self.out is not None:
-            exists = Path(self.out).exists()
-            if exists and not self.resume:
+            out = Path(self.out)
+            if out.exists() and not out.is_dir():
+                raise ConfigError("out", self.out, "a run directory, not a file")
+            has_checkpoint = (out / "last.pt").is_file()
+            if out.exists() and not self.resume and not is_restartable(out):
                 raise ConfigError("out", self.out, "a directory that does not exist yet "
                                   "(pass resume=True to continue the run in it)")
-            if self.resume and not (Path(self.out) / "last.pt").is_file():
+            if self.resume and not has_checkpoint and not is_restartable(out):
                 raise ConfigError("resume", True, f"False: {self.out!r} holds no last.pt to resume from")
+            _check_creatable(out)
         elif self.resume:
             raise ConfigError("resume", True, "False unless out names the run directory to continue")
 
@@ -216,6 +231,17 @@ _DEFAULTS = {f.name: f.default for f in fields(ExperimentConfig)}
 def default(name: str) -> Any:
     """The default of one parameter: the dataclass is the one place each default is written."""
     return _DEFAULTS[name]
+def _check_creatable(path: Path) -> None:
+    """ConfigError unless `path` exists as a writable directory or can be made under its nearest existing parent."""
+    import os
+
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError("out", str(path), f"a directory that can be created ({str(existing)!r} is a file)")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError("out", str(path), f"a directory that can be created ({str(existing)!r} is not writable)")
 
 
 def _positive(cfg: ExperimentConfig, *names: str) -> None:

@@ -64,8 +64,12 @@ class TransformedSubset(Dataset):
         return len(self.indices)
 
     def __getitem__(self, i: int):
-        image, label = self.base[self.indices[i]]
-        return self.transform(image), int(label)
+        try:
+            image, label = self.base[self.indices[i]]
+            return self.transform(image), int(label)
+        except OSError as exc:  # PIL: not an image, truncated, zero bytes
+            raise DataError(f"cannot read image {self.indices[i]} of the data set ({exc}); remove or replace the "
+                            "file and run again") from None
 
 
 class ArrayImages(Dataset):
@@ -243,6 +247,9 @@ def build_datasets(dataset: str, data_dir: str, download: bool, image_size: int,
         default_val = None
     else:
         raise ConfigError("dataset", dataset, f"one of {list(DATASETS)}")
+    if len(classes) < 2:
+        raise DataError(f"{dataset} under {data_dir!r} has {len(classes)} class(es) {classes}: a classifier needs "
+                        "at least 2")
     pool = len(train_base)
     val_size = val_size if val_size is not None else (default_val or max(1, round(0.1 * pool)))
     if not 0 < val_size < pool:

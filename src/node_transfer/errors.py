@@ -32,3 +32,23 @@ class ODESolveError(RuntimeError):
 
 class TrainingError(RuntimeError):
     """Training stopped on a numerical fault; the last good checkpoint and history are kept."""
+
+
+class RunDirError(RuntimeError):
+    """The run directory cannot be written (full disk, permissions); what was complete before is kept."""
+
+
+class Interrupted(BaseException):
+    """The run was stopped by a signal (SIGTERM, SIGINT); the last complete epoch is kept for `resume`.
+
+    A BaseException, like KeyboardInterrupt, so that no `except Exception` on the way swallows it."""
+
+    def __init__(self, signum: int, message: str = "") -> None:
+        import signal
+
+        self.signum = signum
+        super().__init__(message or f"interrupted by {signal.Signals(signum).name}")
+
+
+class SuiteRunError(RuntimeError):
+    """One run of a suite failed (in papermill); the suite can be resumed once the cause is fixed."""

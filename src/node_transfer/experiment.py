@@ -1,7 +1,7 @@
 """One experiment, end to end: validate, build data and model, train, test, and write a run directory.
 
-Everything that can fail on bad input (parameters, data, weights, `init_from`) is checked before the run
-directory is created, so a failed start leaves nothing behind and never touches an earlier run.
+Parameters and paths are checked before the run directory is created; a run that fails or is killed before
+its first checkpoint leaves a directory that a corrected rerun may reuse, and never touches an earlier run.
 """
 
 from __future__ import annotations
@@ -10,8 +10,12 @@ import contextlib
 import json
 import os
 import platform
+import shutil
+import signal
 import sys
+import threading
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,13 +25,13 @@ from typing import Any
 import torch
 import torch.distributed as torch_dist
 
+from . import rundir
 from .backbones import create_backbone
-from .checkpoints import load_checkpoint
 from .config import ExperimentConfig
 from .data import DataSplits, build_datasets
-from .errors import TrainingError
+from .errors import BackboneError, ConfigError, DataError, Interrupted, RunDirError, TrainingError
 from .model import TransferModel, head_from_config, load_initial_weights
-from .training import DistInfo, Trainer, extract_features, peak_memory_mb, seed_everything, stop_reason
+from .training import DistInfo, Trainer, extract_features, peak_memory_mb, seed_everything, stop_reason, write_history
 
 RUNS_ROOT = Path("runs")
 
@@ -113,9 +117,9 @@ class Prepared:
     init_checkpoint: dict[str, Any] | None
 
 
-def prepare(config: ExperimentConfig) -> Prepared:
+def prepare(config: ExperimentConfig, check_paths: bool = True) -> Prepared:
     """Validate parameters and build data and model; raises before anything is written."""
-    config.validate()
+    config.validate(check_paths=check_paths)
     dist = init_distributed(config.device)
     device = resolve_device(config.device, dist)
     seed_everything(config.seed)
@@ -129,7 +133,7 @@ def prepare(config: ExperimentConfig) -> Prepared:
     model = TransferModel(backbone, head_from_config(config, num_features, splits.num_classes))
     init_checkpoint, head_taken = None, []
     if config.init_from:
-        init_checkpoint = load_checkpoint(config.init_from)
+        init_checkpoint = rundir.load_init_from(Path(config.init_from))
         head_taken = load_initial_weights(model, init_checkpoint, config.init_from)
     if config.freeze_backbone:
         model.backbone.requires_grad_(False)
@@ -173,8 +177,12 @@ def cached_feature_sets(prepared: Prepared, progress: bool = True) -> list[torch
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{feature_cache_key(config, pool, prepared.device.type)}.pt"
         if path.is_file():
-            tensors = torch.load(path, map_location="cpu", weights_only=True)
-            return [torch.utils.data.TensorDataset(*tensors[name]) for name in ("train", "val", "test")]
+            try:
+                tensors = torch.load(path, map_location="cpu", weights_only=True)
+                return [torch.utils.data.TensorDataset(*tensors[name]) for name in ("train", "val", "test")]
+            except Exception as exc:  # a torn or foreign file: computed again and replaced
+                warnings.warn(f"feature cache {str(path)!r} is unreadable ({exc.__class__.__name__}); "
+                              "computing the features again", stacklevel=2)
     sets = {name: extract_features(model, dataset, max(config.batch_size, 128), prepared.device, pool, progress,
                                    desc=f"features ({name})")
             for name, dataset in (("train", splits.train), ("val", splits.val), ("test", splits.test))}
@@ -183,17 +191,127 @@ def cached_feature_sets(prepared: Prepared, progress: bool = True) -> list[torch
     return list(sets.values())
 
 
+#: What a resumed run may change; every other parameter must equal the saved one.
+RESUME_MAY_CHANGE = ("epochs", "target_val_acc", "device", "num_workers", "data_dir", "download", "feature_cache",
+                     "on_solver_failure", "fallback_solver", "fallback_step_size", "max_num_steps", "amp", "out",
+                     "resume")
+
+
+def check_resume(config: ExperimentConfig, checkpoint: dict[str, Any], run_dir: Path) -> None:
+    """ConfigError unless `config` may continue the run saved in `checkpoint` (same model, data, split, seed)."""
+    saved = checkpoint.get("config") or {}
+    for name in ExperimentConfig.field_names():
+        if name not in RESUME_MAY_CHANGE and name in saved and getattr(config, name) != saved[name]:
+            raise ConfigError(name, getattr(config, name), f"{saved[name]!r}, as saved in {str(run_dir)!r}: a resumed "
+                              f"run keeps its configuration except {', '.join(RESUME_MAY_CHANGE[:-2])}")
+    if config.epochs < checkpoint["epoch"]:
+        raise ConfigError("epochs", config.epochs, f"at least {checkpoint['epoch']}, the epochs already done in "
+                          f"{str(run_dir)!r}")
+
+
+def is_finished(run_dir: Path, checkpoint: dict[str, Any], config: ExperimentConfig) -> bool:
+    """Whether a run has its metrics and nothing left to train under `config` (epochs, target)."""
+    history = checkpoint.get("history") or []
+    reached = config.target_val_acc is not None and bool(history) and history[-1]["val_acc"] >= config.target_val_acc
+    return (run_dir / rundir.METRICS).is_file() and (checkpoint["epoch"] >= config.epochs or reached)
+
+
+@contextlib.contextmanager
+def signals_as_errors() -> Iterator[None]:
+    """SIGTERM raises `Interrupted` (in the main thread), so the run can say what it keeps and clean up."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise Interrupted(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def claim_run_dir(run_dir: Path, resuming: bool) -> tuple[Any, bool]:
+    """Create (or reuse, when restartable) and lock the run directory; returns the lock and whether it was made."""
+    created = False
+    try:
+        if not run_dir.exists():
+            run_dir.mkdir(parents=True)
+            created = True
+    except FileExistsError:
+        pass  # another run made it first: the lock decides
+    except OSError as exc:
+        raise ConfigError("out", str(run_dir), f"a directory that can be created ({exc.strerror})") from None
+    handle = rundir.lock(run_dir)
+    rundir.remove_temp_files(run_dir)
+    if not resuming:
+        if not rundir.is_restartable(run_dir):
+            rundir.unlock(handle, run_dir)
+            raise ConfigError("out", str(run_dir), "a directory that does not exist yet (another run has just "
+                              "written to it)")
+        rundir.clear_for_restart(run_dir)
+    return handle, created
+
+
+def _kept(run_dir: Path) -> str:
+    if (run_dir / rundir.LAST).is_file():
+        return (f"the last complete epoch is kept in {run_dir / rundir.LAST}; continue with "
+                f"`node-transfer run --out {run_dir} --resume`")
+    return f"no epoch was complete; run it again with the same --out ({run_dir} may be reused)"
+
+
 def run_experiment(config: ExperimentConfig, progress: bool = True) -> Path:
     """Run one experiment and return its run directory (config.json, history.csv, metrics.json, *.pt)."""
-    prepared = prepare(config)
-    config, model, splits, device, dist = (prepared.config, prepared.model, prepared.splits, prepared.device,
-                                           prepared.dist)
+    config.validate()
+    dist = init_distributed(config.device)
     run_dir = agreed_run_dir(config, dist)
-    if dist.is_main and not config.resume:
-        run_dir.mkdir(parents=True, exist_ok=False)
-        (run_dir / "config.json").write_text(json.dumps(prepared.resolved, indent=2, default=str) + "\n")
+    resume_point = None
+    if config.resume and (run_dir / rundir.LAST).is_file():
+        resume_point = rundir.load_last(run_dir, repair=dist.is_main)
+        check_resume(config, resume_point, run_dir)
+        if is_finished(run_dir, resume_point, config):
+            print(f"{run_dir} is finished ({resume_point['epoch']} epochs): nothing to do, metrics.json kept; "
+                  f"pass a larger epochs (or another target_val_acc) to extend it", file=sys.stderr)
+            return run_dir
+    handle, created = claim_run_dir(run_dir, resume_point is not None) if dist.is_main else (None, False)
     if dist.active:
         torch_dist.barrier()
+    try:
+        try:
+            with signals_as_errors():
+                return _run(config, run_dir, dist, resume_point, progress)
+        except KeyboardInterrupt:
+            raise Interrupted(signal.SIGINT, f"interrupted by SIGINT; {_kept(run_dir)}") from None
+        except Interrupted as exc:
+            raise Interrupted(exc.signum, f"{exc}; {_kept(run_dir)}") from None
+        except OSError as exc:
+            raise RunDirError(f"cannot write the run directory {run_dir} ({exc.__class__.__name__}: {exc}); "
+                              f"{_kept(run_dir)}") from None
+    except ConfigError:
+        if dist.is_main and created and rundir.is_restartable(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)  # bad parameters leave nothing behind
+        raise
+    except (TrainingError, DataError, BackboneError, RunDirError, Interrupted) as exc:
+        if dist.is_main:
+            rundir.write_error(run_dir, str(exc))
+        raise
+    finally:
+        if handle is not None:
+            rundir.remove_temp_files(run_dir)
+            rundir.unlock(handle, run_dir)
+
+
+def _run(config: ExperimentConfig, run_dir: Path, dist: DistInfo, resume_point: dict[str, Any] | None,
+         progress: bool) -> Path:
+    prepared = prepare(config, check_paths=False)
+    model, splits, device = prepared.model, prepared.splits, prepared.device
+    if dist.is_main:
+        rundir.write_json(prepared.resolved, run_dir / rundir.CONFIG)  # on resume: with the options given now
+        if resume_point is not None:
+            (run_dir / rundir.METRICS).unlink(missing_ok=True)  # extended: the old metrics no longer hold
+            (run_dir / rundir.ERROR).unlink(missing_ok=True)
 
     train_set, val_set, test_set = splits.train, splits.val, splits.test
     start = time.perf_counter()
@@ -203,21 +321,21 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> Path:
         feature_seconds = time.perf_counter() - start
     trainer = Trainer(model, config, train_set, val_set, device, run_dir, dist, cached=config.cache_features,
                       progress=progress)
-    if config.resume:
-        trainer.restore(load_checkpoint(run_dir / "last.pt", parameter="resume"))
-    try:
-        state = trainer.fit()
-    except TrainingError as exc:
+    if resume_point is not None:
+        trainer.restore(resume_point)
         if dist.is_main:
-            (run_dir / "error.txt").write_text(f"{exc}\n")
-        raise
+            write_history(trainer.state.history, run_dir / rundir.HISTORY)  # a kill may have left it behind
+    state = trainer.fit()
+    if state.best_epoch == 0:
+        raise TrainingError(f"no epoch had a finite validation loss, so there is no best checkpoint to test; "
+                            f"{_kept(run_dir)}")
     train_seconds = sum(row["seconds"] for row in state.history)
 
     if dist.active:
         torch_dist.barrier()  # rank 0 has written best.pt
-    model.load_state_dict(load_checkpoint(run_dir / "best.pt", parameter="out")["model"])
+    model.load_state_dict(rundir.load_best(run_dir, state.best_epoch)["model"])
     test_loader = torch.utils.data.DataLoader(test_set, batch_size=config.batch_size, shuffle=False)
-    test = trainer.evaluate(test_loader)
+    test = trainer.evaluate(test_loader, None, "the test set")
     best_row = state.history[state.best_epoch - 1]
     last_row = state.history[-1]
     metrics = {
@@ -234,7 +352,7 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> Path:
         "stop_reason": stop_reason(state, config), "selected": "best validation accuracy",
     }
     if dist.is_main:
-        (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        rundir.write_json(metrics, run_dir / rundir.METRICS)
     if dist.active:
         torch_dist.barrier()
     return run_dir

@@ -56,7 +56,8 @@ def load_initial_weights(model: TransferModel, checkpoint: dict[str, Any], sourc
             if state[key].shape == value.shape:
                 taken[key] = state[key]
                 head_taken.append(key)
-            elif key == "head.fc.weight" and state[key].shape[0] == value.shape[0]:
+            elif (key == "head.fc.weight" and state[key].dim() == 2 and state[key].shape[0] == value.shape[0]
+                  and state[key].shape[1] < value.shape[1]):
                 padded = value.new_zeros(value.shape)  # augmented state: extra inputs start at weight 0
                 padded[:, : state[key].shape[1]] = state[key]
                 taken[key] = padded

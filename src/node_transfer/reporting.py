@@ -8,12 +8,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import sys
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import matplotlib.ticker
 import pandas as pd
 
+from .errors import DataError
 from .statistics import mean_ci
 from .verdicts import head_claims, paper_claims
 
@@ -187,15 +189,17 @@ def plot_cost_accuracy(runs: pd.DataFrame, cost: str = "nfe_forward", xlabel: st
 
 def write_report(suite_dir: str | Path, out: str | Path | None = None) -> Path:
     """Tables (Markdown + CSV) and figures (PNG) for a suite directory."""
+    from .rundir import read_json
     from .suites import collect_runs
 
     suite_dir = Path(suite_dir)
-    meta = json.loads((suite_dir / "suite.json").read_text())
+    meta = read_json(suite_dir / "suite.json", "suite description")
     out = Path(out) if out else suite_dir / "report"
     out.mkdir(parents=True, exist_ok=True)
     runs = collect_runs(suite_dir)
     if runs.empty:
-        raise FileNotFoundError(f"no finished runs (metrics.json) under {suite_dir}")
+        raise DataError(f"no finished runs (metrics.json) under {suite_dir}")
+    refresh_runs_csv(suite_dir, runs)
     histories = load_histories(suite_dir, runs)
     tables = paper_tables(runs) if meta["suite"] == "paper" else {"Results": sweep_table(runs)}
     if meta["suite"] == "paper":
@@ -227,34 +231,48 @@ def write_report(suite_dir: str | Path, out: str | Path | None = None) -> Path:
     return out
 
 
+def refresh_runs_csv(suite_dir: Path, runs: pd.DataFrame) -> bool:
+    """Write `runs.csv` again from the run directories when it is missing, unreadable or lists other runs."""
+    path = suite_dir / "runs.csv"
+    try:
+        listed = set(pd.read_csv(path)["run_dir"])
+    except (OSError, ValueError, KeyError, pd.errors.ParserError):
+        listed = None
+    if listed == set(runs["run_dir"]):
+        return False
+    runs.to_csv(path, index=False)
+    print(f"{path} was missing, unreadable or out of date: written again from the run directories", file=sys.stderr)
+    return True
+
+
 def write_run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Metrics (`metrics.md`) and curves (`curves.png`) of a single run directory."""
+    """Curves (`curves.png`) and the metrics table (`tables.md`) of a single run directory."""
+    from .rundir import CONFIG, HISTORY, METRICS
+
     run_dir = Path(run_dir)
     out = Path(out) if out else run_dir / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
+    metrics = metrics_frame(run_dir)
+    try:
+        fig = plot_history(run_dir)
+    except (OSError, ValueError, KeyError, pd.errors.ParserError) as exc:
+        raise DataError(f"{str(run_dir / HISTORY)!r} is missing or unreadable ({exc})") from None
+    config = json.loads((run_dir / CONFIG).read_text()) if (run_dir / CONFIG).is_file() else {}
     described = ", ".join(f"{k} {config[k]}" for k in ("dataset", "image_size", "backbone", "head", "solver", "seed")
                           if k in config and (k != "solver" or config.get("head") == "node"))
-    lines = [f"# {run_dir.name}\n", described + "\n" if described else "", metrics_frame(run_dir).to_markdown(), ""]
-    (out / "metrics.md").write_text("\n".join(lines) + "\n")
-    fig = plot_history(run_dir)
+    out.mkdir(parents=True, exist_ok=True)
     fig.savefig(out / "curves.png", dpi=110)
     plt.close(fig)
+    (out / "tables.md").write_text(f"# {run_dir.name}\n\n{described}\n\n{metrics.to_markdown()}\n\n(from {METRICS})\n")
     return out
 
 
 def main_report(args: argparse.Namespace) -> int:
-    from .errors import ConfigError
-
     directory = Path(args.directory)
-    if (directory / "suite.json").is_file():
-        out, text = write_report(directory, args.out), "tables.md"
-    elif (directory / "metrics.json").is_file() and (directory / "history.csv").is_file():
-        out, text = write_run_report(directory, args.out), "metrics.md"
-    else:
-        raise ConfigError("directory", str(directory), "a suite directory (suite.json) or a finished run directory "
-                          "(metrics.json, history.csv)")
-    print((out / text).read_text())
+    if not directory.is_dir():
+        raise DataError(f"{str(directory)!r} is not a suite or run directory")
+    single = not (directory / "suite.json").exists() and (directory / "metrics.json").exists()
+    out = write_run_report(directory, args.out) if single else write_report(directory, args.out)
+    print((out / "tables.md").read_text())
     print(out)
     return 0
 
@@ -293,7 +311,9 @@ def show_table(frame: pd.DataFrame | pd.Series) -> Table:
 
 def metrics_frame(run_dir: str | Path) -> pd.DataFrame:
     """metrics.json of a run as a one-column table (index: metric name)."""
-    metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+    from .rundir import read_json
+
+    metrics = read_json(Path(run_dir) / "metrics.json", "run metrics")
     return pd.DataFrame({"value": pd.Series(metrics, dtype=object)})
 
 

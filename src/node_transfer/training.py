@@ -29,7 +29,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 from tqdm.auto import tqdm
 
-from .checkpoints import atomic_save
+from . import rundir
 from .config import ExperimentConfig
 from .errors import ODESolveError, TrainingError
 from .heads import ode_blocks
@@ -197,11 +197,8 @@ class Trainer:
     def _save(self, improved: bool) -> None:
         if not self.dist.is_main:
             return
-        checkpoint = self.checkpoint()
-        atomic_save(checkpoint, self.run_dir / "last.pt")
-        if improved:
-            atomic_save(checkpoint, self.run_dir / "best.pt")
-        write_history(self.state.history, self.run_dir / "history.csv")
+        rundir.save_checkpoints(self.checkpoint(), self.run_dir, improved)
+        write_history(self.state.history, self.run_dir / rundir.HISTORY)
 
     # -- one step
     def _loss(self, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -213,10 +210,32 @@ class Trainer:
                 loss = loss + getattr(self.config, f"{name}_weight") * value
         return loss, logits
 
-    def _describe(self, epoch: int, batch: int) -> str:
+    def _describe(self, epoch: int | None, batch: int, stage: str = "training") -> str:
         solvers = ", ".join(f"solver={b.solver}, rtol={b.rtol:g}, atol={b.atol:g}, NFE forward={b.nfe_forward}"
                             for b in self.blocks) or "FC head"
-        return f"epoch {epoch + 1}, batch {batch + 1} ({solvers})"
+        where = f"epoch {epoch + 1}, batch {batch + 1}" if epoch is not None else f"batch {batch + 1}"
+        return f"{where} of {stage} ({solvers})"
+
+    def _kept(self) -> str:
+        """What a stopped run keeps, as the message says it."""
+        if (self.run_dir / rundir.LAST).is_file():
+            return f"The last good checkpoint and history are kept in {self.run_dir}."
+        return f"No epoch was complete, so no checkpoint exists in {self.run_dir}; run it again."
+
+    def _solver_failed(self, exc: ODESolveError, where: str, attempt: int) -> None:
+        """Fall back to the fixed-step solver (on_solver_failure='fallback', once), or stop with a TrainingError."""
+        if self.config.on_solver_failure != "fallback":
+            raise TrainingError(f"{exc} at {where}. {self._kept()} on_solver_failure='fallback' switches to a "
+                                "fixed-step solver instead of stopping.") from exc
+        if attempt > 0 or all(b.fallback_used for b in self.blocks):
+            raise TrainingError(f"{exc} at {where}, and on_solver_failure='fallback' cannot help: the fallback "
+                                f"solver {self.config.fallback_solver} with step {self.config.fallback_step_size} "
+                                f"is the one that failed. {self._kept()}") from exc
+        for block in self.blocks:
+            block.use_fallback(self.config.fallback_solver, self.config.fallback_step_size)
+        self.state.fallbacks += 1
+        warnings.warn(f"{exc} at {where}: falling back to {self.config.fallback_solver} with step "
+                      f"{self.config.fallback_step_size}", stacklevel=3)
 
     def _train_step(self, inputs, labels, epoch: int, batch: int):
         for attempt in range(2):
@@ -224,7 +243,7 @@ class Trainer:
                 loss, logits = self._loss(inputs, labels)
                 if not torch.isfinite(loss):
                     raise TrainingError(f"non-finite loss ({loss.item()}) at {self._describe(epoch, batch)}. "
-                                        f"The last good checkpoint and history are kept in {self.run_dir}.")
+                                        f"{self._kept()}")
                 self.optimizer.zero_grad(set_to_none=True)
                 with contextlib.ExitStack() as stack:
                     for block in self.blocks:
@@ -233,18 +252,7 @@ class Trainer:
                 self.optimizer.step()
                 return loss.detach(), logits.detach()
             except ODESolveError as exc:
-                can_fall_back = (self.config.on_solver_failure == "fallback" and attempt == 0
-                                 and not all(b.fallback_used for b in self.blocks))
-                if not can_fall_back:
-                    raise TrainingError(f"{exc} at {self._describe(epoch, batch)}. The last good checkpoint and "
-                                        f"history are kept in {self.run_dir}; on_solver_failure='fallback' "
-                                        "switches to a fixed-step solver instead of stopping.") from exc
-                for block in self.blocks:
-                    block.use_fallback(self.config.fallback_solver, self.config.fallback_step_size)
-                self.state.fallbacks += 1
-                warnings.warn(f"{exc} at {self._describe(epoch, batch)}: falling back to "
-                              f"{self.config.fallback_solver} with step {self.config.fallback_step_size}",
-                              stacklevel=2)
+                self._solver_failed(exc, self._describe(epoch, batch), attempt)
         raise AssertionError("unreachable")
 
     # -- epochs
@@ -283,16 +291,25 @@ class Trainer:
                 "nfe_backward": totals["nfe_backward"] / n, "reg_kinetic": regs["kinetic"] / n,
                 "reg_jacobian": regs["jacobian"] / n, "images_per_s": totals["seen"] / seconds}
 
+    def _eval_logits(self, inputs: torch.Tensor, epoch: int | None, batch: int, stage: str) -> torch.Tensor:
+        """Logits in evaluation; a solver failure falls back or stops as in training, naming where it happened."""
+        for attempt in range(2):
+            try:
+                with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                    return self.train_module(inputs).float()
+            except ODESolveError as exc:
+                self._solver_failed(exc, self._describe(epoch, batch, stage), attempt)
+        raise AssertionError("unreachable")
+
     @torch.no_grad()
-    def evaluate(self, loader: DataLoader) -> dict[str, float]:
+    def evaluate(self, loader: DataLoader, epoch: int | None = None, stage: str = "validation") -> dict[str, float]:
         """Loss (NLL), accuracy, expected calibration error and forward NFE per batch over a whole loader."""
         self.train_module.eval()
         loss = correct = seen = nfe = batches = 0
         calibration = CalibrationBins()
-        for inputs, labels in loader:
+        for batch, (inputs, labels) in enumerate(loader):
             inputs, labels = inputs.to(self.device), labels.to(self.device)
-            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
-                logits = self.train_module(inputs).float()
+            logits = self._eval_logits(inputs, epoch, batch, stage)
             loss += F.cross_entropy(logits, labels, reduction="sum").item()
             correct += (logits.argmax(1) == labels).sum().item()
             calibration.add(logits, labels)
@@ -314,8 +331,11 @@ class Trainer:
     def fit(self) -> TrainState:
         """Train from `state.epochs_done` to `config.epochs` (or the validation target)."""
         config = self.config
-        if self.state.stopped_early:
-            return self.state
+        if self.state.history:  # resumed: the target may have changed since the run stopped
+            reached = config.target_val_acc is not None and self.state.history[-1]["val_acc"] >= config.target_val_acc
+            self.state.stopped_early = reached and self.state.epochs_done < config.epochs
+            if reached:
+                return self.state
         epochs = tqdm(range(self.state.epochs_done, config.epochs), desc="epochs", leave=True,
                       initial=self.state.epochs_done, total=config.epochs,
                       disable=not (self.bars and self.dist.is_main))
@@ -323,7 +343,7 @@ class Trainer:
             start = time.perf_counter()
             lr = self.optimizer.param_groups[0]["lr"]
             train = self.train_epoch(epoch)
-            val = self.evaluate(self.val_loader)
+            val = self.evaluate(self.val_loader, epoch)
             self.scheduler.step()
             record = {"epoch": epoch + 1, "train_loss": train["train_loss"], "train_acc": train["train_acc"],
                       "val_loss": val["loss"], "val_acc": val["acc"], "lr": lr,
@@ -334,7 +354,7 @@ class Trainer:
                       "solver": "+".join(b.solver for b in self.blocks) or "none"}
             self.state.history.append(record)
             self.state.epochs_done = epoch + 1
-            improved = val["acc"] > self.state.best_val_acc
+            improved = val["acc"] > self.state.best_val_acc and math.isfinite(val["loss"])  # never an infinite loss
             if improved:
                 self.state.best_val_acc, self.state.best_epoch = val["acc"], epoch + 1
             reached = config.target_val_acc is not None and val["acc"] >= config.target_val_acc
@@ -362,9 +382,7 @@ def write_history(history: list[dict[str, Any]], path: Path) -> None:
     writer.writeheader()
     for row in history:
         writer.writerow({k: (repr(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()})
-    tmp = path.with_suffix(".csv.tmp")
-    tmp.write_text(buffer.getvalue())
-    tmp.replace(path)
+    rundir.atomic_write_text(buffer.getvalue(), path)
 
 
 def stop_reason(state: TrainState, config: ExperimentConfig) -> str | None:

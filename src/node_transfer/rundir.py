@@ -1,0 +1,194 @@
+"""The run directory: its file names, their atomic writing and reading, and the checkpoint pair's consistency.
+
+`last.pt` is written before `best.pt`, and a `best.pt` always holds the epoch that `last.pt` names as best once
+both are written. A kill between the two writes leaves `last.pt` naming as best its own epoch, whose weights
+it holds: resume then rewrites `best.pt` from it. Temporary files are hidden (`.NAME.*.tmp`) and removed
+whenever a run starts or resumes in the directory.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Any
+
+from .checkpoints import atomic_save, load_checkpoint, signals_deferred
+from .errors import ConfigError, DataError
+
+CONFIG = "config.json"
+HISTORY = "history.csv"
+METRICS = "metrics.json"
+LAST = "last.pt"
+BEST = "best.pt"
+ERROR = "error.txt"
+LOCK = ".lock"
+RUN_FILES = (CONFIG, HISTORY, METRICS, LAST, BEST, ERROR, LOCK)
+TEMP_PATTERN = ".*.tmp"
+
+
+def atomic_write_text(text: str, path: Path) -> None:
+    """Write a text file so that a kill leaves the old file or the new one, and no temporary file behind."""
+    with signals_deferred():
+        _atomic_write_text(text, path)
+
+
+def _atomic_write_text(text: str, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(fd, 0o666 & ~umask)  # as open() would make it (mkstemp's files are private)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def finite_json(value: Any) -> Any:
+    """`value` with every non-finite float replaced by None (JSON has no Infinity or NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    return value
+
+
+def write_json(data: dict[str, Any], path: Path) -> None:
+    """Strict JSON (non-finite numbers become null), written atomically."""
+    atomic_write_text(json.dumps(finite_json(data), indent=2, default=str, allow_nan=False) + "\n", path)
+
+
+def read_json(path: Path, what: str = "file") -> dict[str, Any]:
+    """A JSON object from `path`; DataError naming the file when it is missing or not a JSON object."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise DataError(f"{what} {str(path)!r} not found") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataError(f"{what} {str(path)!r} is unreadable or not JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{what} {str(path)!r} does not hold a JSON object")
+    return data
+
+
+def write_error(run_dir: Path, message: str) -> None:
+    """Best effort: the message in `error.txt` (a full disk may refuse even that)."""
+    try:
+        atomic_write_text(f"{message}\n", run_dir / ERROR)
+    except OSError:
+        pass
+
+
+def remove_temp_files(run_dir: Path) -> list[Path]:
+    """Remove the temporary files a killed run left behind; returns them."""
+    stale = sorted(run_dir.glob(TEMP_PATTERN)) if run_dir.is_dir() else []
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return stale
+
+
+def is_restartable(run_dir: Path) -> bool:
+    """A directory of a run that failed or was killed before its first checkpoint: nothing in it is worth keeping."""
+    if not run_dir.is_dir():
+        return False
+    names = {p.name for p in run_dir.iterdir()}
+    if LAST in names or METRICS in names:
+        return False
+    return all(name in RUN_FILES or (name.startswith(".") and name.endswith(".tmp")) for name in names)
+
+
+def clear_for_restart(run_dir: Path) -> None:
+    """Empty a restartable run directory (its lock file stays)."""
+    for path in run_dir.iterdir():
+        if path.name != LOCK:
+            path.unlink()
+
+
+def lock(run_dir: Path) -> IO:
+    """Hold an exclusive lock on the run directory for this process; ConfigError if another run holds it."""
+    handle = open(run_dir / LOCK, "a")  # noqa: SIM115 (kept open while the run lasts)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise ConfigError("out", str(run_dir), "a run directory no other process is using (another run holds "
+                          "its lock right now)") from None
+    return handle
+
+
+def unlock(handle: IO, run_dir: Path) -> None:
+    """Release the run directory's lock and remove its lock file."""
+    (run_dir / LOCK).unlink(missing_ok=True)
+    handle.close()
+
+
+def save_checkpoints(checkpoint: dict[str, Any], run_dir: Path, improved: bool) -> None:
+    """`last.pt`, then `best.pt` when this epoch is the best so far (see the module docstring)."""
+    atomic_save(checkpoint, run_dir / LAST)
+    if improved:
+        atomic_save(checkpoint, run_dir / BEST)
+
+
+def load_last(run_dir: Path, repair: bool = True) -> dict[str, Any]:
+    """`last.pt` with `best.pt` checked against it (and, with `repair`, rewritten from it after a kill between
+    the two writes)."""
+    last = load_checkpoint(run_dir / LAST, parameter="resume")
+    best_epoch = last.get("best_epoch", 0)
+    if best_epoch == 0:
+        return last
+    best_path = run_dir / BEST
+    best = load_checkpoint(best_path, parameter="resume") if best_path.is_file() else {}
+    if best.get("epoch") == best_epoch:
+        return last
+    if last.get("epoch") == best_epoch:  # killed after writing last.pt, before best.pt
+        if repair:
+            atomic_save(last, best_path)
+        return last
+    raise DataError(f"{str(best_path)!r} holds epoch {best.get('epoch')} but {str(run_dir / LAST)!r} names epoch "
+                    f"{best_epoch} as best: the checkpoints do not belong together (copied or edited by hand?); "
+                    "start the run again in a new directory")
+
+
+def load_init_from(source: Path) -> dict[str, Any]:
+    """The checkpoint `init_from` names: a file, or a run directory's best epoch (from `last.pt` when a kill left
+    `best.pt` one improvement behind)."""
+    if not (source.is_dir() and (source / LAST).is_file()):
+        return load_checkpoint(source, parameter="init_from")
+    last = load_checkpoint(source / LAST, parameter="init_from")
+    best = load_checkpoint(source / BEST, parameter="init_from") if (source / BEST).is_file() else {}
+    if best and best.get("epoch") == last.get("best_epoch", best.get("epoch")):
+        return best
+    if last.get("epoch") == last.get("best_epoch"):
+        return last
+    raise ConfigError("init_from", str(source), f"a run directory whose best.pt (epoch {best.get('epoch')}) is the "
+                      f"best epoch its last.pt names ({last.get('best_epoch')})")
+
+
+def load_best(run_dir: Path, best_epoch: int) -> dict[str, Any]:
+    """`best.pt`, checked to hold `best_epoch`."""
+    best = load_checkpoint(run_dir / BEST, parameter="out")
+    if best.get("epoch") != best_epoch:
+        raise DataError(f"{str(run_dir / BEST)!r} holds epoch {best.get('epoch')}, not the best epoch {best_epoch}")
+    return best
+
+
+def saved_config(run_dir: Path) -> dict[str, Any]:
+    """The configuration a run was started with: from `last.pt` (authoritative), else `config.json`."""
+    if (run_dir / LAST).is_file():
+        config = load_checkpoint(run_dir / LAST, parameter="resume").get("config")
+        if isinstance(config, dict):
+            return config
+    if (run_dir / CONFIG).is_file():
+        try:
+            return read_json(run_dir / CONFIG, "run configuration")
+        except DataError as exc:
+            raise ConfigError("resume", True, f"False: {exc} and there is no last.pt to read it from") from None
+    raise ConfigError("resume", True, f"False: {str(run_dir)!r} holds neither last.pt nor config.json")
