@@ -128,16 +128,17 @@ def test_init_from_a_run_killed_between_the_two_writes_takes_its_best_epoch(tmp_
 
 # -- 2. solver failures outside training
 def fail_in_evaluation(monkeypatch):
-    from node_transfer.ode import ODEBlock, is_fixed_step
+    from node_transfer.solvers import is_fixed_step
+    from node_transfer.torchdiffeq_backend import TorchdiffeqBackend
 
-    original = ODEBlock._solve
+    original = TorchdiffeqBackend.solve
 
-    def solve(self, state, times):
-        if not self.training and not is_fixed_step(self.solver):
+    def solve(self, func, state, times, **options):
+        if not func.training and not is_fixed_step(options["solver"]):
             raise AssertionError("max_num_steps exceeded")
-        return original(self, state, times)
+        return original(self, func, state, times, **options)
 
-    monkeypatch.setattr(ODEBlock, "_solve", solve)
+    monkeypatch.setattr(TorchdiffeqBackend, "solve", solve)
 
 
 def test_a_solver_failure_in_validation_stops_with_context(tmp_path, cache, monkeypatch, capsys):
@@ -322,12 +323,12 @@ def test_a_refused_checkpoint_says_why_without_advising_to_drop_the_protection(t
 
 
 def test_a_failing_fallback_solver_does_not_suggest_the_fallback(tmp_path, cache, monkeypatch):
-    from node_transfer.ode import ODEBlock
+    from node_transfer.torchdiffeq_backend import TorchdiffeqBackend
 
-    def solve(self, state, times):
+    def solve(self, func, state, times, **options):
         raise AssertionError("underflow in dt")
 
-    monkeypatch.setattr(ODEBlock, "_solve", solve)
+    monkeypatch.setattr(TorchdiffeqBackend, "solve", solve)
     with pytest.raises(TrainingError) as info:
         run(tmp_path, "stiff", cache, **NODE, epochs=1, on_solver_failure="fallback")
     assert "cannot help" in str(info.value) and "switches to a fixed-step solver" not in str(info.value)
