@@ -28,6 +28,7 @@ from .model import TransferModel, head_from_config, load_initial_weights
 from .training import DistInfo, Trainer, extract_features, peak_memory_mb, seed_everything, stop_reason
 
 RUNS_ROOT = Path("runs")
+MIN_FEATURE_BATCH = 128  # feature extraction batches (the values do not depend on it; 256 was slower on the CPU)
 
 
 def resolve_device(name: str, dist: DistInfo) -> torch.device:
@@ -152,8 +153,9 @@ def cached_feature_sets(prepared: Prepared, progress: bool = True) -> list[torch
         if path.is_file():
             tensors = torch.load(path, map_location="cpu", weights_only=True)
             return [torch.utils.data.TensorDataset(*tensors[name]) for name in ("train", "val", "test")]
-    sets = {name: extract_features(model, dataset, max(config.batch_size, 128), prepared.device, pool, progress,
-                                   desc=f"features ({name})")
+    batch_size = max(config.batch_size, MIN_FEATURE_BATCH)
+    sets = {name: extract_features(model, dataset, batch_size, prepared.device, pool, progress,
+                                   desc=f"features ({name})", num_workers=config.num_workers)
             for name, dataset in (("train", splits.train), ("val", splits.val), ("test", splits.test))}
     if path is not None and prepared.dist.is_main:
         atomic_save({name: list(data.tensors) for name, data in sets.items()}, path)
