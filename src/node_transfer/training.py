@@ -96,11 +96,11 @@ def extract_features(model: TransferModel, dataset: Dataset, batch_size: int, de
                      pool: bool, progress: bool = True, desc: str = "features", num_workers: int = 0) -> TensorDataset:
     """Run the frozen backbone once over a data set (eval transform) under inference mode; features kept in memory.
 
-    Each feature is that of its image alone (batch size and workers do not change the values)."""
+    Each feature depends on its image alone (eval mode): batch size and workers leave the values unchanged."""
     model.backbone.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=device.type == "cuda")
-    features: torch.Tensor | None = None  # normal tensors, filled in place: usable by autograd later
+    features: torch.Tensor | None = None
     labels = torch.empty(len(dataset), dtype=torch.int64)
     start = 0
     with torch.inference_mode():
@@ -108,7 +108,8 @@ def extract_features(model: TransferModel, dataset: Dataset, batch_size: int, de
             out = model.features(images.to(device, non_blocking=True)).float()
             out = out.mean(dim=(2, 3)) if pool and out.dim() == 4 else out
             if features is None:
-                features = torch.empty((len(dataset), *out.shape[1:]), dtype=out.dtype)
+                with torch.inference_mode(False):  # a normal tensor, not an inference one
+                    features = torch.empty((len(dataset), *out.shape[1:]), dtype=out.dtype)
             end = start + len(out)
             features[start:end] = out
             labels[start:end] = torch.as_tensor(targets)
