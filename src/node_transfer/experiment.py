@@ -28,7 +28,7 @@ from .model import TransferModel, head_from_config, load_initial_weights
 from .training import DistInfo, Trainer, extract_features, peak_memory_mb, seed_everything, stop_reason
 
 RUNS_ROOT = Path("runs")
-MIN_FEATURE_BATCH = 128  # feature extraction batches (the values do not depend on it; 256 was slower on the CPU)
+MIN_FEATURE_BATCH = 128  # feature extraction batch floor: changing it changes cached values in the last bits
 
 
 def resolve_device(name: str, dist: DistInfo) -> torch.device:

@@ -96,7 +96,7 @@ def extract_features(model: TransferModel, dataset: Dataset, batch_size: int, de
                      pool: bool, progress: bool = True, desc: str = "features", num_workers: int = 0) -> TensorDataset:
     """Run the frozen backbone once over a data set (eval transform) under inference mode; features kept in memory.
 
-    Each feature depends on its image alone (eval mode): batch size and workers leave the values unchanged."""
+    Workers do not change the values; another batch size can, in the last bits (the CPU kernels block the batch)."""
     model.backbone.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=device.type == "cuda")
