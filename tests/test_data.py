@@ -208,6 +208,14 @@ def test_missing_fashion_mnist_says_where_it_looked_and_how_to_get_it(tmp_path, 
     assert list(empty.iterdir()) == []  # nothing written
 
 
+def test_truncated_uncompressed_fashion_mnist_file_is_a_data_error(tmp_path, no_system_copy):
+    raw = tmp_path / "FashionMNIST" / "raw"
+    raw.mkdir(parents=True)
+    (raw / FASHION_FILES[0]).write_bytes(b"\x00\x00\x08\x03" + bytes(100))  # an IDX header, then too little
+    with pytest.raises(DataError, match=r"corrupt \(104 bytes, expected 47040016\).*delete it.*dataset-fashion-mnist"):
+        build_datasets("fashion-mnist", str(tmp_path), False, 32, None, 0, IMAGENET)
+
+
 def test_corrupt_fashion_mnist_file_is_a_data_error_and_no_run_starts(tmp_path):
     need_fashion_files()
     data_dir = tmp_path / "data"

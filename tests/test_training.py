@@ -232,3 +232,38 @@ def test_feature_cache_is_reused_and_changes_nothing(tmp_path):
                                   comparable(pd.read_csv(second / "history.csv")))
     other_seed = run(tmp_path, "third", head="fc", **{**FAST, "epochs": 1}, feature_cache=str(cache), seed=1)
     assert len(list(cache.glob("*.pt"))) == 2 and (other_seed / "metrics.json").is_file()  # another split
+
+
+class _TinyBackbone(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 5, 3, padding=1)
+
+    def forward_features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.conv(images)
+
+
+def test_extract_features_in_order_batch_independent_and_usable_for_training():
+    from torch.utils.data import TensorDataset
+
+    from node_transfer.model import TransferModel
+    from node_transfer.training import extract_features
+
+    torch.manual_seed(0)
+    images = TensorDataset(torch.randn(23, 3, 8, 8), torch.arange(23) % 4)
+    model = TransferModel(_TinyBackbone(), torch.nn.Identity())
+    cpu = torch.device("cpu")
+    pooled = extract_features(model, images, 7, cpu, pool=True, progress=False)
+    features, labels = pooled.tensors
+    assert features.shape == (23, 5) and torch.equal(labels, torch.arange(23) % 4)
+    with torch.no_grad():
+        expected = model.features(images.tensors[0]).mean(dim=(2, 3))
+    torch.testing.assert_close(features, expected)
+    other = extract_features(model, images, 7, cpu, pool=True, progress=False, num_workers=1).tensors[0]
+    assert torch.equal(other, features)  # workers do not change the values
+    maps = extract_features(model, images, 5, cpu, pool=False, progress=False).tensors[0]
+    assert maps.shape == (23, 5, 8, 8)
+    assert not features.is_inference()  # computed under inference_mode, yet a head can train on them
+    head = torch.nn.Linear(5, 4)
+    torch.nn.functional.cross_entropy(head(features), labels).backward()
+    assert head.weight.grad is not None

@@ -223,13 +223,14 @@ def cached_features(args: argparse.Namespace, device: torch.device) -> dict[str,
     pooling, torch version and device type), so the scripts share one extraction.
     """
     from node_transfer.config import ExperimentConfig
-    from node_transfer.experiment import cached_feature_sets, feature_cache_key, prepare
+    from node_transfer.experiment import MIN_FEATURE_BATCH, cached_feature_sets, feature_cache_key, prepare
 
     config = ExperimentConfig.from_dict({
         "dataset": "digits", "backbone": args.backbone, "weights": args.weights, "image_size": args.image_size,
         "batch_size": args.batch_size, "freeze_backbone": True, "cache_features": True, "seed": 0,
         "feature_cache": str(CACHE / "features"), "device": device.type})
-    cached = (CACHE / "features" / f"{feature_cache_key(config, pool=True, device=device.type)}.pt").is_file()
+    key = feature_cache_key(config, pool=True, device=device.type, batch_size=max(args.batch_size, MIN_FEATURE_BATCH))
+    cached = (CACHE / "features" / f"{key}.pt").is_file()
     if not cached:
         log(f"extracting features ({args.backbone}, {args.image_size} px) into bench/_cache/features")
     sets = cached_feature_sets(prepare(config), progress=False)

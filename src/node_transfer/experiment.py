@@ -34,6 +34,7 @@ from .model import TransferModel, head_from_config, load_initial_weights
 from .training import DistInfo, Trainer, extract_features, peak_memory_mb, seed_everything, stop_reason, write_history
 
 RUNS_ROOT = Path("runs")
+MIN_FEATURE_BATCH = 128  # feature extraction batch floor: changing it changes cached values in the last bits
 
 
 def resolve_device(name: str, dist: DistInfo) -> torch.device:
@@ -151,9 +152,9 @@ def prepare(config: ExperimentConfig, check_paths: bool = True) -> Prepared:
     return Prepared(config, model, splits, device, dist, resolved, init_checkpoint)
 
 
-def feature_cache_key(config: ExperimentConfig, pool: bool, device: str = "cpu") -> str:
+def feature_cache_key(config: ExperimentConfig, pool: bool, device: str = "cpu", batch_size: int = 128) -> str:
     """What determines cached features: backbone and weights, data and split, image size, pooling, device type
-    (a GPU's convolutions round differently from the CPU's)."""
+    (a GPU's convolutions round differently from the CPU's) and the extraction batch (it moves the last bits)."""
     import hashlib
 
     weights = config.weights
@@ -161,7 +162,8 @@ def feature_cache_key(config: ExperimentConfig, pool: bool, device: str = "cpu")
         stat = Path(weights).stat()
         weights = f"{Path(weights).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
     parts = [config.backbone, weights, config.dataset, str(Path(config.data_dir).resolve()), config.image_size,
-             config.val_size, config.seed, config.train_subset, pool, config.init_from, torch.__version__, device]
+             config.val_size, config.seed, config.train_subset, pool, config.init_from, torch.__version__, device,
+             batch_size]
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:20]
 
 
@@ -171,11 +173,12 @@ def cached_feature_sets(prepared: Prepared, progress: bool = True) -> list[torch
 
     config, model, splits = prepared.config, prepared.model, prepared.splits
     pool = config.head == "fc" or config.node_state == "vector"
+    batch_size = max(config.batch_size, MIN_FEATURE_BATCH)
     path = None
     if config.feature_cache and not config.init_from:  # a fine-tuned backbone's features are its own
         folder = Path(config.feature_cache)
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{feature_cache_key(config, pool, prepared.device.type)}.pt"
+        path = folder / f"{feature_cache_key(config, pool, prepared.device.type, batch_size)}.pt"
         if path.is_file():
             try:
                 tensors = torch.load(path, map_location="cpu", weights_only=True)
@@ -183,8 +186,8 @@ def cached_feature_sets(prepared: Prepared, progress: bool = True) -> list[torch
             except Exception as exc:  # a torn or foreign file: computed again and replaced
                 warnings.warn(f"feature cache {str(path)!r} is unreadable ({exc.__class__.__name__}); "
                               "computing the features again", stacklevel=2)
-    sets = {name: extract_features(model, dataset, max(config.batch_size, 128), prepared.device, pool, progress,
-                                   desc=f"features ({name})")
+    sets = {name: extract_features(model, dataset, batch_size, prepared.device, pool, progress,
+                                   desc=f"features ({name})", num_workers=config.num_workers)
             for name, dataset in (("train", splits.train), ("val", splits.val), ("test", splits.test))}
     if path is not None and prepared.dist.is_main:
         atomic_save({name: list(data.tensors) for name, data in sets.items()}, path)

@@ -93,18 +93,31 @@ def make_scheduler(config: ExperimentConfig, optimizer: torch.optim.Optimizer):
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
 
 
-@torch.no_grad()
 def extract_features(model: TransferModel, dataset: Dataset, batch_size: int, device: torch.device,
-                     pool: bool, progress: bool = True, desc: str = "features") -> TensorDataset:
-    """Run the frozen backbone once over a data set (eval transform) and keep its features in memory."""
+                     pool: bool, progress: bool = True, desc: str = "features", num_workers: int = 0) -> TensorDataset:
+    """Run the frozen backbone once over a data set (eval transform) under inference mode; features kept in memory.
+
+    Workers do not change the values; another batch size can, in the last bits (the CPU kernels block the batch)."""
     model.backbone.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
-    features, labels = [], []
-    for images, targets in tqdm(loader, desc=desc, disable=not (progress and sys.stderr.isatty()), leave=False):
-        out = model.features(images.to(device)).float()
-        features.append((out.mean(dim=(2, 3)) if pool and out.dim() == 4 else out).cpu())
-        labels.append(torch.as_tensor(targets))
-    return TensorDataset(torch.cat(features), torch.cat(labels))
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                        pin_memory=device.type == "cuda")
+    features: torch.Tensor | None = None
+    labels = torch.empty(len(dataset), dtype=torch.int64)
+    start = 0
+    with torch.inference_mode():
+        for images, targets in tqdm(loader, desc=desc, disable=not (progress and sys.stderr.isatty()), leave=False):
+            out = model.features(images.to(device, non_blocking=True)).float()
+            out = out.mean(dim=(2, 3)) if pool and out.dim() == 4 else out
+            if features is None:
+                with torch.inference_mode(False):  # a normal tensor, not an inference one
+                    features = torch.empty((len(dataset), *out.shape[1:]), dtype=out.dtype)
+            end = start + len(out)
+            features[start:end] = out
+            labels[start:end] = torch.as_tensor(targets)
+            start = end
+    if features is None:
+        raise ValueError(f"extract_features: the data set is empty ({desc})")
+    return TensorDataset(features, labels)
 
 
 class CalibrationBins:
