@@ -17,7 +17,8 @@ from node_transfer.config import ExperimentConfig
 from node_transfer.errors import ConfigError
 from node_transfer.notebooks import book_dir, execute_page
 from node_transfer.reporting import paper_tables, write_report
-from node_transfer.suites import SUITES, get_suite, plan, run_suite
+from node_transfer.suite_runner import plan, run_suite
+from node_transfer.suites import SUITES, get_suite
 
 
 def parameters_cell(notebook) -> str:
@@ -149,7 +150,7 @@ def test_every_node_arm_has_its_controls_with_the_same_recipe(profile):
 
 
 def test_runs_continued_from_the_baseline_stop_at_its_validation_accuracy(tmp_path, monkeypatch):
-    from node_transfer import suites
+    from node_transfer import suite_runner
 
     seen = []
     monkeypatch.setattr("node_transfer.experiment.run_experiment",
@@ -159,12 +160,12 @@ def test_runs_continued_from_the_baseline_stop_at_its_validation_accuracy(tmp_pa
     (baseline / "metrics.json").write_text(json.dumps({"val_acc": 0.875}))
     (tmp_path / "s" / "suite.json").write_text(json.dumps({"suite": "paper", "profile": "fmnist", "seeds": 1,
                                                            "overrides": {}}))
-    monkeypatch.setattr(suites, "collect_runs", lambda out: pd.DataFrame())
-    suites.run_suite("paper", "fmnist", 1, tmp_path / "s", use_papermill=False, resume=True,
-                     labels=("rk", "fc-adam"))
+    monkeypatch.setattr(suite_runner, "collect_runs", lambda out: pd.DataFrame())
+    suite_runner.run_suite("paper", "fmnist", 1, tmp_path / "s", use_papermill=False, resume=True,
+                           labels=("rk", "fc-adam"))
     assert seen == [("node", 0.875), ("fc", 0.875)]
     with pytest.raises(ConfigError, match="labels"):
-        suites.plan("paper", "fmnist", 1, tmp_path / "t", labels=("nope",))
+        suite_runner.plan("paper", "fmnist", 1, tmp_path / "t", labels=("nope",))
 
 
 def test_step_milestones_scale_the_odenet_mnist_schedule():

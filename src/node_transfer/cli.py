@@ -118,11 +118,11 @@ def main(argv: list[str] | None = None) -> int:
             if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, the run directory is printed once
                 print(run_dir)
         elif args.command == "suite":
-            from .suites import main_suite
+            from .commands import main_suite
 
             return main_suite(args)
         elif args.command == "report":
-            from .reporting import main_report
+            from .commands import main_report
 
             return main_report(args)
         elif args.command == "predict":
@@ -130,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
 
             return main_predict(args)
         elif args.command == "demo":
-            from .suites import main_demo
+            from .commands import main_demo
 
             return main_demo(args)
         elif args.command == "notebooks":

@@ -6,7 +6,6 @@ in `verdicts`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import sys
@@ -121,7 +120,7 @@ def load_suite(suite_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
 def write_report(suite_dir: str | Path, out: str | Path | None = None) -> Path:
     """Tables (Markdown + CSV) and figures (PNG) for a suite directory."""
     from .rundir import read_json
-    from .suites import collect_runs
+    from .suite_runner import collect_runs
 
     suite_dir = Path(suite_dir)
     meta = read_json(suite_dir / "suite.json", "suite description")
@@ -195,17 +194,6 @@ def write_run_report(run_dir: str | Path, out: str | Path | None = None) -> Path
     plt.close(fig)
     (out / "tables.md").write_text(f"# {run_dir.name}\n\n{described}\n\n{metrics.to_markdown()}\n\n(from {METRICS})\n")
     return out
-
-
-def main_report(args: argparse.Namespace) -> int:
-    directory = Path(args.directory)
-    if not directory.is_dir():
-        raise DataError(f"{str(directory)!r} is not a suite or run directory")
-    single = not (directory / "suite.json").exists() and (directory / "metrics.json").exists()
-    out = write_run_report(directory, args.out) if single else write_report(directory, args.out)
-    print((out / "tables.md").read_text())
-    print(out)
-    return 0
 
 
 class Table:

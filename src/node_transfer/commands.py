@@ -1,0 +1,54 @@
+"""The handlers of `node-transfer suite`, `demo` and `report`: they run suites and print their tables."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import DataError
+from .reporting import paper_tables, write_report, write_run_report
+from .suite_runner import parse_overrides, run_suite
+from .suites import CPU_BASE, PAPER_MODELS, SUITES
+
+
+def main_suite(args: argparse.Namespace) -> int:
+    if args.list or not args.name:
+        for name, builder in SUITES.items():
+            print(f"{name}: {builder.__doc__.strip()}")
+            for run in builder(args.profile):
+                print(f"    {run.label:18s} " + ", ".join(f"{k}={v}" for k, v in sorted(run.params.items())
+                                                          if k not in CPU_BASE or k == "epochs"))
+        return 0
+    out = run_suite(args.name, args.profile, args.seeds, args.out, parse_overrides(args.set),
+                    use_papermill=not args.in_process, resume=args.resume,
+                    labels=tuple(args.only) if args.only else None)
+    print(out)
+    return 0
+
+
+def main_demo(args: argparse.Namespace) -> int:
+    """`make demo`: the paper's three models at small scale, offline, and its Tables I and II."""
+    out = Path(args.out) if args.out else Path("runs") / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
+    started = time.perf_counter()
+    run_suite("paper", "cpu", args.seeds, out, use_papermill=False, labels=PAPER_MODELS)
+    tables = paper_tables(pd.read_csv(out / "runs.csv"))
+    for title, table in tables.items():
+        print(f"\n{title}\n{table.to_markdown(index=False)}")
+    print(f"\ndemo wall time: {time.perf_counter() - started:.0f} s")
+    print(out)
+    return 0
+
+
+def main_report(args: argparse.Namespace) -> int:
+    directory = Path(args.directory)
+    if not directory.is_dir():
+        raise DataError(f"{str(directory)!r} is not a suite or run directory")
+    single = not (directory / "suite.json").exists() and (directory / "metrics.json").exists()
+    out = write_run_report(directory, args.out) if single else write_report(directory, args.out)
+    print((out / "tables.md").read_text())
+    print(out)
+    return 0
