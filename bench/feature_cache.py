@@ -5,11 +5,11 @@ Fashion-MNIST at 32 px on EfficientNet-Lite0 (offline ImageNet weights), all 70,
 
 - bare: the same preprocessed images (the package's data sets, eval transform) through a plain DataLoader and
   timm's `forward_features` + mean pooling under `torch.inference_mode()`, features kept in memory;
-- cached_feature_sets: the package's `experiment.cached_feature_sets`, extracting and writing the cache file
+- cached_feature_sets: the package's `features.cached_feature_sets`, extracting and writing the cache file
   (fsync included) into an empty `feature_cache` folder;
 - reload: `cached_feature_sets` again, which loads that file.
 
-Both extraction paths use the same batches (`experiment.MIN_FEATURE_BATCH`, split by split: the CPU kernels
+Both extraction paths use the same batches (`features.MIN_FEATURE_BATCH`, split by split: the CPU kernels
 results can change in the last bits with the batch layout) and run alternately (A B, B A ..).
 The headline is the package's throughput over the bare loop's in wall time (target >= 0.9; process CPU time
 is reported too, being steadier on a shared machine); the two must give the same features, bit for bit. On a
@@ -33,7 +33,8 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Subset
 
 from node_transfer.config import ExperimentConfig
-from node_transfer.experiment import MIN_FEATURE_BATCH, cached_feature_sets, prepare
+from node_transfer.experiment import prepare
+from node_transfer.features import MIN_FEATURE_BATCH, cached_feature_sets
 
 TARGET = 0.9  # the package's extraction + write at >= 0.9x the bare loop's images per second
 SPLITS = ("train", "val", "test")

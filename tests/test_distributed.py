@@ -38,7 +38,8 @@ import sys
 import types
 import torch
 import torch.distributed as dist
-from node_transfer.training import DistInfo, Trainer
+from node_transfer.distributed import DistInfo
+from node_transfer.training import Trainer
 
 dist.init_process_group("gloo")
 rank = dist.get_rank()

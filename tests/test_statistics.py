@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from node_transfer.calibration import CalibrationBins
 from node_transfer.statistics import (
     better_verdict,
     common_window,
@@ -11,7 +12,6 @@ from node_transfer.statistics import (
     same_value_verdict,
     stability_statistics,
 )
-from node_transfer.training import CalibrationBins
 from node_transfer.verdicts import against_reference, compare, epochs_to_target, head_claims, paper_claims
 
 

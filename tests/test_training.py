@@ -18,7 +18,7 @@ import torch
 from node_transfer import ExperimentConfig
 from node_transfer.errors import ConfigError, TrainingError
 from node_transfer.experiment import prepare, run_experiment
-from node_transfer.training import HISTORY_COLUMNS
+from node_transfer.rundir import HISTORY_COLUMNS
 
 METRIC_KEYS = {"train_acc", "val_acc", "test_acc", "train_loss", "val_loss", "test_loss", "epochs", "seconds",
                "params_total", "params_head", "nfe_forward", "nfe_backward"}
@@ -246,8 +246,8 @@ class _TinyBackbone(torch.nn.Module):
 def test_extract_features_in_order_batch_independent_and_usable_for_training():
     from torch.utils.data import TensorDataset
 
+    from node_transfer.features import extract_features
     from node_transfer.model import TransferModel
-    from node_transfer.training import extract_features
 
     torch.manual_seed(0)
     images = TensorDataset(torch.randn(23, 3, 8, 8), torch.arange(23) % 4)

@@ -218,12 +218,13 @@ def cached_features(args: argparse.Namespace, device: torch.device) -> dict[str,
     """Pooled backbone features of the digits splits (eval transform), computed once and kept on disk.
 
     The package does the work: `experiment.prepare` builds the frozen backbone and the splits of an
-    ExperimentConfig with `cache_features=True`, and `experiment.cached_feature_sets` extracts them or loads
+    ExperimentConfig with `cache_features=True`, and `features.cached_feature_sets` extracts them or loads
     them from `feature_cache` (bench/_cache/features, keyed by backbone, weights, data, split, image size,
     pooling, torch version and device type), so the scripts share one extraction.
     """
     from node_transfer.config import ExperimentConfig
-    from node_transfer.experiment import MIN_FEATURE_BATCH, cached_feature_sets, feature_cache_key, prepare
+    from node_transfer.experiment import prepare
+    from node_transfer.features import MIN_FEATURE_BATCH, cached_feature_sets, feature_cache_key
 
     config = ExperimentConfig.from_dict({
         "dataset": "digits", "backbone": args.backbone, "weights": args.weights, "image_size": args.image_size,

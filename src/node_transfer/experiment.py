@@ -7,15 +7,12 @@ its first checkpoint leaves a directory that a corrected rerun may reuse, and ne
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import platform
 import shutil
 import signal
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,36 +26,15 @@ from . import rundir
 from .backbones import create_backbone
 from .config import ExperimentConfig
 from .data import DataSplits, build_datasets
+from .distributed import DistInfo, init_distributed, main_rank_first, resolve_device
 from .errors import BackboneError, ConfigError, DataError, Interrupted, RunDirError, TrainingError
+from .features import cached_feature_sets
+from .memory import peak_memory_mb
 from .model import TransferModel, head_from_config, load_initial_weights
-from .training import DistInfo, Trainer, extract_features, peak_memory_mb, seed_everything, stop_reason, write_history
+from .resume import check_resume, is_finished
+from .training import Trainer, TrainState, seed_everything
 
 RUNS_ROOT = Path("runs")
-MIN_FEATURE_BATCH = 128  # feature extraction batch floor: changing it changes cached values in the last bits
-
-
-def resolve_device(name: str, dist: DistInfo) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        index = int(os.environ.get("LOCAL_RANK", 0)) if dist.active else 0
-        torch.cuda.set_device(index)
-        torch.backends.cudnn.benchmark = True
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        return torch.device("cuda", index)
-    return torch.device("cpu")
-
-
-def init_distributed(device_name: str) -> DistInfo:
-    """Join the process group when launched by torchrun (WORLD_SIZE > 1): gloo on the CPU, nccl on CUDA."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    if world_size <= 1:
-        return DistInfo()
-    if not torch_dist.is_initialized():
-        use_cuda = device_name == "cuda" or (device_name == "auto" and torch.cuda.is_available())
-        torch_dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return DistInfo(torch_dist.get_rank(), torch_dist.get_world_size())
 
 
 def library_versions() -> dict[str, str]:
@@ -93,16 +69,6 @@ def agreed_run_dir(config: ExperimentConfig, dist: DistInfo) -> Path:
     if dist.active:
         torch_dist.broadcast_object_list(chosen, src=0)
     return Path(chosen[0])
-
-
-@contextlib.contextmanager
-def main_rank_first(dist: DistInfo) -> Iterator[None]:
-    """Rank 0 runs the block first (downloads data and weights), then the other ranks (reading what it fetched)."""
-    if dist.active and not dist.is_main:
-        torch_dist.barrier()
-    yield
-    if dist.active and dist.is_main:
-        torch_dist.barrier()
 
 
 @dataclass
@@ -152,73 +118,6 @@ def prepare(config: ExperimentConfig, check_paths: bool = True) -> Prepared:
     return Prepared(config, model, splits, device, dist, resolved, init_checkpoint)
 
 
-def feature_cache_key(config: ExperimentConfig, pool: bool, device: str = "cpu", batch_size: int = 128) -> str:
-    """What determines cached features: backbone and weights, data and split, image size, pooling, device type
-    (a GPU's convolutions round differently from the CPU's) and the extraction batch (it moves the last bits)."""
-    import hashlib
-
-    weights = config.weights
-    if Path(weights).is_file():
-        stat = Path(weights).stat()
-        weights = f"{Path(weights).resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-    parts = [config.backbone, weights, config.dataset, str(Path(config.data_dir).resolve()), config.image_size,
-             config.val_size, config.seed, config.train_subset, pool, config.init_from, torch.__version__, device,
-             batch_size]
-    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:20]
-
-
-def cached_feature_sets(prepared: Prepared, progress: bool = True) -> list[torch.utils.data.TensorDataset]:
-    """Train/val/test features of the frozen backbone, from `feature_cache` when it holds them."""
-    from .checkpoints import atomic_save
-
-    config, model, splits = prepared.config, prepared.model, prepared.splits
-    pool = config.head == "fc" or config.node_state == "vector"
-    batch_size = max(config.batch_size, MIN_FEATURE_BATCH)
-    path = None
-    if config.feature_cache and not config.init_from:  # a fine-tuned backbone's features are its own
-        folder = Path(config.feature_cache)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{feature_cache_key(config, pool, prepared.device.type, batch_size)}.pt"
-        if path.is_file():
-            try:
-                tensors = torch.load(path, map_location="cpu", weights_only=True)
-                return [torch.utils.data.TensorDataset(*tensors[name]) for name in ("train", "val", "test")]
-            except Exception as exc:  # a torn or foreign file: computed again and replaced
-                warnings.warn(f"feature cache {str(path)!r} is unreadable ({exc.__class__.__name__}); "
-                              "computing the features again", stacklevel=2)
-    sets = {name: extract_features(model, dataset, batch_size, prepared.device, pool, progress,
-                                   desc=f"features ({name})", num_workers=config.num_workers)
-            for name, dataset in (("train", splits.train), ("val", splits.val), ("test", splits.test))}
-    if path is not None and prepared.dist.is_main:
-        atomic_save({name: list(data.tensors) for name, data in sets.items()}, path)
-    return list(sets.values())
-
-
-#: What a resumed run may change; every other parameter must equal the saved one.
-RESUME_MAY_CHANGE = ("epochs", "target_val_acc", "device", "num_workers", "data_dir", "download", "feature_cache",
-                     "on_solver_failure", "fallback_solver", "fallback_step_size", "max_num_steps", "amp", "out",
-                     "resume")
-
-
-def check_resume(config: ExperimentConfig, checkpoint: dict[str, Any], run_dir: Path) -> None:
-    """ConfigError unless `config` may continue the run saved in `checkpoint` (same model, data, split, seed)."""
-    saved = checkpoint.get("config") or {}
-    for name in ExperimentConfig.field_names():
-        if name not in RESUME_MAY_CHANGE and name in saved and getattr(config, name) != saved[name]:
-            raise ConfigError(name, getattr(config, name), f"{saved[name]!r}, as saved in {str(run_dir)!r}: a resumed "
-                              f"run keeps its configuration except {', '.join(RESUME_MAY_CHANGE[:-2])}")
-    if config.epochs < checkpoint["epoch"]:
-        raise ConfigError("epochs", config.epochs, f"at least {checkpoint['epoch']}, the epochs already done in "
-                          f"{str(run_dir)!r}")
-
-
-def is_finished(run_dir: Path, checkpoint: dict[str, Any], config: ExperimentConfig) -> bool:
-    """Whether a run has its metrics and nothing left to train under `config` (epochs, target)."""
-    history = checkpoint.get("history") or []
-    reached = config.target_val_acc is not None and bool(history) and history[-1]["val_acc"] >= config.target_val_acc
-    return (run_dir / rundir.METRICS).is_file() and (checkpoint["epoch"] >= config.epochs or reached)
-
-
 @contextlib.contextmanager
 def signals_as_errors() -> Iterator[None]:
     """SIGTERM raises `Interrupted` (in the main thread), so the run can say what it keeps and clean up."""
@@ -234,28 +133,6 @@ def signals_as_errors() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def claim_run_dir(run_dir: Path, resuming: bool) -> tuple[Any, bool]:
-    """Create (or reuse, when restartable) and lock the run directory; returns the lock and whether it was made."""
-    created = False
-    try:
-        if not run_dir.exists():
-            run_dir.mkdir(parents=True)
-            created = True
-    except FileExistsError:
-        pass  # another run made it first: the lock decides
-    except OSError as exc:
-        raise ConfigError("out", str(run_dir), f"a directory that can be created ({exc.strerror})") from None
-    handle = rundir.lock(run_dir)
-    rundir.remove_temp_files(run_dir)
-    if not resuming:
-        if not rundir.is_restartable(run_dir):
-            rundir.unlock(handle, run_dir)
-            raise ConfigError("out", str(run_dir), "a directory that does not exist yet (another run has just "
-                              "written to it)")
-        rundir.clear_for_restart(run_dir)
-    return handle, created
 
 
 def _kept(run_dir: Path) -> str:
@@ -278,7 +155,7 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> Path:
             print(f"{run_dir} is finished ({resume_point['epoch']} epochs): nothing to do, metrics.json kept; "
                   f"pass a larger epochs (or another target_val_acc) to extend it", file=sys.stderr)
             return run_dir
-    handle, created = claim_run_dir(run_dir, resume_point is not None) if dist.is_main else (None, False)
+    handle, created = rundir.claim_run_dir(run_dir, resume_point is not None) if dist.is_main else (None, False)
     if dist.active:
         torch_dist.barrier()
     try:
@@ -306,6 +183,12 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> Path:
             rundir.unlock(handle, run_dir)
 
 
+def stop_reason(state: TrainState, config: ExperimentConfig) -> str | None:
+    if state.stopped_early:
+        return f"reached target_val_acc={config.target_val_acc} at epoch {state.epochs_done}"
+    return None
+
+
 def _run(config: ExperimentConfig, run_dir: Path, dist: DistInfo, resume_point: dict[str, Any] | None,
          progress: bool) -> Path:
     prepared = prepare(config, check_paths=False)
@@ -327,7 +210,7 @@ def _run(config: ExperimentConfig, run_dir: Path, dist: DistInfo, resume_point: 
     if resume_point is not None:
         trainer.restore(resume_point)
         if dist.is_main:
-            write_history(trainer.state.history, run_dir / rundir.HISTORY)  # a kill may have left it behind
+            rundir.write_history(trainer.state.history, run_dir / rundir.HISTORY)  # a kill may have left it behind
     state = trainer.fit()
     if state.best_epoch == 0:
         raise TrainingError(f"no epoch had a finite validation loss, so there is no best checkpoint to test; "

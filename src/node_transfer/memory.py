@@ -6,6 +6,7 @@ the adjoint saves none of them. Device-independent and exact, unlike a process's
 
 from __future__ import annotations
 
+import resource
 from types import TracebackType
 
 import torch
@@ -42,3 +43,10 @@ class SavedTensors:
     @property
     def megabytes(self) -> float:
         return sum(self.storages.values()) / 2**20
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak CUDA memory allocated, or the process's peak resident set size on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -1,4 +1,4 @@
-"""The run directory: its file names, their atomic writing and reading, and the checkpoint pair's consistency.
+"""The run directory: its file names, their atomic writing and reading, its lock, and the checkpoint pair's consistency.
 
 `last.pt` is written before `best.pt`, and a `best.pt` always holds the epoch that `last.pt` names as best once
 both are written. A kill between the two writes leaves `last.pt` naming as best its own epoch, whose weights
@@ -8,7 +8,9 @@ whenever a run starts or resumes in the directory.
 
 from __future__ import annotations
 
+import csv
 import fcntl
+import io
 import json
 import math
 import os
@@ -28,6 +30,8 @@ ERROR = "error.txt"
 LOCK = ".lock"
 RUN_FILES = (CONFIG, HISTORY, METRICS, LAST, BEST, ERROR, LOCK)
 TEMP_PATTERN = ".*.tmp"
+HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "nfe_forward",
+                   "nfe_backward", "nfe_eval", "reg_kinetic", "reg_jacobian", "images_per_s", "solver"]
 
 
 def atomic_write_text(text: str, path: Path) -> None:
@@ -192,3 +196,35 @@ def saved_config(run_dir: Path) -> dict[str, Any]:
         except DataError as exc:
             raise ConfigError("resume", True, f"False: {exc} and there is no last.pt to read it from") from None
     raise ConfigError("resume", True, f"False: {str(run_dir)!r} holds neither last.pt nor config.json")
+
+
+def write_history(history: list[dict[str, Any]], path: Path) -> None:
+    """history.csv, one row per epoch, replaced atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in history:
+        writer.writerow({k: (repr(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()})
+    atomic_write_text(buffer.getvalue(), path)
+
+
+def claim_run_dir(run_dir: Path, resuming: bool) -> tuple[Any, bool]:
+    """Create (or reuse, when restartable) and lock the run directory; returns the lock and whether it was made."""
+    created = False
+    try:
+        if not run_dir.exists():
+            run_dir.mkdir(parents=True)
+            created = True
+    except FileExistsError:
+        pass  # another run made it first: the lock decides
+    except OSError as exc:
+        raise ConfigError("out", str(run_dir), f"a directory that can be created ({exc.strerror})") from None
+    handle = lock(run_dir)
+    remove_temp_files(run_dir)
+    if not resuming:
+        if not is_restartable(run_dir):
+            unlock(handle, run_dir)
+            raise ConfigError("out", str(run_dir), "a directory that does not exist yet (another run has just "
+                              "written to it)")
+        clear_for_restart(run_dir)
+    return handle, created

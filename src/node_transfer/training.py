@@ -8,12 +8,9 @@ torch build).
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import math
 import os
 import random
-import resource
 import sys
 import time
 import warnings
@@ -26,33 +23,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
 from . import rundir
+from .calibration import CalibrationBins
 from .config import ExperimentConfig
+from .distributed import DistInfo
 from .errors import ODESolveError, TrainingError
 from .heads import ode_blocks
 from .model import TransferModel
-
-HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "nfe_forward",
-                   "nfe_backward", "nfe_eval", "reg_kinetic", "reg_jacobian", "images_per_s", "solver"]
-
-
-@dataclass
-class DistInfo:
-    """Where this process stands in a (possibly single-process) run."""
-
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def active(self) -> bool:
-        return self.world_size > 1
+from .optim import make_optimizer, make_scheduler
 
 
 @dataclass
@@ -76,80 +57,6 @@ def seed_everything(seed: int) -> None:
 def epoch_seed(seed: int, epoch: int) -> int:
     """A seed for one epoch of one run: resume replays it without saved RNG states."""
     return (seed * 1_000_003 + epoch * 7919) % 2**63
-
-
-def make_optimizer(config: ExperimentConfig, parameters) -> torch.optim.Optimizer:
-    params = [p for p in parameters if p.requires_grad]
-    if config.optimizer == "adam":
-        return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
-    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-
-
-def make_scheduler(config: ExperimentConfig, optimizer: torch.optim.Optimizer):
-    if config.schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
-    if config.schedule == "step":
-        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=config.milestones(), gamma=config.lr_gamma)
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
-
-
-def extract_features(model: TransferModel, dataset: Dataset, batch_size: int, device: torch.device,
-                     pool: bool, progress: bool = True, desc: str = "features", num_workers: int = 0) -> TensorDataset:
-    """Run the frozen backbone once over a data set (eval transform) under inference mode; features kept in memory.
-
-    Workers do not change the values; another batch size can, in the last bits (the CPU kernels block the batch)."""
-    model.backbone.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        pin_memory=device.type == "cuda")
-    features: torch.Tensor | None = None
-    labels = torch.empty(len(dataset), dtype=torch.int64)
-    start = 0
-    with torch.inference_mode():
-        for images, targets in tqdm(loader, desc=desc, disable=not (progress and sys.stderr.isatty()), leave=False):
-            out = model.features(images.to(device, non_blocking=True)).float()
-            out = out.mean(dim=(2, 3)) if pool and out.dim() == 4 else out
-            if features is None:
-                with torch.inference_mode(False):  # a normal tensor, not an inference one
-                    features = torch.empty((len(dataset), *out.shape[1:]), dtype=out.dtype)
-            end = start + len(out)
-            features[start:end] = out
-            labels[start:end] = torch.as_tensor(targets)
-            start = end
-    if features is None:
-        raise ValueError(f"extract_features: the data set is empty ({desc})")
-    return TensorDataset(features, labels)
-
-
-class CalibrationBins:
-    """Expected calibration error (Guo et al. 2017): |accuracy - confidence| over equal-width confidence bins,
-    weighted by the share of samples in each bin. Accumulates batch by batch."""
-
-    def __init__(self, bins: int = 15) -> None:
-        self.bins = bins
-        self.count = torch.zeros(bins, dtype=torch.float64)
-        self.confidence = torch.zeros(bins, dtype=torch.float64)
-        self.correct = torch.zeros(bins, dtype=torch.float64)
-
-    def add(self, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        confidence, predicted = logits.float().softmax(dim=1).max(dim=1)
-        index = (confidence * self.bins).long().clamp(max=self.bins - 1).cpu()
-        ones = torch.ones_like(index, dtype=torch.float64)
-        self.count.index_add_(0, index, ones)
-        self.confidence.index_add_(0, index, confidence.double().cpu())
-        self.correct.index_add_(0, index, (predicted == labels).double().cpu())
-
-    def ece(self) -> float:
-        total = self.count.sum()
-        if total == 0:
-            return float("nan")
-        return float((self.correct - self.confidence).abs().sum() / total)
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak CUDA memory allocated, or the process's peak resident set size on the CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 class Trainer:
@@ -211,7 +118,7 @@ class Trainer:
         if not self.dist.is_main:
             return
         rundir.save_checkpoints(self.checkpoint(), self.run_dir, improved)
-        write_history(self.state.history, self.run_dir / rundir.HISTORY)
+        rundir.write_history(self.state.history, self.run_dir / rundir.HISTORY)
 
     # -- one step
     def _loss(self, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -386,19 +293,3 @@ def epoch_line(record: dict[str, Any], epochs: int) -> str:
     nfe = f", NFE {record['nfe_forward']:.1f}" if record["solver"] != "none" else ""
     return (f"epoch {record['epoch']}/{epochs}: train loss {record['train_loss']:.4f} acc {record['train_acc']:.3f}, "
             f"val loss {record['val_loss']:.4f} acc {record['val_acc']:.3f}{nfe}, {record['seconds']:.1f} s")
-
-
-def write_history(history: list[dict[str, Any]], path: Path) -> None:
-    """history.csv, one row per epoch, replaced atomically."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in history:
-        writer.writerow({k: (repr(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()})
-    rundir.atomic_write_text(buffer.getvalue(), path)
-
-
-def stop_reason(state: TrainState, config: ExperimentConfig) -> str | None:
-    if state.stopped_early:
-        return f"reached target_val_acc={config.target_val_acc} at epoch {state.epochs_done}"
-    return None

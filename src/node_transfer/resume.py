@@ -1,0 +1,34 @@
+"""Whether a run may be resumed with a configuration, and whether it has anything left to do."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from . import rundir
+from .config import ExperimentConfig
+from .errors import ConfigError
+
+#: What a resumed run may change; every other parameter must equal the saved one.
+RESUME_MAY_CHANGE = ("epochs", "target_val_acc", "device", "num_workers", "data_dir", "download", "feature_cache",
+                     "on_solver_failure", "fallback_solver", "fallback_step_size", "max_num_steps", "amp", "out",
+                     "resume")
+
+
+def check_resume(config: ExperimentConfig, checkpoint: dict[str, Any], run_dir: Path) -> None:
+    """ConfigError unless `config` may continue the run saved in `checkpoint` (same model, data, split, seed)."""
+    saved = checkpoint.get("config") or {}
+    for name in ExperimentConfig.field_names():
+        if name not in RESUME_MAY_CHANGE and name in saved and getattr(config, name) != saved[name]:
+            raise ConfigError(name, getattr(config, name), f"{saved[name]!r}, as saved in {str(run_dir)!r}: a resumed "
+                              f"run keeps its configuration except {', '.join(RESUME_MAY_CHANGE[:-2])}")
+    if config.epochs < checkpoint["epoch"]:
+        raise ConfigError("epochs", config.epochs, f"at least {checkpoint['epoch']}, the epochs already done in "
+                          f"{str(run_dir)!r}")
+
+
+def is_finished(run_dir: Path, checkpoint: dict[str, Any], config: ExperimentConfig) -> bool:
+    """Whether a run has its metrics and nothing left to train under `config` (epochs, target)."""
+    history = checkpoint.get("history") or []
+    reached = config.target_val_acc is not None and bool(history) and history[-1]["val_acc"] >= config.target_val_acc
+    return (run_dir / rundir.METRICS).is_file() and (checkpoint["epoch"] >= config.epochs or reached)
