@@ -6,6 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 NBTEST := _build/nbtest
 NBSTRICT := _build/nbstrict
+LINTBOOK := _build/lint
 
 .PHONY: demo test lint unit notebooks reproduce book browser chromium fashion-mnist bench clean
 
@@ -19,8 +20,12 @@ $(STAMP): requirements.txt pyproject.toml
 demo: $(STAMP)
 	$(PY) -m node_transfer demo
 
+# The book's pages are Markdown: their code cells are linted as scripts written under $(LINTBOOK).
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests bench book
+	$(VENV)/bin/ruff check src tests bench
+	rm -rf $(LINTBOOK)
+	$(PY) -m node_transfer notebooks --scripts $(LINTBOOK) >/dev/null
+	$(VENV)/bin/ruff check $(LINTBOOK)
 
 unit: $(STAMP) fashion-mnist
 	$(VENV)/bin/pytest tests -q --durations=10 --ignore=tests/browser

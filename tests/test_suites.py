@@ -226,6 +226,17 @@ def test_strip_images_keeps_text_outputs(tmp_path):
     assert nbformat.read(str(path), as_version=4).cells[0].outputs[0]["data"] == {"text/plain": "<Figure size 640x480>"}
 
 
+def test_book_scripts_hold_the_code_cells_of_every_notebook_page(tmp_path):
+    from node_transfer.notebooks import book_scripts
+
+    paths = book_scripts(tmp_path)
+    pages = [page for page in sorted(book_dir().glob("*.md")) if "kernelspec" in jupytext.read(page).metadata]
+    assert [path.stem for path in paths] == [page.stem for page in pages] and "experiment" in {p.stem for p in paths}
+    script = (tmp_path / "experiment.py").read_text()
+    assert "# %%" in script and "run_experiment(" in script  # code, as percent-format cells
+    assert "{glue:text}" not in "".join(path.read_text() for path in paths)  # no prose
+
+
 def test_bench_results_load_into_an_overview(tmp_path):
     from node_transfer.reporting import bench_overview, load_bench
 

@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                                "strip images from executed notebooks")
     notebooks.add_argument("--out", help="folder for the converted pages")
     notebooks.add_argument("--strip-images", nargs="+", metavar="NOTEBOOK", help="executed notebooks to strip")
+    notebooks.add_argument("--scripts", metavar="DIR", help="also write the pages' code cells as scripts (for ruff)")
     return parser
 
 
@@ -134,11 +135,12 @@ def main(argv: list[str] | None = None) -> int:
 
             return main_demo(args)
         elif args.command == "notebooks":
-            from .notebooks import convert_book, strip_images
+            from .notebooks import book_scripts, convert_book, strip_images
 
             for path in args.strip_images or []:
                 print(f"{path}: {strip_images(path)} output(s) removed")
-            for path in convert_book(args.out) if args.out else []:
+            for path in (convert_book(args.out) if args.out else []) + (book_scripts(args.scripts) if args.scripts
+                                                                        else []):
                 print(path)
     except ConfigError as exc:
         print(f"node-transfer: error: {exc}", file=sys.stderr)

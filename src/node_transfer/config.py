@@ -39,9 +39,8 @@ class ExperimentConfig:
     data_dir: str = field(default="data", metadata={"help": "folder holding (or receiving) the data"})
     download: bool = field(default=False, metadata={"help": "download CIFAR-10 or Fashion-MNIST into data_dir"})
     image_size: int = field(default=64, metadata={"help": "input side in pixels (32: native CIFAR)"})
-    val_size: int | None = field(default=None, metadata={"help": "validation images taken from train "
-                                                                   "(default: 5000 CIFAR-10 and Fashion-MNIST, "
-                                                                   "10% otherwise)"})
+    val_size: int | None = field(default=None, metadata={"help": "validation images from train (default: 5000 "
+                                                                   "CIFAR-10, Fashion-MNIST; 10% otherwise)"})
     train_subset: int = field(default=0, metadata={"help": "use only this many training images (0: all)"})
     augment: bool = field(default=True, metadata={"help": "train-time augmentation"})
     num_workers: int = field(default=0, metadata={"help": "data loader worker processes"})

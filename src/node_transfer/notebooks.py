@@ -66,6 +66,27 @@ def convert_book(out: str | Path, book: Path | None = None) -> list[Path]:
     return written
 
 
+def book_scripts(out: str | Path, book: Path | None = None) -> list[Path]:
+    """Write each notebook page's code cells as a percent-format script into `out` (for ruff); returns the paths.
+
+    Prose cells are left out: ruff would read them as over-long comments."""
+    import jupytext
+
+    book = book or book_dir()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for page in sorted(book.glob("*.md")):
+        notebook = jupytext.read(page)
+        if "kernelspec" not in notebook.metadata:
+            continue
+        notebook.cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
+        target = out / f"{page.stem}.py"
+        jupytext.write(notebook, target, fmt="py:percent")
+        written.append(target)
+    return written
+
+
 def injected_parameter_names(namespace: Mapping[str, Any]) -> list[str]:
     """Names assigned by papermill's injected-parameters cell, read from IPython's input history `In`.
 
