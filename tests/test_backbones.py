@@ -51,13 +51,30 @@ def test_imagenet_backbone_differs_from_random_and_keeps_its_preprocessing():
     assert feature_shape(pretrained, 64) == (1280, 2, 2) and pretrained.training  # mode restored
 
 
-def test_hub_weights_fail_fast_offline_and_name_the_alternatives():
+@pytest.mark.parametrize("failure", ["hub unreachable", "download fails"])
+def test_hub_weights_that_cannot_be_had_fail_fast_and_name_the_alternatives(failure, monkeypatch):
+    """Whatever this machine's network: the hub is made unreachable, or reachable with a failing download."""
+    from huggingface_hub import constants
+
+    from node_transfer import backbones
+
+    def no_download(name, pretrained, **kwargs):
+        if pretrained:
+            raise OSError("connection reset by peer")
+        raise AssertionError("random weights instead of the ImageNet ones")  # never a silent fallback
+
+    monkeypatch.setattr(backbones, "_cached_weights", lambda name: None)
+    monkeypatch.setattr(backbones, "_reachable", lambda url, timeout=5.0: failure == "download fails")
+    monkeypatch.setattr(backbones, "_timm_model", no_download)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     start = time.perf_counter()
     with pytest.raises(BackboneError) as info:
         create_backbone("efficientnet_b0", "imagenet")
     assert time.perf_counter() - start < 30
     message = str(info.value)
     assert "tf_efficientnet_lite0" in message and "weights=none" in message and "weights=<path" in message
+    assert ("cannot be reached" in message) == (failure == "hub unreachable")
+    assert ("connection reset by peer" in message) == (failure == "download fails")
 
 
 def test_unknown_backbone_is_a_config_error_with_suggestions():

@@ -6,20 +6,18 @@ import os
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torchvision import transforms
 
-sys.path.insert(0, str(Path(__file__).parent))  # tests/fixtures_data.py, whatever pytest's import mode
-from fixtures_data import fake_cifar10, image_folder  # noqa: E402
+from node_transfer import ExperimentConfig, data
+from node_transfer.data import build_datasets, make_transforms
+from node_transfer.errors import ConfigError, DataError
+from node_transfer.experiment import run_experiment
 
-from node_transfer import ExperimentConfig, data  # noqa: E402
-from node_transfer.data import build_datasets, make_transforms  # noqa: E402
-from node_transfer.errors import ConfigError, DataError  # noqa: E402
-from node_transfer.experiment import run_experiment  # noqa: E402
+from fixtures_data import fake_cifar10, image_folder
 
 CONFIG = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "interpolation": "bicubic"}
 PER_BATCH, TEST_IMAGES = 20, 30

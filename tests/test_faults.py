@@ -223,7 +223,6 @@ def test_a_run_stopped_at_its_target_can_be_extended(tmp_path, cache):
 
 # -- 4. bad data found late
 def test_bad_images_name_the_file_and_leave_a_reusable_directory(tmp_path, cache, capsys):
-    sys.path.insert(0, str(Path(__file__).parent))
     from fixtures_data import image_folder
 
     data = image_folder(tmp_path / "images")
@@ -338,7 +337,6 @@ def test_a_failing_fallback_solver_does_not_suggest_the_fallback(tmp_path, cache
 def test_a_seed_beyond_63_bits_and_a_one_class_data_set_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="seed"):
         ExperimentConfig(seed=2**64).validate()
-    sys.path.insert(0, str(Path(__file__).parent))
     from fixtures_data import image_folder
 
     data = image_folder(tmp_path / "one", classes=("cats",))

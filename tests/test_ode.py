@@ -1,8 +1,6 @@
 """The solver-backed ODE block: accuracy, NFE accounting, adjoint gradients and errors."""
 
 import math
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,8 +10,7 @@ from node_transfer.errors import ConfigError, ODESolveError
 from node_transfer.ode import ODEBlock
 from node_transfer.solvers import FIXED_STEP_NFE, check_solver, fixed_step_solvers, solver_names
 
-sys.path.insert(0, str(Path(__file__).parent))  # tests/dynamics.py, whatever pytest's import mode
-from dynamics import Explodes, LinearDynamics  # noqa: E402
+from dynamics import Explodes, LinearDynamics
 
 
 @pytest.fixture

@@ -1,8 +1,5 @@
 """The torchode backend: same answers and gradients as torchdiffeq, exact NFE, per-sample steps, and errors."""
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from torch import nn
@@ -14,8 +11,7 @@ from node_transfer.ode import ODEBlock
 from node_transfer.solvers import FIXED_STEP_NFE, fixed_step_solvers, solver_names
 from node_transfer.torchode_backend import TorchodeBackend
 
-sys.path.insert(0, str(Path(__file__).parent))  # tests/dynamics.py, whatever pytest's import mode
-from dynamics import Explodes, LinearDynamics  # noqa: E402
+from dynamics import Explodes, LinearDynamics
 
 
 class PerSampleDecay(nn.Module):
