@@ -128,6 +128,9 @@ def test_hub_weights_in_the_local_cache_load_without_network(tmp_path, monkeypat
     (tmp_path / "models--timm--test_efficientnet.r160_in1k" / "refs").mkdir()
     (tmp_path / "models--timm--test_efficientnet.r160_in1k" / "refs" / "main").write_text("abc123")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
+    from node_transfer import backbones
+
+    monkeypatch.setattr(backbones, "_reachable", lambda *args, **kwargs: pytest.fail("the hub was asked"))
     model, _ = create_backbone("test_efficientnet", "imagenet")
     torch.testing.assert_close(model.conv_stem.weight, full.conv_stem.weight, rtol=0, atol=0)
     assert model.num_classes == 0

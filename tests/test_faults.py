@@ -379,6 +379,7 @@ def test_report_of_one_run_and_of_broken_suites(tmp_path, cache, capsys):
 
 # -- SIGKILL and SIGTERM at random instants
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_random_kills_then_resume_equal_an_uninterrupted_run(tmp_path, cache):
     args = ["run", "--dataset", "digits", "--image-size", "32", "--head", "fc", "--freeze-backbone",
             "--cache-features", "--no-augment", "--feature-cache", cache, "--train-subset", "200", "--epochs", "40",

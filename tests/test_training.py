@@ -140,6 +140,8 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
     assert len(pd.read_csv(tmp_path / "nan" / "history.csv")) == 1
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_sigkill_mid_run_then_resume_equals_an_uninterrupted_run(tmp_path):
     args = ["run", "--dataset", "digits", "--image-size", "32", "--head", "fc", "--epochs", "4",
             "--train-subset", "300", "--batch-size", "16", "--dropout", "0.3", "--quiet"]
