@@ -142,6 +142,14 @@ def _kept(run_dir: Path) -> str:
     return f"no epoch was complete; run it again with the same --out ({run_dir} may be reused)"
 
 
+class _NotStarted(Exception):
+    """A data or weights error raised while the run was being built, before any epoch: carried out of `_run`."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 def run_experiment(config: ExperimentConfig, progress: bool = True) -> Path:
     """Run one experiment and return its run directory (config.json, history.csv, metrics.json, *.pt)."""
     config.validate()
@@ -173,6 +181,15 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> Path:
         if dist.is_main and created and rundir.is_restartable(run_dir):
             shutil.rmtree(run_dir, ignore_errors=True)  # bad parameters leave nothing behind
         raise
+    except _NotStarted as not_started:  # so do missing data or weights, unless the directory was there before
+        if dist.is_main and created and rundir.is_restartable(run_dir):
+            shutil.rmtree(run_dir, ignore_errors=True)
+            if not config.out:  # the runs/ folder made for it, when it holds nothing else
+                with contextlib.suppress(OSError):
+                    run_dir.parent.rmdir()
+        elif dist.is_main:
+            rundir.write_error(run_dir, str(not_started.error))
+        raise not_started.error from None
     except (TrainingError, DataError, BackboneError, RunDirError, Interrupted) as exc:
         if dist.is_main:
             rundir.write_error(run_dir, str(exc))
@@ -191,7 +208,10 @@ def stop_reason(state: TrainState, config: ExperimentConfig) -> str | None:
 
 def _run(config: ExperimentConfig, run_dir: Path, dist: DistInfo, resume_point: dict[str, Any] | None,
          progress: bool) -> Path:
-    prepared = prepare(config, check_paths=False)
+    try:
+        prepared = prepare(config, check_paths=False)
+    except (DataError, BackboneError) as exc:  # missing or corrupt data or weights: nothing was run
+        raise _NotStarted(exc) from None
     model, splits, device = prepared.model, prepared.splits, prepared.device
     if dist.is_main:
         rundir.write_json(prepared.resolved, run_dir / rundir.CONFIG)  # on resume: with the options given now
