@@ -28,6 +28,15 @@ def _pool(features: torch.Tensor) -> torch.Tensor:
     return features.mean(dim=(2, 3)) if features.dim() == 4 else features
 
 
+def _pooled_vector(features: torch.Tensor, num_features: int) -> torch.Tensor:
+    """Pooled features (batch, num_features) from a vector or a map; a clear error for any other shape."""
+    pooled = _pool(features)
+    if pooled.dim() != 2 or pooled.shape[1] != num_features:
+        raise ValueError(f"features must have shape (batch, {num_features}) or (batch, {num_features}, H, W), "
+                         f"got {tuple(features.shape)}")
+    return pooled
+
+
 class FCHead(nn.Module):
     """Global average pool (if given a map), dropout, linear: what the paper's baseline puts on B0."""
 
@@ -38,11 +47,7 @@ class FCHead(nn.Module):
         self.fc = nn.Linear(num_features, num_classes)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        pooled = _pool(features)
-        if pooled.dim() != 2 or pooled.shape[1] != self.num_features:
-            raise ValueError(f"features must have shape (batch, {self.num_features}) or "
-                             f"(batch, {self.num_features}, H, W), got {tuple(features.shape)}")
-        return self.fc(self.dropout(pooled))
+        return self.fc(self.dropout(_pooled_vector(features, self.num_features)))
 
 
 class MLPHead(nn.Module):
@@ -63,11 +68,7 @@ class MLPHead(nn.Module):
         self.fc = nn.Linear(num_features, num_classes)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        pooled = _pool(features)
-        if pooled.dim() != 2 or pooled.shape[1] != self.num_features:
-            raise ValueError(f"features must have shape (batch, {self.num_features}) or "
-                             f"(batch, {self.num_features}, H, W), got {tuple(features.shape)}")
-        return self.fc(self.dropout(self.body(pooled)))
+        return self.fc(self.dropout(self.body(_pooled_vector(features, self.num_features))))
 
 
 class NODEHead(nn.Module):
