@@ -102,7 +102,8 @@ def paired_compare(a: pd.Series, b: pd.Series, statistic: str = "", names: tuple
 
     Verdict: "a better"/"a worse" when the paired t-interval of the mean difference excludes zero;
     "equivalent (±margin)" when the two one-sided tests at 1 - confidence both reject a difference beyond the
-    margin; otherwise "undecided". Seeds present in only one of a, b are left out; NaNs too.
+    margin; "equal on every seed" when every difference is exactly zero; otherwise "undecided". Seeds present in
+    only one of a, b are left out; NaNs too.
     """
     paired = pd.concat({"a": a, "b": b}, axis=1).dropna()
     d = (paired["a"] - paired["b"]).to_numpy(dtype=float)
@@ -130,6 +131,8 @@ def paired_compare(a: pd.Series, b: pd.Series, statistic: str = "", names: tuple
                 tost_p = float(max(lower, upper))
     if n < 2:
         verdict = "undecided (fewer than 2 paired seeds)"
+    elif np.all(d == 0):
+        verdict = "equal on every seed"
     elif ci_low > 0 or ci_high < 0:
         a_higher = ci_low > 0
         verdict = "a better" if a_higher == higher_is_better else "a worse"
@@ -148,7 +151,8 @@ def same_value_verdict(result: PairedComparison) -> str:
     difference larger than it); undecided otherwise."""
     if result.margin is None:
         raise ValueError("a 'same value' claim needs an equivalence margin")
-    if result.n >= 2 and not math.isnan(result.tost_p) and result.tost_p < 0.05:
+    if result.verdict == "equal on every seed" or (result.n >= 2 and not math.isnan(result.tost_p)
+                                                   and result.tost_p < 0.05):
         return "holds"
     if result.n >= 2 and (result.ci_low > result.margin or result.ci_high < -result.margin):
         return "does not hold"
@@ -160,7 +164,7 @@ def better_verdict(result: PairedComparison) -> str:
     within the margin), or undecided."""
     if result.verdict == "a better":
         return "holds"
-    if result.verdict == "a worse" or result.verdict.startswith("equivalent"):
+    if result.verdict in ("a worse", "equal on every seed") or result.verdict.startswith("equivalent"):
         return "does not hold"
     return "undecided"
 

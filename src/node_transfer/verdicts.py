@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
 from .statistics import (
@@ -193,16 +194,20 @@ def against_reference(runs: pd.DataFrame, histories: pd.DataFrame, reference: st
     return table.rename_axis("configuration").reset_index()
 
 
-def worst_fall(histories: pd.DataFrame, label: str) -> dict[str, float]:
+def worst_fall(histories: pd.DataFrame, label: str, start: pd.Series | None = None) -> dict[str, float]:
     """The largest fall of validation accuracy below its best so far, over every seed of one configuration:
-    the seed, the epoch it fell to, the best accuracy before and the accuracy after."""
+    the seed, the epoch it fell to, the best accuracy before and the accuracy after. `start` (per seed) is the
+    validation accuracy the run started from (a continued run's baseline), counted as epoch 0."""
     worst = {"seed": math.nan, "epoch": math.nan, "before": math.nan, "after": math.nan, "fall": 0.0}
     for seed, history in histories[histories["label"] == label].groupby("seed"):
         acc = history["val_acc"].to_numpy(dtype=float)
-        best_so_far = pd.Series(acc).cummax().to_numpy()
+        epochs = history["epoch"].to_numpy()
+        if start is not None and seed in start.index:
+            acc, epochs = np.concatenate([[float(start[seed])], acc]), np.concatenate([[0], epochs])
+        best_so_far = np.maximum.accumulate(acc)
         falls = best_so_far - acc
         i = int(falls.argmax())
         if falls[i] > worst["fall"]:
-            worst = {"seed": int(seed), "epoch": int(history["epoch"].iloc[i]), "before": float(best_so_far[i]),
+            worst = {"seed": int(seed), "epoch": int(epochs[i]), "before": float(best_so_far[i]),
                      "after": float(acc[i]), "fall": float(falls[i])}
     return worst
