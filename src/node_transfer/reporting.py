@@ -151,7 +151,7 @@ def write_report(suite_dir: str | Path, out: str | Path | None = None) -> Path:
     fig.savefig(out / "curves-all.png", dpi=110)
     plt.close(fig)
     if meta["suite"] == "tolerance":
-        fig = plot_sweep(runs, "rtol", "rtol = atol")
+        fig = plot_sweep(runs[runs["head"] == "node"], "rtol", "rtol = atol")
         fig.savefig(out / "tolerance.png", dpi=110)
         plt.close(fig)
     if meta["suite"] != "paper":
