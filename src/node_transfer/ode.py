@@ -128,6 +128,11 @@ class ODEBlock(nn.Module):
         self.nfe_forward = 0
         self.fallback_used = False
 
+    @property
+    def dynamics(self) -> nn.Module:
+        """The dynamics f(t, h) this block integrates (without the evaluation counter around it)."""
+        return self.func.dynamics
+
     # -- accounting
     @property
     def nfe_backward(self) -> int:
