@@ -22,7 +22,7 @@ and "undecided" otherwise.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,11 @@ def late_changes(values: pd.Series | np.ndarray, window: int) -> np.ndarray:
     values = np.asarray(pd.Series(values).dropna(), dtype=float)
     changes = np.diff(values)
     return changes[-window:] if window > 0 else changes[:0]
+
+
+def falls_below_best(acc: np.ndarray) -> np.ndarray:
+    """Per epoch, how far the accuracy lies below the best accuracy so far (0 where it is a new best)."""
+    return np.maximum.accumulate(acc) - acc
 
 
 def default_window(epochs: int) -> int:
@@ -58,7 +63,7 @@ def stability_statistics(history: pd.DataFrame, window: int | None = None) -> di
         return {"val_loss_rise": nan, "val_acc_drop": nan, "val_acc_worst_drop": nan, "val_loss_tv": nan,
                 "stability_window": 0}
     acc_values = np.asarray(acc.dropna(), dtype=float)[-(len(acc_changes) + 1):]
-    worst = float(np.max(np.maximum.accumulate(acc_values) - acc_values))
+    worst = float(np.max(falls_below_best(acc_values)))
     tv_changes = late_changes(loss, default_window(len(history)))
     return {"val_loss_rise": float(np.clip(loss_changes, 0, None).mean()),
             "val_acc_drop": float(np.clip(-acc_changes, 0, None).mean()),
@@ -90,9 +95,6 @@ class PairedComparison:
     tost_p: float
     a_better_in: int
     verdict: str
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def paired_compare(a: pd.Series, b: pd.Series, statistic: str = "", names: tuple[str, str] = ("a", "b"),

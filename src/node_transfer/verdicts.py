@@ -18,6 +18,7 @@ from .statistics import (
     better_verdict,
     by_seed,
     common_window,
+    falls_below_best,
     paired_compare,
     same_value_verdict,
     stability_statistics,
@@ -89,22 +90,6 @@ def describe(result: PairedComparison) -> str:
     return (f"{name}: {result.a} {number(result.mean_a)} vs {result.b} {number(result.mean_b)}; "
             f"difference {result.mean_diff * scale:+.{digits}f}{interval}{' ' + unit if unit else ''}, "
             f"{result.a} better in {result.a_better_in}/{result.n} seeds")
-
-
-def comparisons(runs: pd.DataFrame, histories: pd.DataFrame, pairs: list[tuple[str, str, str]]) -> pd.DataFrame:
-    """A table of paired comparisons (a, b, statistic), skipping pairs whose runs are missing."""
-    rows = []
-    for a, b, statistic in pairs:
-        if not _has(runs, a, b):
-            continue
-        margin = ACCURACY_MARGIN if statistic == "test_acc" else None
-        result = compare(runs, histories, a, b, statistic, margin)
-        name, scale, _ = STATISTIC_NAMES.get(statistic, (statistic, 1, ""))
-        rows.append({"statistic": name, "a": a, "b": b, "seeds": result.n, "a mean": result.mean_a * scale,
-                     "b mean": result.mean_b * scale, "a - b": result.mean_diff * scale,
-                     "95% CI": f"[{result.ci_low * scale:.3g}, {result.ci_high * scale:.3g}]",
-                     "p (paired t)": result.p_value, "verdict": result.verdict})
-    return pd.DataFrame(rows)
 
 
 def _claim(claim: str, control: str, result: PairedComparison, kind: str) -> dict[str, str]:
@@ -204,10 +189,9 @@ def worst_fall(histories: pd.DataFrame, label: str, start: pd.Series | None = No
         epochs = history["epoch"].to_numpy()
         if start is not None and seed in start.index:
             acc, epochs = np.concatenate([[float(start[seed])], acc]), np.concatenate([[0], epochs])
-        best_so_far = np.maximum.accumulate(acc)
-        falls = best_so_far - acc
+        falls = falls_below_best(acc)
         i = int(falls.argmax())
         if falls[i] > worst["fall"]:
-            worst = {"seed": int(seed), "epoch": int(epochs[i]), "before": float(best_so_far[i]),
+            worst = {"seed": int(seed), "epoch": int(epochs[i]), "before": float(acc[: i + 1].max()),
                      "after": float(acc[i]), "fall": float(falls[i])}
     return worst
