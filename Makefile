@@ -32,11 +32,13 @@ unit: $(STAMP) fashion-mnist
 	$(VENV)/bin/pytest tests -q --durations=10 --ignore=tests/browser
 
 # Every book page under nbval-lax (each cell must run; cells marked NBVAL_CHECK_OUTPUT are compared), in a
-# folder of its own under _build, so the runs the pages write never land in the source tree.
+# folder of its own under _build, so the runs the pages write never land in the source tree. Each page that
+# passes goes into the book's execution cache with nbval's outputs, so the book build does not run it again.
 notebooks: $(STAMP) fashion-mnist
 	rm -rf $(NBTEST) && mkdir -p $(NBTEST)
 	$(PY) -m node_transfer notebooks --out $(NBTEST)
-	cd $(NBTEST) && ../../$(VENV)/bin/pytest --nbval-lax -p no:cacheprovider -q --durations=10 .
+	cd $(NBTEST) && ../../$(VENV)/bin/pytest --nbval-lax -p no:cacheprovider -q --durations=10 \
+		-p node_transfer.book_cache --book-cache ../.jupyter_cache .
 
 # Committed executed notebooks (results/nbval-strict.txt) re-executed and compared output by output.
 # One thread and the Agg backend, as they were run: float reductions depend on the thread count.
@@ -49,7 +51,8 @@ reproduce: $(STAMP)
 
 test: lint unit notebooks reproduce browser
 
-# Pages whose source is unchanged since the last build come from the execution cache (_build/.jupyter_cache).
+# Pages whose code is unchanged since they were last executed (by `make notebooks` or a build) come from the
+# execution cache (_build/.jupyter_cache); the others are executed here.
 book: $(STAMP) fashion-mnist
 	$(BUILD_BOOK)
 

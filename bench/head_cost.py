@@ -26,6 +26,7 @@ import _lib
 import pandas as pd
 import torch
 
+from node_transfer.bench_results import ADJOINT_HEAD, DEFAULT_HEAD, LOOSE_HEAD, NARROW_HEAD, SEMINORM_HEAD
 from node_transfer.heads import build_head, count_parameters, ode_blocks
 from node_transfer.model import TransferModel
 
@@ -35,29 +36,29 @@ SOLVER = {"solver": "dopri5", "rtol": 1e-5, "atol": 1e-5}
 #: (label, head kind, head options); the first NODE entry is the package's default head.
 VARIANTS = [
     ("fc", "fc", {}),
-    ("node w256 (default)", "node", {}),
-    ("node w256 adjoint", "node", {"adjoint": True}),
-    ("node w256 adjoint+seminorm", "node", {"adjoint": True, "seminorm": True}),
+    (DEFAULT_HEAD, "node", {}),
+    (ADJOINT_HEAD, "node", {"adjoint": True}),
+    (SEMINORM_HEAD, "node", {"adjoint": True, "seminorm": True}),
     ("node w128", "node", {"ode_width": 128}),
-    ("node w64", "node", {"ode_width": 64}),
+    (NARROW_HEAD, "node", {"ode_width": 64}),
     ("node w64 zero_init", "node", {"ode_width": 64, "zero_init": True}),
     ("node w64 torchode", "node", {"ode_width": 64, "ode_backend": "torchode"}),
-    ("node w64 tol 1e-3", "node", {"ode_width": 64, "rtol": 1e-3, "atol": 1e-3}),
+    (LOOSE_HEAD, "node", {"ode_width": 64, "rtol": 1e-3, "atol": 1e-3}),
 ]
-QUICK_VARIANTS = ("fc", "node w256 (default)", "node w256 adjoint+seminorm", "node w64", "node w64 tol 1e-3")
+QUICK_VARIANTS = ("fc", DEFAULT_HEAD, SEMINORM_HEAD, NARROW_HEAD, LOOSE_HEAD)
 #: head-only accuracy check: (label, config changes); the first is the reference (the default head). The
 #: adjoint variants compute the same function as their direct twins (only the gradient differs), so they
 #: are not trained separately.
 ACCURACY_VARIANTS = [
-    ("node w256 (default)", {}),
+    (DEFAULT_HEAD, {}),
     ("node w128", {"ode_width": 128}),
-    ("node w64", {"ode_width": 64}),
+    (NARROW_HEAD, {"ode_width": 64}),
     ("node w64 zero_init", {"ode_width": 64, "zero_init": True}),
     ("node w64 torchode", {"ode_width": 64, "ode_backend": "torchode"}),
-    ("node w64 tol 1e-3", {"ode_width": 64, "rtol": 1e-3, "atol": 1e-3}),
+    (LOOSE_HEAD, {"ode_width": 64, "rtol": 1e-3, "atol": 1e-3}),
 ]
 #: timed heads whose accuracy is that of another row (same function, only the gradient computation differs)
-ACCURACY_OF = {"node w256 adjoint": "node w256 (default)", "node w256 adjoint+seminorm": "node w256 (default)"}
+ACCURACY_OF = {ADJOINT_HEAD: DEFAULT_HEAD, SEMINORM_HEAD: DEFAULT_HEAD}
 ACCURACY_TOLERANCE = 0.005  # a cheap setting keeps accuracy if its mean test accuracy is within 0.5 pp
 
 
@@ -176,9 +177,9 @@ def main() -> None:
     at_paper_tol = (table["kind"] == "node") & (table["tol"] == SOLVER["rtol"])
     candidates = table[at_paper_tol & table["keeps_accuracy"]].sort_values("ratio_vs_fc")
     best = candidates.iloc[0]
-    default = table[table["head"] == "node w256 (default)"].iloc[0]
-    adjoint = table[table["head"] == "node w256 adjoint"]
-    seminorm = table[table["head"] == "node w256 adjoint+seminorm"]
+    default = table[table["head"] == DEFAULT_HEAD].iloc[0]
+    adjoint = table[table["head"] == ADJOINT_HEAD]
+    seminorm = table[table["head"] == SEMINORM_HEAD]
     loose = table[(table["kind"] == "node") & (table["tol"] != SOLVER["rtol"])]
     summary = {
         "headline": f"NODE/FC seconds per full fine-tuning step at rtol = atol = 1e-5, cheapest head that keeps "

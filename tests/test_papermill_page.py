@@ -67,3 +67,54 @@ def test_plain_papermill_runs_the_page_with_one_progress_line_per_epoch(tmp_path
     text = "".join(o.text for o in stderr)
     assert "epoch 1/2: train loss" in text and "epoch 2/2: train loss" in text
     assert len(stderr) <= 4 and "\r" not in text  # no progress-bar refreshes saved in the notebook
+
+
+PAGE_TEXT = """---
+jupytext:
+  text_representation:
+    extension: .md
+    format_name: myst
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+
+# A page
+
+```{code-cell} ipython3
+answer = 6 * 7
+print("the answer is", answer)
+```
+
+```{code-cell} ipython3
+:tags: [hide-input]
+{CELL}
+```
+"""
+
+
+@pytest.mark.parametrize("cell, cached", [("answer + 1", True), ("1 / 0", False)])
+def test_pages_that_pass_under_nbval_fill_the_books_execution_cache(tmp_path, cell, cached):
+    from jupyter_cache import get_cache
+    from myst_nb.core.read import read_myst_markdown_notebook
+
+    from node_transfer.notebooks import convert_book
+
+    book, nbtest, cache = tmp_path / "book", tmp_path / "nbtest", tmp_path / "cache"
+    book.mkdir()
+    (book / "page.md").write_text(PAGE_TEXT.replace("{CELL}", cell))
+    convert_book(nbtest, book)
+    result = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider", "-q",
+                             "-p", "node_transfer.book_cache", "--book-cache", str(cache), "."], cwd=nbtest,
+                            capture_output=True, text=True, timeout=300)
+    assert (result.returncode == 0) == cached, result.stdout[-2000:]
+    page = read_myst_markdown_notebook((book / "page.md").read_text())  # as the book build reads it
+    if not cached:
+        with pytest.raises(KeyError):
+            get_cache(str(cache)).match_cache_notebook(page)
+        return
+    _, merged = get_cache(str(cache)).merge_match_into_notebook(page)
+    code = [c for c in merged.cells if c.cell_type == "code"]
+    assert code[0].outputs[0]["text"] == "the answer is 42\n"
+    assert code[1].outputs[0]["data"]["text/plain"] == "43" and code[1].metadata["tags"] == ["hide-input"]

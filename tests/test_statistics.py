@@ -12,7 +12,14 @@ from node_transfer.statistics import (
     same_value_verdict,
     stability_statistics,
 )
-from node_transfer.verdicts import against_reference, compare, epochs_to_target, head_claims, paper_claims
+from node_transfer.verdicts import (
+    against_reference,
+    claims_by_regime,
+    compare,
+    epochs_to_target,
+    head_claims,
+    paper_claims,
+)
 
 
 def curve(loss, acc=None):
@@ -120,6 +127,19 @@ def test_head_claims_and_sweeps_use_the_same_paired_machinery():
     table = against_reference(runs, histories, "node").set_index("configuration")
     assert table.loc["mlp", "test acc vs ref"] == "better" and table.loc["fc", "val-loss rise vs ref"] == "better"
     assert compare(runs, histories, "node", "fc", "val_loss_rise").n == 4
+
+
+def test_one_verdict_table_has_a_row_per_claim_and_regime():
+    runs, histories = synthetic_suite({"fc": 0.0, "node": 0.3}, {"fc": 0.90, "node": 0.90})
+    digits = head_claims(runs, histories)
+    fmnist = head_claims(*synthetic_suite({"fc": 0.3, "node": 0.0}, {"fc": 0.90, "node": 0.90}))
+    table = claims_by_regime({"digits": digits, "Fashion-MNIST": fmnist, "nothing yet": pd.DataFrame()})
+    assert len(table) == len(digits) + len(fmnist) and set(table["regime"]) == {"digits", "Fashion-MNIST"}
+    stable = table[table["claim"] == "node: more stable than the linear probe"]
+    assert list(stable["regime"]) == ["digits", "Fashion-MNIST"]
+    assert list(stable["verdict"]) == ["does not hold", "holds"]
+    assert list(table["claim"].drop_duplicates()) == list(digits["claim"])
+    assert claims_by_regime({}).columns.tolist() == ["claim", "regime", "against", "measured", "verdict"]
 
 
 def test_expected_calibration_error_of_known_predictions():

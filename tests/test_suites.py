@@ -158,6 +158,7 @@ def test_runs_continued_from_the_baseline_stop_at_its_validation_accuracy(tmp_pa
     baseline = tmp_path / "s" / "baseline-s0"
     baseline.mkdir(parents=True)
     (baseline / "metrics.json").write_text(json.dumps({"val_acc": 0.875}))
+    (baseline / "last.pt").touch()  # its checkpoints are here: nothing to rebuild
     (tmp_path / "s" / "suite.json").write_text(json.dumps({"suite": "paper", "profile": "fmnist", "seeds": 1,
                                                            "overrides": {}}))
     monkeypatch.setattr(suite_runner, "collect_runs", lambda out: pd.DataFrame())
@@ -238,7 +239,7 @@ def test_book_scripts_hold_the_code_cells_of_every_notebook_page(tmp_path):
 
 
 def test_bench_results_load_into_an_overview(tmp_path):
-    from node_transfer.reporting import bench_overview, load_bench
+    from node_transfer.bench_results import bench_overview, load_bench
 
     with pytest.raises(FileNotFoundError, match="make bench"):
         load_bench(tmp_path)
@@ -251,6 +252,23 @@ def test_bench_results_load_into_an_overview(tmp_path):
     assert list(tables["memory"]["nfe"]) == [4, 8]
     row = bench_overview(summaries).iloc[0]
     assert (row["benchmark"], row["met"], row["minutes"], row["load average at end"]) == ("memory", True, 1.5, 1.9)
+
+
+def test_performance_facts_name_every_number_the_performance_page_states():
+    from node_transfer.bench_results import DEFAULT_HEAD, at_paper_size, load_bench, performance_facts
+    from node_transfer.notebooks import results_dir
+
+    tables, summary = load_bench(results_dir() / "bench")
+    facts = performance_facts(tables, summary)
+    page = (book_dir() / "performance.md").read_text()
+    named = set(re.findall(r"\{glue:text\}`(\w+)", page))
+    glued_on_page = set(re.findall(r'"(\w+)": ', page.split("## GPU plan", 1)[1]))  # the page's own arithmetic
+    assert named - glued_on_page <= set(facts) and named & set(facts)
+    assert page.count("glue(") == 2 and DEFAULT_HEAD not in page  # one loop over the facts, no hard-coded labels
+    head = tables["head_cost"].set_index("head")
+    assert facts["hc_nfe_default"] == head.loc[DEFAULT_HEAD, "nfe_forward"]
+    assert facts["hc_224_default"] == pytest.approx(1 + (head.loc[DEFAULT_HEAD, "ratio_vs_fc"] - 1) / 12.25)
+    assert at_paper_size(1.0) == 1.0 and facts["hc_verdict"] in ("meets", "misses")
 
 
 def test_strict_reproduction_ignores_where_the_checkout_lives():

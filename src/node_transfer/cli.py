@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a parameter in every configuration (JSON value), e.g. --set epochs=2")
     suite.add_argument("--only", nargs="+", metavar="LABEL", default=None,
                        help="run only these configurations of the suite (see --list)")
+    suite.add_argument("--only-seeds", nargs="+", type=int, metavar="SEED", default=None,
+                       help="run only these seeds (0 to --seeds - 1) now; --resume adds the others later")
+    suite.add_argument("--jobs", type=int, default=1, help="configurations run at once, each in its own kernel "
+                       "with cores / jobs threads (default: 1); a continued run waits for the run it starts from")
     suite.add_argument("--in-process", action="store_true", help="run without papermill (no notebooks)")
 
     report = sub.add_parser("report", help="tables and figures for a suite directory, or the metrics and curves "

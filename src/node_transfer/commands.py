@@ -25,7 +25,8 @@ def main_suite(args: argparse.Namespace) -> int:
         return 0
     out = run_suite(args.name, args.profile, args.seeds, args.out, parse_overrides(args.set),
                     use_papermill=not args.in_process, resume=args.resume,
-                    labels=tuple(args.only) if args.only else None)
+                    labels=tuple(args.only) if args.only else None, jobs=args.jobs,
+                    only_seeds=tuple(args.only_seeds) if args.only_seeds else None)
     print(out)
     return 0
 

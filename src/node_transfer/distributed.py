@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -37,7 +38,28 @@ def resolve_device(name: str, dist: DistInfo) -> torch.device:
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
         return torch.device("cuda", index)
+    keep_freed_memory()
     return torch.device("cpu")
+
+
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc's malloc reuse freed memory for tensors instead of unmapping it (True if it applied).
+
+    By default a block over 128 KiB (up to an adaptive threshold) is mmap-ed fresh and unmapped on free, so
+    activations fault their pages in again at every step. Tensors up to 32 MiB now come from the heap, which
+    keeps up to 1 GiB of free memory. bench/allocator.py measures what it changes: elementwise work on a
+    256 x 1280 batch, a Lite0 fine-tuning step, a NODE head-only step; results are bit for bit the same.
+    A no-op off glibc."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    return all(libc.mallopt(option, value) == 1 for option, value in (
+        (_M_MMAP_THRESHOLD, 32 << 20), (_M_TRIM_THRESHOLD, 1 << 30), (_M_TOP_PAD, 64 << 20)))
 
 
 def init_distributed(device_name: str) -> DistInfo:

@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from .config import ExperimentConfig
 from .errors import ConfigError
@@ -130,10 +130,11 @@ def config_from_page(namespace: Mapping[str, Any]) -> ExperimentConfig:
 
 
 def execute_page(page: str | Path, output: str | Path, parameters: dict[str, Any],
-                 cwd: str | Path | None = None, log_output: bool = False, progress: bool = False) -> Any:
+                 cwd: str | Path | None = None, log_output: bool = False, progress: bool = False,
+                 stderr: TextIO | None = None) -> Any:
     """Execute a jupytext page with papermill (parameters injected after the `parameters` cell).
 
-    With `progress`, the kernel's stderr (one line per epoch) is echoed to this process's stderr."""
+    The kernel's stderr (one line per epoch) is echoed to `stderr`, or with `progress` to this process's."""
     import jupytext
     import papermill
 
@@ -143,7 +144,8 @@ def execute_page(page: str | Path, output: str | Path, parameters: dict[str, Any
     try:
         return papermill.execute_notebook(notebook, str(output), parameters=parameters, kernel_name="python3",
                                           cwd=str(cwd) if cwd else None, log_output=log_output,
-                                          progress_bar=False, stderr_file=sys.stderr if progress else None)
+                                          progress_bar=False,
+                                          stderr_file=stderr or (sys.stderr if progress else None))
     finally:
         if env_before is None:
             os.environ.pop("TQDM_MININTERVAL", None)

@@ -234,21 +234,3 @@ def metrics_frame(run_dir: str | Path) -> pd.DataFrame:
 
     metrics = read_json(Path(run_dir) / "metrics.json", "run metrics")
     return pd.DataFrame({"value": pd.Series(metrics, dtype=object)})
-
-
-def load_bench(directory: str | Path) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
-    """The tables (NAME.csv) and summaries (NAME.json) that the bench/ scripts wrote into `directory`."""
-    directory = Path(directory)
-    tables = {path.stem: pd.read_csv(path) for path in sorted(directory.glob("*.csv"))}
-    summaries = {path.stem: json.loads(path.read_text()) for path in sorted(directory.glob("*.json"))}
-    if not summaries:
-        raise FileNotFoundError(f"no benchmark results under {directory}: run `make bench` first")
-    return tables, summaries
-
-
-def bench_overview(summaries: dict[str, dict]) -> pd.DataFrame:
-    """One row per benchmark: its headline number against its target, run time and the machine's load."""
-    return pd.DataFrame([{
-        "benchmark": name, "measured": s["headline"], "value": s["value"], "target": s["target"], "met": s["pass"],
-        "minutes": round(s["seconds"] / 60, 1), "load average at start": s["machine"]["load_average_at_start"][0],
-        "load average at end": s["machine"]["load_average_at_end"][0]} for name, s in summaries.items()])

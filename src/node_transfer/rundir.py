@@ -116,15 +116,15 @@ def clear_for_restart(run_dir: Path) -> None:
             path.unlink()
 
 
-def lock(run_dir: Path) -> IO:
-    """Hold an exclusive lock on the run directory for this process; ConfigError if another run holds it."""
+def lock(run_dir: Path, what: str = "run") -> IO:
+    """Hold an exclusive lock on a run (or suite) directory for this process; ConfigError if another holds it."""
     handle = open(run_dir / LOCK, "a")  # noqa: SIM115 (kept open while the run lasts)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         handle.close()
-        raise ConfigError("out", str(run_dir), "a run directory no other process is using (another run holds "
-                          "its lock right now)") from None
+        raise ConfigError("out", str(run_dir), f"a {what} directory no other process is using (another {what} "
+                          "holds its lock right now)") from None
     return handle
 
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import sys
-import time
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -19,8 +17,10 @@ from typing import Any
 import pandas as pd
 
 from .config import ExperimentConfig
-from .errors import ConfigError, DataError, SuiteRunError
-from .rundir import read_json
+from .errors import ConfigError, DataError
+from .rebuild import needs_rebuild, rebuild_dir
+from .rundir import lock, read_json, unlock
+from .scheduling import Scheduler, Task
 from .statistics import stability_statistics
 from .suites import SuiteRun, get_suite
 
@@ -69,19 +69,32 @@ def plan(name: str, profile: str, seeds: int, out: Path, overrides: dict[str, An
 
 def run_suite(name: str, profile: str = "cpu", seeds: int = 1, out: str | Path | None = None,
               overrides: dict[str, Any] | None = None, use_papermill: bool = True,
-              progress: bool = True, resume: bool = False, labels: tuple[str, ...] | None = None) -> Path:
+              progress: bool = True, resume: bool = False, labels: tuple[str, ...] | None = None,
+              jobs: int = 1, only_seeds: tuple[int, ...] | None = None) -> Path:
     """Run a suite and write `runs.csv`; returns the suite directory.
 
-    `labels` runs only those configurations now (others can follow with `resume=True`); `suite.json` always
-    lists the whole suite, and `runs.csv` every finished run.
+    `labels` (and `only_seeds`) run part of the suite now (the rest can follow with `resume=True`); `suite.json`
+    always lists the whole suite, and `runs.csv` every finished run. `jobs` runs that many configurations at
+    once (each in its own papermill kernel), a continued run only after the run it starts from.
     With `resume=True` an interrupted suite in `out` (same suite, profile, seeds, overrides) goes on:
     finished runs are kept (so configurations added to the suite's definition since are the only ones
     run), a run killed mid-way continues from its `last.pt`, one with no checkpoint starts again in a fresh
-    directory (the partial one is set aside as `NAME.partial-N`, never deleted).
+    directory (the partial one is set aside as `NAME.partial-N`, never deleted). A finished run whose
+    checkpoints are missing (committed results on a new machine) is trained again when a run continues from it,
+    and its checkpoints are used only if it reproduces the committed numbers (`rebuild`).
     """
     out = Path(out) if out else Path("runs") / f"suite-{name}-{profile}-{datetime.now():%Y%m%d-%H%M%S}"
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise ConfigError("jobs", jobs, "a positive integer (configurations run at once)")
+    if jobs > 1 and not use_papermill:
+        raise ConfigError("jobs", jobs, "1 when running in process (parallel runs each need their own kernel)")
     everything = plan(name, profile, seeds, out, overrides)
     planned = plan(name, profile, seeds, out, overrides, labels) if labels is not None else everything
+    if only_seeds is not None:
+        bad = [s for s in only_seeds if not isinstance(s, int) or not 0 <= s < seeds]
+        if bad:
+            raise ConfigError("only_seeds", bad[0], f"seeds of this suite, 0 to {seeds - 1} (--seeds {seeds})")
+        planned = [entry for entry in planned if entry[1] in only_seeds]
     meta = {"suite": name, "profile": profile, "seeds": seeds, "overrides": overrides or {},
             "runs": [{"label": r.label, "seed": s, "group": r.group} for r, s, _ in everything]}
     if resume:
@@ -90,54 +103,58 @@ def run_suite(name: str, profile: str = "cpu", seeds: int = 1, out: str | Path |
         raise ConfigError("out", str(out), "a suite directory that does not exist yet "
                           "(or pass resume=True / --resume to continue the suite in it)")
     out.mkdir(parents=True, exist_ok=True)
+    handle = lock(out, "suite")  # two suite processes in one directory would overwrite each other's suite.json
+    try:
+        _run_planned(name, out, meta, planned, resume, jobs, use_papermill, progress)
+    finally:
+        unlock(handle, out)
+    return out
+
+
+def _run_planned(name: str, out: Path, meta: dict[str, Any], planned: list[tuple[SuiteRun, int, ExperimentConfig]],
+                 resume: bool, jobs: int, use_papermill: bool, progress: bool) -> None:
     previous = read_json(out / "suite.json", "suite description") if resume else {}
-    meta["seconds"] = float(previous.get("seconds", 0.0))  # wall time of the runs, kept across resumes
+    # seconds: the runs' wall times added up; wall_seconds: the suite's own wall time (less with jobs > 1)
+    meta["seconds"] = float(previous.get("seconds", 0.0))
+    meta["wall_seconds"] = float(previous.get("wall_seconds", previous.get("seconds", 0.0)))
+    meta["rebuilt"] = list(previous.get("rebuilt", []))
     (out / "suite.json").write_text(json.dumps(meta, indent=2) + "\n")
+    tasks = _tasks(name, out, planned, resume)
+    if tasks:
+        Scheduler(out, meta, jobs, use_papermill, progress).run(tasks)
+    collect_runs(out).to_csv(out / "runs.csv", index=False)
+
+
+def _tasks(name: str, out: Path, planned: list[tuple[SuiteRun, int, ExperimentConfig]],
+           resume: bool) -> list[Task]:
+    """The runs still to do, in plan order, each after the run it continues from (and its rebuild, if any)."""
+    tasks: dict[str, Task] = {}
     for index, (run, seed, config) in enumerate(planned, 1):
         run_dir = Path(config.out)
         if resume and (run_dir / "metrics.json").is_file():
             print(f"[{index}/{len(planned)}] {name}: {run.label} seed {seed} done, kept", file=sys.stderr)
             continue
-        if resume and run_dir.exists():
-            if (run_dir / "last.pt").is_file():
-                config = replace(config, resume=True)
-            else:
-                _set_aside(run_dir)
-        if run.target_from:
-            config = replace(config, target_val_acc=reference_val_acc(out / f"{run.target_from}-s{seed}"))
-        print(f"[{index}/{len(planned)}] {name}: {run.label} seed {seed}", file=sys.stderr, flush=True)
-        started = time.perf_counter()
-        if use_papermill:
-            from papermill.exceptions import PapermillExecutionError
-
-            from .notebooks import book_dir, execute_page
-
-            notebook = out / f"{run.label}-s{seed}.ipynb"
-            try:
-                execute_page(book_dir() / "experiment.md", notebook, parameters=config.to_dict(), cwd=Path.cwd(),
-                             progress=progress)
-            except PapermillExecutionError as exc:
-                raise SuiteRunError(f"{run.label} seed {seed} failed ({exc.ename}: {exc.evalue}); the executed "
-                                    f"notebook is {notebook}; fix the cause and continue with --resume") from None
-        else:
-            from .experiment import run_experiment
-
-            run_experiment(config, progress=progress)
-        meta["seconds"] += time.perf_counter() - started
-        (out / "suite.json").write_text(json.dumps(meta, indent=2) + "\n")
-    table = collect_runs(out)
-    table.to_csv(out / "runs.csv", index=False)
-    return out
+        task = Task(f"{run.label}-s{seed}", run, seed, config)
+        for base in {run.init_from, run.target_from} - {None}:
+            base_key, base_dir = f"{base}-s{seed}", out / f"{base}-s{seed}"
+            if needs_rebuild(base_dir) and run.init_from == base:
+                rebuild_key = f"{base_key}.rebuild"
+                if rebuild_key not in tasks:
+                    tasks[rebuild_key] = _rebuild_task(rebuild_key, run, seed, base_dir)
+                task.after.add(rebuild_key)
+            task.after.add(base_key)
+        tasks[task.key] = task
+    for task in tasks.values():
+        task.after &= set(tasks)  # bases finished earlier are no dependency
+    return list(tasks.values())
 
 
-def reference_val_acc(run_dir: Path) -> float:
-    """The validation accuracy a finished run reached (its selected epoch's): the target of runs continued
-    from it."""
-    path = run_dir / "metrics.json"
-    if not path.is_file():
-        raise ConfigError("target_from", str(run_dir), "a finished run (with metrics.json) of the same seed, "
-                          "run before the runs that stop at its validation accuracy")
-    return float(json.loads(path.read_text())["val_acc"])
+def _rebuild_task(key: str, run: SuiteRun, seed: int, base_dir: Path) -> Task:
+    """Train a finished run again (from its own config.json) into NAME.rebuild, to recover its checkpoints."""
+    saved = read_json(base_dir / "config.json", "run configuration")
+    config = ExperimentConfig.from_dict({**{k: saved[k] for k in ExperimentConfig.field_names() if k in saved},
+                                         "out": str(rebuild_dir(base_dir)), "resume": False})
+    return Task(key, SuiteRun(f"{base_dir.name}.rebuild", {}, group=run.group), seed, config, rebuild_of=base_dir)
 
 
 def _check_resumable(out: Path, meta: dict[str, Any]) -> None:
@@ -149,14 +166,6 @@ def _check_resumable(out: Path, meta: dict[str, Any]) -> None:
     for key in ("suite", "profile", "seeds", "overrides"):
         if previous.get(key) != meta[key]:
             raise ConfigError(key, meta[key], f"{previous.get(key)!r}, as the suite being resumed in {str(out)!r}")
-
-
-def _set_aside(run_dir: Path) -> None:
-    """Rename an unfinished run directory with no checkpoint so the run can start again."""
-    index = 1
-    while run_dir.with_name(f"{run_dir.name}.partial-{index}").exists():
-        index += 1
-    run_dir.rename(run_dir.with_name(f"{run_dir.name}.partial-{index}"))
 
 
 def collect_runs(suite_dir: Path) -> pd.DataFrame:

@@ -153,6 +153,19 @@ def head_claims(runs: pd.DataFrame, histories: pd.DataFrame, node: str = "node")
     return pd.DataFrame(rows)
 
 
+def claims_by_regime(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """The verdict tables of several regimes (e.g. "Fashion-MNIST, fine-tune") as one: a row per claim and regime,
+    each with its numbers; claims keep their order, each claim's regimes follow the order of `tables`."""
+    columns = ["claim", "regime", "against", "measured", "verdict"]
+    frames = [table.assign(regime=regime) for regime, table in tables.items() if len(table)]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    table = pd.concat(frames, ignore_index=True)
+    first_seen = {claim: i for i, claim in reversed(list(enumerate(table["claim"])))}
+    order = sorted(range(len(table)), key=lambda i: (first_seen[table["claim"][i]], i))
+    return table.loc[order, columns].reset_index(drop=True)
+
+
 def against_reference(runs: pd.DataFrame, histories: pd.DataFrame, reference: str) -> pd.DataFrame:
     """Each configuration of a sweep against a reference one: accuracy, NFE, time, stability and paired verdicts,
     and whether it meets the `beyond` target (test accuracy within the reference's seed std, at least 2x fewer

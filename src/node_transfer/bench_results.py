@@ -1,0 +1,146 @@
+"""The committed benchmark results (`results/bench/`, written by the scripts in `bench/`) and the numbers the
+performance chapter states from them, computed here so that the page only loads, shows and glues."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from .heads import build_head, count_parameters
+
+# The head variants the benchmarks time, by the labels their tables carry (bench/head_cost.py and
+# bench/cached_features.py use these names).
+DEFAULT_HEAD = "node w256 (default)"
+ADJOINT_HEAD = "node w256 adjoint"
+SEMINORM_HEAD = "node w256 adjoint+seminorm"
+NARROW_HEAD = "node w64"
+LOOSE_HEAD = "node w64 tol 1e-3"
+BENCH_IMAGE_SIZE = 64  # the book's CPU profile
+PAPER_IMAGE_SIZE = 224  # EfficientNet's own resolution
+
+
+def load_bench(directory: str | Path) -> tuple[dict[str, pd.DataFrame], dict[str, dict]]:
+    """The tables (NAME.csv) and summaries (NAME.json) that the bench/ scripts wrote into `directory`."""
+    directory = Path(directory)
+    tables = {path.stem: pd.read_csv(path) for path in sorted(directory.glob("*.csv"))}
+    summaries = {path.stem: json.loads(path.read_text()) for path in sorted(directory.glob("*.json"))}
+    if not summaries:
+        raise FileNotFoundError(f"no benchmark results under {directory}: run `make bench` first")
+    return tables, summaries
+
+
+def bench_overview(summaries: dict[str, dict]) -> pd.DataFrame:
+    """One row per benchmark: its headline number against its target, run time and the machine's load."""
+    return pd.DataFrame([{
+        "benchmark": name, "measured": s["headline"], "value": s["value"], "target": s["target"], "met": s["pass"],
+        "minutes": round(s["seconds"] / 60, 1), "load average at start": s["machine"]["load_average_at_start"][0],
+        "load average at end": s["machine"]["load_average_at_end"][0]} for name, s in summaries.items()])
+
+
+def dynamics_mflop() -> float:
+    """MFLOP of one evaluation of the default head's dynamics per image (about two operations per weight)."""
+    return 2 * count_parameters(build_head("node", 1280, 10).block.dynamics) / 1e6
+
+
+def at_paper_size(ratio: float) -> float:
+    """A head's cost ratio against the FC model at 224 px, estimated from 64 px: the backbone's part of a step
+    grows with the pixel count, the head's does not."""
+    return 1 + (ratio - 1) / (PAPER_IMAGE_SIZE / BENCH_IMAGE_SIZE) ** 2
+
+
+def performance_facts(tables: dict[str, pd.DataFrame], summary: dict[str, dict]) -> dict[str, Any]:
+    """Every number the performance chapter writes in its prose, by the name it glues it under."""
+    return {**_overview(summary), **_head_cost(tables, summary["head_cost"]),
+            **_cached(tables["cached_features"], summary["cached_features"]),
+            **_tolerance(tables["tolerance"], summary["tolerance"]), **_memory(tables["memory"], summary["memory"]),
+            **_loop(summary["loop_overhead"]), **_feature_cache(summary["feature_cache"]),
+            **_allocator(tables["allocator"], summary["allocator"])}
+
+
+def _verdict(passed: bool) -> str:
+    return "meets" if passed else "misses"
+
+
+def _overview(summary: dict[str, dict]) -> dict[str, Any]:
+    overview = bench_overview(summary)
+    return {"bench_count": len(overview), "bench_minutes": float(overview["minutes"].sum()),
+            "load_max": float(overview[["load average at start", "load average at end"]].max().max())}
+
+
+def _head_cost(tables: dict[str, pd.DataFrame], hc: dict[str, Any]) -> dict[str, Any]:
+    by_head = tables["head_cost"].set_index("head")
+    accuracy = tables["head_cost-accuracy"]
+    return {
+        "hc_default": hc["default_ratio"], "hc_best": hc["value"], "hc_best_head": hc["recommended"],
+        "hc_target": hc["target"], "hc_verdict": _verdict(hc["pass"]), "hc_adjoint": hc["adjoint_ratio"],
+        "hc_seminorm": hc["adjoint_seminorm_ratio"], "hc_best_acc": hc["recommended_test_acc"] * 100,
+        "hc_default_acc": hc["default_test_acc"] * 100,
+        "hc_nfe_default": float(by_head.loc[DEFAULT_HEAD, "nfe_forward"]),
+        "hc_nfe_loose": float(by_head.loc[LOOSE_HEAD, "nfe_forward"]), "hc_dyn_mflop": dynamics_mflop(),
+        "hc_224_default": at_paper_size(float(by_head.loc[DEFAULT_HEAD, "ratio_vs_fc"])),
+        "hc_224_adjoint": at_paper_size(float(by_head.loc[ADJOINT_HEAD, "ratio_vs_fc"])),
+        "hc_std_low": float(accuracy["test_acc_std"].min() * 100),
+        "hc_std_high": float(accuracy["test_acc_std"].max() * 100),
+    }
+
+
+def _cached(cached: pd.DataFrame, cf: dict[str, Any]) -> dict[str, Any]:
+    by_head = cached.set_index("head")
+    default = by_head.loc[DEFAULT_HEAD]
+    batches = default["images"] / cf["setting"]["batch_size"]
+    return {
+        "cf_node": cf["value"], "cf_fc": cf["speedup_by_head"]["fc"], "cf_target": cf["target"],
+        "cf_node_cached_s": float(default["epoch_s_cached"]), "cf_node_needed_s": float(default["cached_s_for_target"]),
+        "cf_bb_s": float(by_head.loc["fc", "epoch_s_backbone"] - by_head.loc["fc", "epoch_s_cached"]),
+        "cf_224_default": cf["speedup_at_224px_est"][DEFAULT_HEAD],
+        "cf_224_w64": cf["speedup_at_224px_est"][NARROW_HEAD],
+        "cf_step_ms": float(default["cached_s_for_target"] / batches * 1000),
+    }
+
+
+def _tolerance(tol: pd.DataFrame, tl: dict[str, Any]) -> dict[str, Any]:
+    acc_range = (tol["test_acc"].max() - tol["test_acc"].min()) * 100
+    return {
+        "tol_loosest": tl["value"], "tol_time_ratio": tl["time_ratio_vs_1e5"],
+        "tol_span": tl["tightest_over_loosest_time"],
+        "tol_acc_range": "identical at every tolerance" if acc_range == 0 else f"within {acc_range:.1f} points",
+        "tol_adjoint_factor": float((tol["s_per_batch_adjoint"] / tol["s_per_batch_direct"]).median()),
+    }
+
+
+def _memory(mem: pd.DataFrame, mm: dict[str, Any]) -> dict[str, Any]:
+    cross = mm["adjoint_saves_memory_from_nfe"]
+    dopri = mem[mem["solver"] == "dopri5"].pivot(index="tol", columns="mode", values="peak_mb")
+    return {
+        "mem_change": mm["value"] * 100, "mem_all": mm["adjoint_max_over_min_minus_1_including_one_step"] * 100,
+        "mem_direct": mm["direct_growth_factor"], "mem_verdict": _verdict(mm["pass"]),
+        "mem_per_nfe": mm["direct_saved_mb_per_nfe"], "mem_steps": int(mem["rk4_steps"].max()),
+        "mem_cross": f"from {cross} evaluations on" if cross else "at none of the NFE tried",
+        "mem_dopri": "it never does" if (dopri["direct"] <= dopri["adjoint"]).all() else "it sometimes does",
+        "mem_adj_rk4": mm["adjoint_peak_mb_rk4_multistep"], "mem_adj_dopri": mm["adjoint_peak_mb_dopri5"],
+        "mem_params": count_parameters(build_head("node", 1280, 10).block.dynamics),
+    }
+
+
+def _loop(lo: dict[str, Any]) -> dict[str, Any]:
+    return {"loop_ratio": lo["value"], "loop_target": lo["target"], "loop_verdict": _verdict(lo["pass"])}
+
+
+def _feature_cache(fc: dict[str, Any]) -> dict[str, Any]:
+    return {"fc_cache_ratio": fc["value"], "fc_cache_target": fc["target"], "fc_cache_verdict": _verdict(fc["pass"]),
+            "fc_cache_cpu_ratio": fc["cpu_time_ratio"], "fc_cache_images": fc["setting"]["images"],
+            "fc_cache_reload_s": fc["reload_seconds"], "fc_cache_mb": fc["cache_file_mb"],
+            "fc_cache_identical": "bit for bit the same" if fc["features_identical_to_bare"] else "not the same"}
+
+
+def _allocator(table: pd.DataFrame, al: dict[str, Any]) -> dict[str, Any]:
+    by_workload = table.set_index("workload")
+    return {"alloc_elementwise": float(by_workload.loc["elementwise", "speedup"]),
+            "alloc_node": float(by_workload.loc["node head step", "speedup"]),
+            "alloc_finetune": float(by_workload.loc["fine-tune step", "speedup"]),
+            "alloc_node_ms": float(by_workload.loc["node head step", "ms_keep_freed_memory"]),
+            "alloc_target": al["target"], "alloc_verdict": _verdict(al["pass"]),
+            "alloc_same": "the same" if by_workload["same_result"].all() else "not the same"}

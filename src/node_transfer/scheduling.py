@@ -1,0 +1,169 @@
+"""Running a suite's configurations, several at once where asked: each run after the run it continues from.
+
+`Scheduler` executes `Task`s (one configuration and seed, or the rebuild of a finished run's checkpoints) in a
+pool of threads, each driving its own papermill kernel, and keeps `suite.json`'s timings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, TextIO
+
+from .config import ExperimentConfig
+from .errors import ConfigError, SuiteRunError
+from .rebuild import verify_rebuild
+from .suites import SuiteRun
+
+
+@dataclass
+class Task:
+    """One run to execute: a configuration and seed, or the rebuild of a finished run's checkpoints."""
+
+    key: str  # LABEL-sSEED
+    run: SuiteRun
+    seed: int
+    config: ExperimentConfig
+    after: set[str] = field(default_factory=set)  # keys of tasks that must finish first
+    rebuild_of: Path | None = None
+
+
+class Scheduler:
+    """Runs tasks `jobs` at a time, each once the tasks it depends on have finished; stops at the first failure
+    (after the runs already going have finished), which is then raised."""
+
+    def __init__(self, out: Path, meta: dict[str, Any], jobs: int, use_papermill: bool, progress: bool) -> None:
+        self.out, self.meta, self.jobs = out, meta, jobs
+        self.use_papermill, self.progress = use_papermill, progress
+        self.lock = threading.Lock()
+
+    def run(self, tasks: list[Task]) -> None:
+        pending, done, total = list(tasks), set(), len(tasks)
+        failure: BaseException | None = None
+        started = time.perf_counter()
+        env = {"TQDM_MININTERVAL": os.environ.get("TQDM_MININTERVAL") or "30"}
+        if self.jobs > 1 and "OMP_NUM_THREADS" not in os.environ:  # each kernel its share of the cores
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.jobs))
+        saved_env = {key: os.environ.get(key) for key in env}
+        os.environ.update(env)
+        try:
+            with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+                running: dict[Future, Task] = {}
+                while pending or running:
+                    ready = [t for t in pending if not t.after - done] if failure is None else []
+                    for task in ready[: self.jobs - len(running)]:
+                        pending.remove(task)
+                        index = total - len(pending)
+                        running[pool.submit(self._execute, task, index, total)] = task
+                    if not running:
+                        break
+                    finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        task = running.pop(future)
+                        if future.exception() is None:
+                            done.add(task.key)
+                        elif failure is None:
+                            failure = future.exception()
+        finally:
+            for key, value in saved_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            with self.lock:
+                self.meta["wall_seconds"] += time.perf_counter() - started
+                self._write_meta()
+        if failure is not None:
+            raise failure
+
+    def _write_meta(self) -> None:
+        (self.out / "suite.json").write_text(json.dumps(self.meta, indent=2) + "\n")
+
+    def _execute(self, task: Task, index: int, total: int) -> None:
+        config, run_dir = task.config, Path(task.config.out)
+        if run_dir.exists():
+            if (run_dir / "last.pt").is_file():
+                config = replace(config, resume=True)
+            else:
+                set_aside(run_dir)
+        if task.run.target_from:
+            target = reference_val_acc(self.out / f"{task.run.target_from}-s{task.seed}")
+            config = replace(config, target_val_acc=target)
+        what = f"rebuild of {task.rebuild_of.name} (its checkpoints)" if task.rebuild_of else task.run.label
+        self._say(f"[{index}/{total}] {self.meta['suite']}: {what} seed {task.seed}")
+        started = time.perf_counter()
+        notebook = self.out / f"{task.key}.ipynb"
+        if self.use_papermill:
+            from papermill.exceptions import PapermillExecutionError
+
+            from .notebooks import book_dir, execute_page
+
+            stream = Prefixed(sys.stderr, f"[{task.key}] ") if self.jobs > 1 else sys.stderr
+            try:
+                execute_page(book_dir() / "experiment.md", notebook, parameters=config.to_dict(), cwd=Path.cwd(),
+                             stderr=stream if self.progress else None)
+            except PapermillExecutionError as exc:
+                raise SuiteRunError(f"{task.key} failed ({exc.ename}: {exc.evalue}); the executed notebook is "
+                                    f"{notebook}; fix the cause and continue with --resume") from None
+        else:
+            from .experiment import run_experiment
+
+            run_experiment(config, progress=self.progress)
+        seconds = time.perf_counter() - started
+        if task.rebuild_of is not None:
+            verify_rebuild(task.rebuild_of, run_dir)
+            notebook.unlink(missing_ok=True)
+            self._say(f"{task.rebuild_of.name}: the rebuild reproduced every committed number; its checkpoints "
+                      "are in place")
+        with self.lock:
+            self.meta["seconds"] += seconds
+            if task.rebuild_of is not None:
+                self.meta["rebuilt"].append({"run": task.rebuild_of.name, "seconds": seconds})
+            self._write_meta()
+
+    def _say(self, text: str) -> None:
+        with self.lock:
+            print(text, file=sys.stderr, flush=True)
+
+
+class Prefixed:
+    """A text stream that writes each complete line to `stream` behind `prefix` (parallel runs' progress)."""
+
+    def __init__(self, stream: TextIO, prefix: str) -> None:
+        self.stream, self.prefix, self.partial = stream, prefix, ""
+
+    def write(self, text: str) -> int:
+        lines = (self.partial + text.replace("\r", "\n")).split("\n")
+        self.partial = lines.pop()
+        for line in lines:
+            if line.strip():
+                self.stream.write(f"{self.prefix}{line}\n")
+        self.stream.flush()
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def reference_val_acc(run_dir: Path) -> float:
+    """The validation accuracy a finished run reached (its selected epoch's): the target of runs continued
+    from it."""
+    path = run_dir / "metrics.json"
+    if not path.is_file():
+        raise ConfigError("target_from", str(run_dir), "a finished run (with metrics.json) of the same seed, "
+                          "run before the runs that stop at its validation accuracy")
+    return float(json.loads(path.read_text())["val_acc"])
+
+
+def set_aside(run_dir: Path) -> None:
+    """Rename an unfinished run directory with no checkpoint so the run can start again."""
+    index = 1
+    while run_dir.with_name(f"{run_dir.name}.partial-{index}").exists():
+        index += 1
+    run_dir.rename(run_dir.with_name(f"{run_dir.name}.partial-{index}"))

@@ -1,0 +1,152 @@
+"""Suites run several configurations at once (after the runs they continue from), part of their seeds, and
+recover a committed run's missing checkpoints only when training it again reproduces its numbers."""
+
+import io
+import json
+import threading
+import time
+
+import nbformat
+import pandas as pd
+import pytest
+
+from node_transfer.config import ExperimentConfig
+from node_transfer.errors import ConfigError, SuiteRunError
+from node_transfer.scheduling import Prefixed, Scheduler, Task
+from node_transfer.suite_runner import run_suite
+from node_transfer.suites import SuiteRun
+
+# The paper suite's digits profile, made tiny: 200 training images at 32 px, one epoch per run.
+TINY = {"epochs": 1, "train_subset": 200, "image_size": 32}
+
+
+def fake_tasks(tmp_path, spec):
+    """Tasks named by `spec` {key: (seconds, depends_on)}; their config is never used."""
+    config = ExperimentConfig(out=str(tmp_path / "unused"))
+    return [Task(key, SuiteRun(key, {}), 0, config, after=set(after)) for key, (_, after) in spec.items()]
+
+
+def test_scheduler_runs_at_most_jobs_at_once_and_each_after_its_base(tmp_path, monkeypatch):
+    spec = {"base": (0.3, []), "a": (0.2, ["base"]), "b": (0.2, ["base"]), "c": (0.2, ["base"]),
+            "other": (0.5, [])}
+    log, lock, active = [], threading.Lock(), [0]
+
+    def execute(self, task, index, total):
+        with lock:
+            active[0] += 1
+            log.append(("start", task.key, active[0]))
+        time.sleep(spec[task.key][0])
+        with lock:
+            active[0] -= 1
+            log.append(("end", task.key, active[0]))
+
+    monkeypatch.setattr(Scheduler, "_execute", execute)
+    meta = {"suite": "fake", "seconds": 0.0, "wall_seconds": 0.0, "rebuilt": []}
+    Scheduler(tmp_path, meta, jobs=2, use_papermill=True, progress=False).run(fake_tasks(tmp_path, spec))
+    assert max(count for kind, _, count in log if kind == "start") == 2
+    order = [(kind, key) for kind, key, _ in log]
+    assert {key for kind, key in order if kind == "start"} == set(spec)
+    for key in ("a", "b", "c"):
+        assert order.index(("end", "base")) < order.index(("start", key))
+    assert order[:2] == [("start", "base"), ("start", "other")]  # the free core is not left idle
+    assert meta["wall_seconds"] > 0 and json.loads((tmp_path / "suite.json").read_text())["suite"] == "fake"
+
+
+def test_a_failed_run_stops_new_runs_but_lets_the_running_ones_finish(tmp_path, monkeypatch):
+    spec = {"slow": (0.4, []), "bad": (0.05, []), "after-bad": (0.0, ["bad"]), "free": (0.0, [])}
+    started, finished = [], []
+
+    def execute(self, task, index, total):
+        started.append(task.key)
+        time.sleep(spec[task.key][0])
+        if task.key == "bad":
+            raise SuiteRunError("bad failed")
+        finished.append(task.key)
+
+    monkeypatch.setattr(Scheduler, "_execute", execute)
+    meta = {"suite": "fake", "seconds": 0.0, "wall_seconds": 0.0, "rebuilt": []}
+    with pytest.raises(SuiteRunError, match="bad failed"):
+        Scheduler(tmp_path, meta, jobs=2, use_papermill=True, progress=False).run(fake_tasks(tmp_path, spec))
+    assert started == ["slow", "bad"] and finished == ["slow"]  # nothing new after the failure
+
+
+def test_parallel_progress_lines_carry_their_run(tmp_path):
+    sink = io.StringIO()
+    stream = Prefixed(sink, "[rk-s0] ")
+    stream.write("epoch 1/3: loss 0.5\nepoch 2")
+    stream.write("/3: loss 0.4\r")
+    assert sink.getvalue() == "[rk-s0] epoch 1/3: loss 0.5\n[rk-s0] epoch 2/3: loss 0.4\n"
+
+
+def test_jobs_and_seeds_are_checked_before_anything_is_written(tmp_path):
+    for jobs in (0, -1, "2", True):
+        with pytest.raises(ConfigError, match="jobs"):
+            run_suite("smoke", "cpu", 1, tmp_path / "s", jobs=jobs)
+    with pytest.raises(ConfigError, match="jobs"):
+        run_suite("smoke", "cpu", 1, tmp_path / "s", jobs=2, use_papermill=False)
+    with pytest.raises(ConfigError, match=r"only_seeds=2: expected seeds of this suite, 0 to 1"):
+        run_suite("smoke", "cpu", 2, tmp_path / "s", only_seeds=(2,))
+    assert not (tmp_path / "s").exists()
+
+
+def test_only_seeds_runs_part_and_resume_adds_the_rest(tmp_path):
+    out = run_suite("smoke", "cpu", 2, tmp_path / "s", use_papermill=False, progress=False, only_seeds=(1,))
+    assert sorted(pd.read_csv(out / "runs.csv")["run_dir"]) == ["fc-s1", "node-s1"]
+    run_suite("smoke", "cpu", 2, out, use_papermill=False, progress=False, resume=True)
+    assert sorted(pd.read_csv(out / "runs.csv")["run_dir"]) == ["fc-s0", "fc-s1", "node-s0", "node-s1"]
+
+
+def test_parallel_runs_through_papermill_start_continued_runs_after_their_base(tmp_path):
+    out = run_suite("paper", "cpu", 1, tmp_path / "p", overrides=TINY, labels=("baseline", "rk", "fc-adam"),
+                    jobs=2, progress=False)
+    times = {}
+    for key in ("baseline-s0", "rk-s0", "fc-adam-s0"):
+        meta = nbformat.read(out / f"{key}.ipynb", as_version=4).metadata["papermill"]
+        times[key] = (meta["start_time"], meta["end_time"])
+    assert times["baseline-s0"][1] <= min(times["rk-s0"][0], times["fc-adam-s0"][0])
+    assert max(times["rk-s0"][0], times["fc-adam-s0"][0]) < min(times["rk-s0"][1], times["fc-adam-s0"][1])
+    suite = json.loads((out / "suite.json").read_text())
+    assert suite["seconds"] > suite["wall_seconds"] > 0  # two runs overlapped
+    assert len(pd.read_csv(out / "runs.csv")) == 3
+
+
+def test_missing_checkpoints_of_a_finished_base_are_rebuilt_only_if_it_reproduces(tmp_path):
+    out = run_suite("paper", "cpu", 1, tmp_path / "p", overrides=TINY, labels=("baseline",),
+                    use_papermill=False, progress=False)
+    base = out / "baseline-s0"
+    committed = {name: (base / name).read_bytes() for name in ("config.json", "history.csv", "metrics.json")}
+    for name in ("last.pt", "best.pt"):  # the committed results of another machine: no weights
+        (base / name).unlink()
+    run_suite("paper", "cpu", 1, out, overrides=TINY, labels=("rk",), use_papermill=False, progress=False,
+              resume=True)
+    assert {name: (base / name).read_bytes() for name in committed} == committed  # untouched
+    assert (base / "best.pt").is_file() and not (out / "baseline-s0.rebuild").exists()
+    assert (out / "rk-s0" / "metrics.json").is_file()
+    assert [entry["run"] for entry in json.loads((out / "suite.json").read_text())["rebuilt"]] == ["baseline-s0"]
+
+    # a committed number that training no longer reproduces: refused, nothing committed changes
+    (base / "last.pt").unlink()
+    history = pd.read_csv(base / "history.csv")
+    history.loc[0, "val_loss"] += 0.125
+    history.to_csv(base / "history.csv", index=False)
+    edited = (base / "history.csv").read_bytes()
+    run_dir = out / "fc-adam-s0"
+    with pytest.raises(SuiteRunError, match=r"differs from the committed one \(history.csv epoch 1 val_loss"):
+        run_suite("paper", "cpu", 1, out, overrides=TINY, labels=("fc-adam",), use_papermill=False,
+                  progress=False, resume=True)
+    assert (base / "history.csv").read_bytes() == edited and not (base / "last.pt").exists()
+    assert (out / "baseline-s0.rebuild" / "best.pt").is_file() and not run_dir.exists()
+
+
+def test_a_second_suite_process_in_the_same_directory_is_refused(tmp_path):
+    from node_transfer.rundir import lock, unlock
+
+    out = run_suite("smoke", "cpu", 1, tmp_path / "s", use_papermill=False, progress=False, labels=("fc",))
+    handle = lock(out, "suite")  # another `node-transfer suite` working in it
+    before = (out / "suite.json").read_bytes()
+    with pytest.raises(ConfigError, match="another suite holds its lock"):
+        run_suite("smoke", "cpu", 1, out, use_papermill=False, progress=False, resume=True)
+    assert (out / "suite.json").read_bytes() == before and not (out / "node-s0").exists()
+    unlock(handle, out)
+    run_suite("smoke", "cpu", 1, out, use_papermill=False, progress=False, resume=True)
+    assert (out / "node-s0" / "metrics.json").is_file() and not (out / ".lock").exists()
