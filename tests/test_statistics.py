@@ -16,6 +16,7 @@ from node_transfer.verdicts import (
     against_reference,
     claims_by_regime,
     compare,
+    continued_cost,
     epochs_to_target,
     head_claims,
     paper_claims,
@@ -140,6 +141,15 @@ def test_one_verdict_table_has_a_row_per_claim_and_regime():
     assert list(stable["verdict"]) == ["does not hold", "holds"]
     assert list(table["claim"].drop_duplicates()) == list(digits["claim"])
     assert claims_by_regime({}).columns.tolist() == ["claim", "regime", "against", "measured", "verdict"]
+
+
+def test_continued_cost_says_how_far_a_continued_run_got():
+    runs, histories = synthetic_suite({"baseline": 0.0, "rk": 0.0}, {"baseline": 0.90, "rk": 0.89})
+    cost = continued_cost(runs, histories, "rk")
+    assert cost["seeds"] == 4 and cost["reached"] == 0 and np.isnan(cost["epochs_to_target"])  # 0.90 < 0.92
+    assert cost["time_ratio"] == 1.0 and cost["test_acc"] == pytest.approx(89.0, abs=0.1)
+    runs.loc[runs["label"] == "baseline", "val_acc"] = 0.85  # reached once the curve passes 0.85: epoch 5
+    assert continued_cost(runs, histories, "rk")["epochs_to_target"] == 5.0
 
 
 def test_expected_calibration_error_of_known_predictions():

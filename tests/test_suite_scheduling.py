@@ -90,8 +90,16 @@ def test_jobs_and_seeds_are_checked_before_anything_is_written(tmp_path):
 
 
 def test_only_seeds_runs_part_and_resume_adds_the_rest(tmp_path):
+    from node_transfer.reporting import suite_progress, sweep_table
+
     out = run_suite("smoke", "cpu", 2, tmp_path / "s", use_papermill=False, progress=False, only_seeds=(1,))
-    assert sorted(pd.read_csv(out / "runs.csv")["run_dir"]) == ["fc-s1", "node-s1"]
+    runs = pd.read_csv(out / "runs.csv")
+    assert sorted(runs["run_dir"]) == ["fc-s1", "node-s1"]
+    progress = suite_progress(out).set_index("configuration")
+    assert progress.loc["node", "seeds planned"] == 2 and progress.loc["node", "seeds finished"] == 1
+    table = sweep_table(runs).set_index("configuration")
+    assert table.loc["fc", "solver"] == "–" and table.loc["node", "solver"] == "dopri5"
+    assert table.loc["fc", "head params"] == f"{runs.loc[runs['label'] == 'fc', 'params_head'].item():,}"
     run_suite("smoke", "cpu", 2, out, use_papermill=False, progress=False, resume=True)
     assert sorted(pd.read_csv(out / "runs.csv")["run_dir"]) == ["fc-s0", "fc-s1", "node-s0", "node-s1"]
 

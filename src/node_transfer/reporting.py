@@ -61,6 +61,7 @@ def paper_tables(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
                        "s / epoch": fmt(group["seconds_per_epoch"], digits=2),
                        "NFE fwd / batch": fmt(group["nfe_forward"], digits=1),
                        "NFE bwd / batch": fmt(group["nfe_backward"], digits=1),
+                       "head params": _params(group),
                        "paper epochs, time": f"{paper['epochs']}, {paper['hours']} h" if paper else "–"})
         first = group.iloc[0]
         is_node = first["head"] == "node"
@@ -87,16 +88,38 @@ def sweep_table(runs: pd.DataFrame) -> pd.DataFrame:
     for label, group in _ordered_groups(runs):
         first = group.iloc[0]
         fixed_step = pd.notna(first.get("step_size"))  # rtol/atol do not act on a fixed-step solver
-        rows.append({"configuration": label, "solver": first.get("solver", ""),
-                     "rtol": "–" if fixed_step else first.get("rtol"),
-                     "step": first.get("step_size") if fixed_step else "adaptive", "seeds": len(group),
+        ode = first.get("head", "node") == "node"  # a head without an ODE has no solver
+        rows.append({"configuration": label, "solver": first.get("solver", "") if ode else "–",
+                     "rtol": "–" if fixed_step or not ode else first.get("rtol"),
+                     "step": "–" if not ode else first.get("step_size") if fixed_step else "adaptive",
+                     "seeds": len(group),
                      "test %": fmt(group["test_acc"], 100),
                      "val %": fmt(group["val_acc"], 100), "NFE fwd": fmt(group["nfe_forward"]),
                      "NFE bwd": fmt(group["nfe_backward"]), "s / epoch": fmt(group["seconds_per_epoch"], digits=2),
+                     "head params": _params(group),
                      "val-loss rise": fmt(group["val_loss_rise"], digits=4),
                      "test NLL": fmt(group["test_nll"], digits=3) if "test_nll" in group else "–",
                      "test ECE %": fmt(group["test_ece"], 100, digits=2) if "test_ece" in group else "–"})
     return pd.DataFrame(rows)
+
+
+def _params(group: pd.DataFrame) -> str:
+    """The head's parameter count (the same for every seed of a configuration)."""
+    return f"{int(group['params_head'].iloc[0]):,}" if "params_head" in group else "–"
+
+
+def suite_progress(suite_dir: str | Path) -> pd.DataFrame:
+    """Per configuration of a suite: the seeds planned and those finished (committed suites run in chunks)."""
+    from .rundir import read_json
+
+    suite_dir = Path(suite_dir)
+    planned = pd.DataFrame(read_json(suite_dir / "suite.json", "suite description")["runs"])
+    finished = {(row["label"], row["seed"]) for _, row in load_suite(suite_dir)[0].iterrows()}
+    planned["finished"] = [(label, seed) in finished for label, seed in zip(planned["label"], planned["seed"])]
+    table = planned.groupby("label", sort=False).agg(group=("group", "first"), planned=("seed", "size"),
+                                                     finished=("finished", "sum"))
+    return table.reset_index().rename(columns={"label": "configuration", "planned": "seeds planned",
+                                               "finished": "seeds finished"})
 
 
 def load_histories(suite_dir: Path, runs: pd.DataFrame) -> pd.DataFrame:

@@ -153,6 +153,23 @@ def head_claims(runs: pd.DataFrame, histories: pd.DataFrame, node: str = "node")
     return pd.DataFrame(rows)
 
 
+def continued_cost(runs: pd.DataFrame, histories: pd.DataFrame, label: str, reference: str = "baseline"
+                   ) -> dict[str, float | int]:
+    """How far a run continued from `reference` got and at what cost, over its finished seeds: test accuracy
+    (%), seconds per epoch against the reference's, NFE per batch, epochs run, and the seeds that reached the
+    reference's validation accuracy within their budget (with the mean epoch at which they did)."""
+    own, ref = runs[runs["label"] == label], runs[runs["label"] == reference]
+    reached = epochs_to_target(histories, runs, label, reference).dropna()
+    return {"seeds": len(own), "test_acc": float(own["test_acc"].mean() * 100),
+            "reference_test_acc": float(ref["test_acc"].mean() * 100),
+            "time_ratio": float(own["seconds_per_epoch"].mean() / ref["seconds_per_epoch"].mean()),
+            "seconds_per_epoch": float(own["seconds_per_epoch"].mean()),
+            "nfe_forward": float(own["nfe_forward"].mean()), "nfe_backward": float(own["nfe_backward"].mean()),
+            "epochs": int(histories.loc[histories["label"] == label, "epoch"].max()) if len(own) else 0,
+            "reached": len(reached),
+            "epochs_to_target": float(reached.mean()) if len(reached) else math.nan}
+
+
 def claims_by_regime(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """The verdict tables of several regimes (e.g. "Fashion-MNIST, fine-tune") as one: a row per claim and regime,
     each with its numbers; claims keep their order, each claim's regimes follow the order of `tables`."""
