@@ -61,3 +61,23 @@ def test_ranks_take_rank_0s_validation_numbers(tmp_path):
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     for rank in (0, 1):
         assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == {"loss": 1.0, "acc": 0.9, "nfe": 0.0}
+
+
+def test_cpu_runs_keep_freed_memory_without_changing_results():
+    """glibc's mallopt takes the settings (a fresh process), and a training step gives the same loss with them."""
+    code = """
+import sys, torch
+from node_transfer.distributed import keep_freed_memory
+applied = keep_freed_memory() if sys.argv[1] == "keep" else False
+torch.manual_seed(0)
+from node_transfer.heads import build_head
+head = build_head("node", 32, 3, ode_width=8, rtol=1e-3, atol=1e-3)
+x, y = torch.randn(64, 32), torch.randint(0, 3, (64,))
+loss = torch.nn.functional.cross_entropy(head(x), y)
+loss.backward()
+print(applied, repr(loss.item()), repr(sum(float(p.grad.sum()) for p in head.parameters() if p.grad is not None)))
+"""
+    outputs = {mode: subprocess.run([sys.executable, "-c", code, mode], capture_output=True, text=True,
+                                    check=True).stdout.split() for mode in ("keep", "default")}
+    assert outputs["keep"][0] == "True" and outputs["default"][0] == "False"
+    assert outputs["keep"][1:] == outputs["default"][1:]
