@@ -144,6 +144,7 @@ def test_missing_checkpoints_of_a_finished_base_are_rebuilt_only_if_it_reproduce
                   progress=False, resume=True)
     assert (base / "history.csv").read_bytes() == edited and not (base / "last.pt").exists()
     assert (out / "baseline-s0.rebuild" / "best.pt").is_file() and not run_dir.exists()
+    assert sorted(pd.read_csv(out / "runs.csv")["run_dir"]) == ["baseline-s0", "rk-s0"]  # written all the same
 
 
 def test_a_second_suite_process_in_the_same_directory_is_refused(tmp_path):

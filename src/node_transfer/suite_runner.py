@@ -120,9 +120,11 @@ def _run_planned(name: str, out: Path, meta: dict[str, Any], planned: list[tuple
     meta["rebuilt"] = list(previous.get("rebuilt", []))
     (out / "suite.json").write_text(json.dumps(meta, indent=2) + "\n")
     tasks = _tasks(name, out, planned, resume)
-    if tasks:
-        Scheduler(out, meta, jobs, use_papermill, progress).run(tasks)
-    collect_runs(out).to_csv(out / "runs.csv", index=False)
+    try:
+        if tasks:
+            Scheduler(out, meta, jobs, use_papermill, progress).run(tasks)
+    finally:  # also when a run failed: runs.csv lists every run that has finished
+        collect_runs(out).to_csv(out / "runs.csv", index=False)
 
 
 def _tasks(name: str, out: Path, planned: list[tuple[SuiteRun, int, ExperimentConfig]],
