@@ -40,9 +40,14 @@ def bench_overview(summaries: dict[str, dict]) -> pd.DataFrame:
         "load average at end": s["machine"]["load_average_at_end"][0]} for name, s in summaries.items()])
 
 
-def dynamics_mflop() -> float:
+def dynamics_params() -> int:
+    """Parameters of the default NODE head's dynamics (on EfficientNet's 1280 features, 10 classes)."""
+    return count_parameters(build_head("node", 1280, 10).block.dynamics)
+
+
+def dynamics_mflop(params: int | None = None) -> float:
     """MFLOP of one evaluation of the default head's dynamics per image (about two operations per weight)."""
-    return 2 * count_parameters(build_head("node", 1280, 10).block.dynamics) / 1e6
+    return 2 * (params if params is not None else dynamics_params()) / 1e6
 
 
 def at_paper_size(ratio: float) -> float:
@@ -53,9 +58,11 @@ def at_paper_size(ratio: float) -> float:
 
 def performance_facts(tables: dict[str, pd.DataFrame], summary: dict[str, dict]) -> dict[str, Any]:
     """Every number the performance chapter writes in its prose, by the name it glues it under."""
-    return {**_overview(summary), **_head_cost(tables, summary["head_cost"]),
+    params = dynamics_params()
+    return {**_overview(summary), **_head_cost(tables, summary["head_cost"], params),
             **_cached(tables["cached_features"], summary["cached_features"]),
-            **_tolerance(tables["tolerance"], summary["tolerance"]), **_memory(tables["memory"], summary["memory"]),
+            **_tolerance(tables["tolerance"], summary["tolerance"]),
+            **_memory(tables["memory"], summary["memory"], params),
             **_loop(summary["loop_overhead"]), **_feature_cache(summary["feature_cache"]),
             **_allocator(tables["allocator"], summary["allocator"])}
 
@@ -70,7 +77,7 @@ def _overview(summary: dict[str, dict]) -> dict[str, Any]:
             "load_max": float(overview[["load average at start", "load average at end"]].max().max())}
 
 
-def _head_cost(tables: dict[str, pd.DataFrame], hc: dict[str, Any]) -> dict[str, Any]:
+def _head_cost(tables: dict[str, pd.DataFrame], hc: dict[str, Any], params: int) -> dict[str, Any]:
     by_head = tables["head_cost"].set_index("head")
     accuracy = tables["head_cost-accuracy"]
     return {
@@ -79,7 +86,7 @@ def _head_cost(tables: dict[str, pd.DataFrame], hc: dict[str, Any]) -> dict[str,
         "hc_seminorm": hc["adjoint_seminorm_ratio"], "hc_best_acc": hc["recommended_test_acc"] * 100,
         "hc_default_acc": hc["default_test_acc"] * 100,
         "hc_nfe_default": float(by_head.loc[DEFAULT_HEAD, "nfe_forward"]),
-        "hc_nfe_loose": float(by_head.loc[LOOSE_HEAD, "nfe_forward"]), "hc_dyn_mflop": dynamics_mflop(),
+        "hc_nfe_loose": float(by_head.loc[LOOSE_HEAD, "nfe_forward"]), "hc_dyn_mflop": dynamics_mflop(params),
         "hc_224_default": at_paper_size(float(by_head.loc[DEFAULT_HEAD, "ratio_vs_fc"])),
         "hc_224_adjoint": at_paper_size(float(by_head.loc[ADJOINT_HEAD, "ratio_vs_fc"])),
         "hc_std_low": float(accuracy["test_acc_std"].min() * 100),
@@ -111,7 +118,7 @@ def _tolerance(tol: pd.DataFrame, tl: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _memory(mem: pd.DataFrame, mm: dict[str, Any]) -> dict[str, Any]:
+def _memory(mem: pd.DataFrame, mm: dict[str, Any], params: int) -> dict[str, Any]:
     cross = mm["adjoint_saves_memory_from_nfe"]
     dopri = mem[mem["solver"] == "dopri5"].pivot(index="tol", columns="mode", values="peak_mb")
     return {
@@ -121,7 +128,7 @@ def _memory(mem: pd.DataFrame, mm: dict[str, Any]) -> dict[str, Any]:
         "mem_cross": f"from {cross} evaluations on" if cross else "at none of the NFE tried",
         "mem_dopri": "it never does" if (dopri["direct"] <= dopri["adjoint"]).all() else "it sometimes does",
         "mem_adj_rk4": mm["adjoint_peak_mb_rk4_multistep"], "mem_adj_dopri": mm["adjoint_peak_mb_dopri5"],
-        "mem_params": count_parameters(build_head("node", 1280, 10).block.dynamics),
+        "mem_params": params,
     }
 
 

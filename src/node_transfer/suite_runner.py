@@ -153,9 +153,8 @@ def _tasks(name: str, out: Path, planned: list[tuple[SuiteRun, int, ExperimentCo
 
 def _rebuild_task(key: str, run: SuiteRun, seed: int, base_dir: Path) -> Task:
     """Train a finished run again (from its own config.json) into NAME.rebuild, to recover its checkpoints."""
-    saved = read_json(base_dir / "config.json", "run configuration")
-    config = ExperimentConfig.from_dict({**{k: saved[k] for k in ExperimentConfig.field_names() if k in saved},
-                                         "out": str(rebuild_dir(base_dir)), "resume": False})
+    config = ExperimentConfig.from_json(base_dir / "config.json").replace(out=str(rebuild_dir(base_dir)),
+                                                                          resume=False)
     return Task(key, SuiteRun(f"{base_dir.name}.rebuild", {}, group=run.group), seed, config, rebuild_of=base_dir)
 
 
