@@ -159,3 +159,33 @@ def test_a_second_suite_process_in_the_same_directory_is_refused(tmp_path):
     unlock(handle, out)
     run_suite("smoke", "cpu", 1, out, use_papermill=False, progress=False, resume=True)
     assert (out / "node-s0" / "metrics.json").is_file() and not (out / ".lock").exists()
+
+
+def test_sigterm_to_a_suite_stops_its_kernels_and_keeps_their_epochs(tmp_path):
+    """The kernels run in sessions of their own: a signal to the suite alone once left them running as orphans."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import psutil
+
+    out = tmp_path / "s"
+    command = [sys.executable, "-m", "node_transfer", "suite", "smoke", "--out", str(out), "--jobs", "2",
+               "--set", "epochs=500"]
+    suite = subprocess.Popen(command, cwd=tmp_path, stderr=subprocess.PIPE, text=True,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 240
+    while not all((out / f"{key}-s0" / "last.pt").is_file() for key in ("fc", "node")):
+        assert suite.poll() is None and time.monotonic() < deadline, "both runs should have finished an epoch"
+        time.sleep(0.5)
+    kernels = [child for child in psutil.Process(suite.pid).children() if "ipykernel" in " ".join(child.cmdline())]
+    assert len(kernels) == 2
+    suite.send_signal(signal.SIGTERM)
+    _, stderr = suite.communicate(timeout=120)
+    assert suite.returncode == 128 + signal.SIGTERM, stderr
+    assert "continue the suite with --resume" in stderr
+    assert not any(kernel.is_running() and kernel.status() != psutil.STATUS_ZOMBIE for kernel in kernels)
+    assert not (out / ".lock").exists() and (out / "runs.csv").is_file()
+    for key in ("fc", "node"):  # stopped mid-way: an epoch kept to resume from, no metrics yet
+        assert (out / f"{key}-s0" / "last.pt").is_file() and not (out / f"{key}-s0" / "metrics.json").exists()

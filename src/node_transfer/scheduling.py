@@ -6,18 +6,21 @@ pool of threads, each driving its own papermill kernel, and keeps `suite.json`'s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TextIO
 
 from .config import ExperimentConfig
-from .errors import ConfigError, SuiteRunError
+from .errors import ConfigError, Interrupted, SuiteRunError
 from .rebuild import verify_rebuild
 from .suites import SuiteRun
 
@@ -36,12 +39,16 @@ class Task:
 
 class Scheduler:
     """Runs tasks `jobs` at a time, each once the tasks it depends on have finished; stops at the first failure
-    (after the runs already going have finished), which is then raised."""
+    (after the runs already going have finished), which is then raised.
+
+    SIGTERM or SIGINT to the suite reaches its runs: each papermill kernel gets SIGTERM (a second signal: SIGKILL),
+    keeps its last complete epoch, no new run starts, and `Interrupted` is raised once they have stopped."""
 
     def __init__(self, out: Path, meta: dict[str, Any], jobs: int, use_papermill: bool, progress: bool) -> None:
         self.out, self.meta, self.jobs = out, meta, jobs
         self.use_papermill, self.progress = use_papermill, progress
         self.lock = threading.Lock()
+        self.signals: list[int] = []  # signals received while running
 
     def run(self, tasks: list[Task]) -> None:
         pending, done, total = list(tasks), set(), len(tasks)
@@ -53,10 +60,10 @@ class Scheduler:
         saved_env = {key: os.environ.get(key) for key in env}
         os.environ.update(env)
         try:
-            with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            with self._signals_stop_kernels(), ThreadPoolExecutor(max_workers=self.jobs) as pool:
                 running: dict[Future, Task] = {}
                 while pending or running:
-                    ready = [t for t in pending if not t.after - done] if failure is None else []
+                    ready = [t for t in pending if not t.after - done] if failure is None and not self.signals else []
                     for task in ready[: self.jobs - len(running)]:
                         pending.remove(task)
                         index = total - len(pending)
@@ -79,8 +86,35 @@ class Scheduler:
             with self.lock:
                 self.meta["wall_seconds"] += time.perf_counter() - started
                 self._write_meta()
+        if self.signals:
+            raise Interrupted(self.signals[0], f"interrupted by {signal.Signals(self.signals[0]).name}: the runs "
+                              "stopped, each keeps its last complete epoch; continue the suite with --resume")
         if failure is not None:
             raise failure
+
+    @contextlib.contextmanager
+    def _signals_stop_kernels(self) -> Iterator[None]:
+        """While the suite runs, SIGTERM/SIGINT stop its kernels (started after `since`) instead of orphaning
+        them: they run in sessions of their own, so a signal to the suite alone would never reach them."""
+        if not self.use_papermill or threading.current_thread() is not threading.main_thread():
+            yield  # in-process runs: the default behaviour (the process ends; last.pt stays)
+            return
+        since = time.time() - 1.0
+
+        def handler(signum: int, frame: Any) -> None:
+            self.signals.append(signum)
+            how = signal.SIGTERM if len(self.signals) == 1 else signal.SIGKILL
+            self._say(f"{signal.Signals(signum).name}: stopping the running runs ({how.name}); no new run starts")
+            for pid in kernel_pids(since):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, how)
+
+        previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for signum, old in previous.items():
+                signal.signal(signum, old)
 
     def _write_meta(self) -> None:
         (self.out / "suite.json").write_text(json.dumps(self.meta, indent=2) + "\n")
@@ -149,6 +183,18 @@ class Prefixed:
 
     def flush(self) -> None:
         self.stream.flush()
+
+
+def kernel_pids(since: float) -> list[int]:
+    """Process ids of this process's Jupyter kernels started at or after `since` (a `time.time()`)."""
+    import psutil  # a dependency of ipykernel, hence there whenever papermill runs kernels
+
+    pids = []
+    for child in psutil.Process().children(recursive=False):
+        with contextlib.suppress(psutil.Error):
+            if child.create_time() >= since and any("ipykernel" in part for part in child.cmdline()):
+                pids.append(child.pid)
+    return pids
 
 
 def reference_val_acc(run_dir: Path) -> float:
