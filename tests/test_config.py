@@ -31,6 +31,7 @@ BAD_CLI = [
     (["--dataset", "imagefolder", "--data-dir", "/nonexistent/images"], "data_dir"),
     (["--weights", "/nonexistent/weights.pt"], "weights"),
     (["--init-from", "/nonexistent/run"], "init_from"),
+    (["--reproduce-run", "/nonexistent/run"], "reproduce_run"),
     (["--momentum", "1.5"], "momentum"),
     (["--weight-decay", "-1"], "weight_decay"),
     (["--device", "tpu"], "device"),

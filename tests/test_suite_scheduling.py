@@ -7,6 +7,7 @@ import threading
 import time
 
 import nbformat
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -119,30 +120,37 @@ def test_parallel_runs_through_papermill_start_continued_runs_after_their_base(t
 
 
 def test_missing_checkpoints_of_a_finished_base_are_rebuilt_only_if_it_reproduces(tmp_path):
-    out = run_suite("paper", "cpu", 1, tmp_path / "p", overrides=TINY, labels=("baseline",),
+    tiny = {**TINY, "epochs": 2}
+    out = run_suite("paper", "cpu", 1, tmp_path / "p", overrides=tiny, labels=("baseline",),
                     use_papermill=False, progress=False)
     base = out / "baseline-s0"
     committed = {name: (base / name).read_bytes() for name in ("config.json", "history.csv", "metrics.json")}
     for name in ("last.pt", "best.pt"):  # the committed results of another machine: no weights
         (base / name).unlink()
-    run_suite("paper", "cpu", 1, out, overrides=TINY, labels=("rk",), use_papermill=False, progress=False,
+    run_suite("paper", "cpu", 1, out, overrides=tiny, labels=("rk",), use_papermill=False, progress=False,
               resume=True)
     assert {name: (base / name).read_bytes() for name in committed} == committed  # untouched
     assert (base / "best.pt").is_file() and not (out / "baseline-s0.rebuild").exists()
     assert (out / "rk-s0" / "metrics.json").is_file()
     assert [entry["run"] for entry in json.loads((out / "suite.json").read_text())["rebuilt"]] == ["baseline-s0"]
 
-    # a committed number that training no longer reproduces: refused, nothing committed changes
+    # a committed number that training no longer reproduces, one unit in its last digit: the rebuild stops at
+    # that epoch (not after all of them), nothing committed changes
     (base / "last.pt").unlink()
-    history = pd.read_csv(base / "history.csv")
-    history.loc[0, "val_loss"] += 0.125
-    history.to_csv(base / "history.csv", index=False)
+    lines = (base / "history.csv").read_text().splitlines()
+    header, first = lines[0].split(","), lines[1].split(",")
+    column = header.index("val_loss")
+    value = float(first[column])
+    first[column] = repr(float(np.nextafter(value, 1.0)))
+    (base / "history.csv").write_text("\n".join([lines[0], ",".join(first), *lines[2:]]) + "\n")
     edited = (base / "history.csv").read_bytes()
     run_dir = out / "fc-adam-s0"
-    with pytest.raises(SuiteRunError, match=r"differs from the committed one \(history.csv epoch 1 val_loss"):
-        run_suite("paper", "cpu", 1, out, overrides=TINY, labels=("fc-adam",), use_papermill=False,
+    with pytest.raises(SuiteRunError, match=r"differs from the committed one .*history.csv epoch 1 val_loss: "
+                                            r"committed .*it stopped after epoch 1"):
+        run_suite("paper", "cpu", 1, out, overrides=tiny, labels=("fc-adam",), use_papermill=False,
                   progress=False, resume=True)
     assert (base / "history.csv").read_bytes() == edited and not (base / "last.pt").exists()
+    assert len(pd.read_csv(out / "baseline-s0.rebuild" / "history.csv")) == 1  # stopped after the first epoch
     assert (out / "baseline-s0.rebuild" / "best.pt").is_file() and not run_dir.exists()
     assert sorted(pd.read_csv(out / "runs.csv")["run_dir"]) == ["baseline-s0", "rk-s0"]  # written all the same
 

@@ -98,6 +98,8 @@ class ExperimentConfig:
     init_from: str | None = field(default=None, metadata={"help": "start from a finished run "
                                                                       "(directory or checkpoint)"})
     target_val_acc: float | None = field(default=None, metadata={"help": "stop once val acc reaches it"})
+    reproduce_run: str | None = field(default=None, metadata={"help": "a finished run to repeat exactly: stop at "
+                                                                         "the first epoch that differs"})
     # output
     out: str | None = field(default=None, metadata={"help": "run directory (must not exist unless resume)"})
     resume: bool = field(default=False, metadata={"help": "continue the run in --out"})
@@ -195,6 +197,9 @@ class ExperimentConfig:
         self.validate_inputs()
         if self.init_from is not None and not Path(self.init_from).exists():
             raise ConfigError("init_from", self.init_from, "an existing run directory or checkpoint file")
+        if self.reproduce_run is not None and not (Path(self.reproduce_run) / "history.csv").is_file():
+            raise ConfigError("reproduce_run", self.reproduce_run, "a finished run directory (with history.csv), "
+                              "or None")
         if self.out is not None:
             out = Path(self.out)
             if out.exists() and not out.is_dir():

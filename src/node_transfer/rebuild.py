@@ -4,21 +4,24 @@ Committed suites keep each run's `config.json`, `history.csv` and `metrics.json`
 run continued from another (`init_from`) needs that run's `best.pt`. On a fresh machine the base run is trained
 again into `NAME.rebuild`; only when every deterministic number of its history and metrics equals the committed
 ones (timings and memory excepted) are its checkpoints moved into the committed run directory. Otherwise nothing
-committed is touched: the suite stops and names the first difference.
+committed is touched: the suite stops and names the first difference. The rebuild runs with `reproduce_run` set,
+so it stops at the first epoch that differs instead of training to the end first: on another CPU model (another
+SIMD path in oneDNN and the BLAS) a fine-tuned run drifts from its first epoch on.
 """
 
 from __future__ import annotations
 
 import math
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from .checkpoints import atomic_save, load_checkpoint
-from .errors import SuiteRunError
-from .rundir import BEST, HISTORY, LAST, METRICS, read_json
+from .errors import SuiteRunError, TrainingError
+from .rundir import BEST, HISTORY, LAST, METRICS, read_history, read_json
 
 # Numbers that measure the machine, not the training: they may differ between two runs of the same config.
 MACHINE_DEPENDENT = ("seconds", "seconds_per_epoch", "feature_seconds", "images_per_s", "peak_memory_mb",
@@ -35,17 +38,38 @@ def rebuild_dir(run_dir: Path) -> Path:
     return run_dir.with_name(f"{run_dir.name}.rebuild")
 
 
+def epoch_difference(committed: pd.DataFrame, record: Mapping[str, Any]) -> str | None:
+    """How one epoch of a run differs from the same epoch of a committed history (timings excepted), or None."""
+    epoch = int(record["epoch"])
+    rows = committed[committed["epoch"] == epoch]
+    if rows.empty:
+        return f"{HISTORY} has epoch {epoch}, the committed one {len(committed)} epochs"
+    row = rows.iloc[0]
+    for column in [c for c in committed.columns if c not in MACHINE_DEPENDENT]:
+        if column not in record:
+            return f"{HISTORY} has no column {column!r}"
+        if not _same(row[column], record[column]):
+            return f"{HISTORY} epoch {epoch} {column}: committed {row[column]!r}, now {record[column]!r}"
+    return None
+
+
+def check_reproduces(committed: pd.DataFrame, record: Mapping[str, Any], reproduce_run: str) -> None:
+    """TrainingError at the first epoch whose numbers differ from the run in `reproduce_run` (kept as is)."""
+    difference = epoch_difference(committed, record)
+    if difference is not None:
+        raise TrainingError(f"this run does not reproduce {reproduce_run} ({difference}); it stopped after epoch "
+                            f"{record['epoch']}, which it keeps; {reproduce_run} is unchanged")
+
+
 def first_difference(committed: Path, rebuilt: Path) -> str | None:
     """The first deterministic number in which two runs' `history.csv` or `metrics.json` differ, or None."""
-    old, new = pd.read_csv(committed / HISTORY), pd.read_csv(rebuilt / HISTORY)
+    old, new = read_history(committed), read_history(rebuilt)
     if len(old) != len(new):
         return f"{HISTORY} has {len(new)} epochs, the committed one {len(old)}"
-    for column in [c for c in old.columns if c not in MACHINE_DEPENDENT]:
-        if column not in new.columns:
-            return f"{HISTORY} has no column {column!r}"
-        for epoch, a, b in zip(old["epoch"], old[column], new[column]):
-            if not _same(a, b):
-                return f"{HISTORY} epoch {epoch} {column}: committed {a!r}, rebuilt {b!r}"
+    for record in new.to_dict("records"):
+        difference = epoch_difference(old, record)
+        if difference is not None:
+            return difference
     old_metrics = read_json(committed / METRICS, "run metrics")
     new_metrics = read_json(rebuilt / METRICS, "run metrics")
     for key, value in old_metrics.items():
@@ -75,8 +99,14 @@ def verify_rebuild(run_dir: Path, rebuilt: Path) -> None:
     """Adopt the rebuild's checkpoints if it reproduced the committed run; else raise, changing nothing."""
     difference = first_difference(run_dir, rebuilt)
     if difference is not None:
-        raise SuiteRunError(
-            f"{run_dir.name} was trained again to recover its checkpoints, but the result differs from the "
-            f"committed one ({difference}); nothing committed was changed. The rebuild is kept in {rebuilt}: "
-            f"compare the two, then either restore the original checkpoints or start this seed again")
+        raise rebuild_failed(run_dir, rebuilt, difference)
     adopt_checkpoints(run_dir, rebuilt)
+
+
+def rebuild_failed(run_dir: Path, rebuilt: Path, difference: str) -> SuiteRunError:
+    """The error of a rebuild that did not reproduce the committed run (nothing committed was changed)."""
+    return SuiteRunError(
+        f"{run_dir.name} was trained again to recover its checkpoints, but the result differs from the "
+        f"committed one ({difference}); nothing committed was changed. The rebuild is kept in {rebuilt}: "
+        "compare the two, then either restore the original checkpoints (runs reproduce bit for bit only on the "
+        "CPU model that made them) or start this seed again")

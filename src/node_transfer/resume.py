@@ -11,8 +11,8 @@ from .errors import ConfigError
 
 #: What a resumed run may change; every other parameter must equal the saved one.
 RESUME_MAY_CHANGE = ("epochs", "target_val_acc", "device", "num_workers", "data_dir", "download", "feature_cache",
-                     "on_solver_failure", "fallback_solver", "fallback_step_size", "max_num_steps", "amp", "out",
-                     "resume")
+                     "on_solver_failure", "fallback_solver", "fallback_step_size", "max_num_steps", "amp",
+                     "reproduce_run", "out", "resume")
 
 
 def check_resume(config: ExperimentConfig, checkpoint: dict[str, Any], run_dir: Path) -> None:

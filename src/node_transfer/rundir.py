@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any
 
+import pandas as pd
+
 from .checkpoints import atomic_save, load_checkpoint, signals_deferred
 from .errors import ConfigError, DataError
 
@@ -198,6 +200,14 @@ def saved_config(run_dir: Path) -> dict[str, Any]:
     raise ConfigError("resume", True, f"False: {str(run_dir)!r} holds neither last.pt nor config.json")
 
 
+def read_history(run_dir: Path) -> pd.DataFrame:
+    """A run's `history.csv` (pandas 3 parses each float back exactly as written: comparisons are exact)."""
+    try:
+        return pd.read_csv(run_dir / HISTORY)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{str(run_dir / HISTORY)!r} is missing or unreadable ({exc})") from None
+
+
 def write_history(history: list[dict[str, Any]], path: Path) -> None:
     """history.csv, one row per epoch, replaced atomically."""
     buffer = io.StringIO()
@@ -228,3 +238,10 @@ def claim_run_dir(run_dir: Path, resuming: bool) -> tuple[Any, bool]:
                               "written to it)")
         clear_for_restart(run_dir)
     return handle, created
+
+
+def epoch_line(record: dict[str, Any], epochs: int) -> str:
+    """One line of progress per epoch, for notebooks and logs (where a live bar would be many outputs)."""
+    nfe = f", NFE {record['nfe_forward']:.1f}" if record["solver"] != "none" else ""
+    return (f"epoch {record['epoch']}/{epochs}: train loss {record['train_loss']:.4f} acc {record['train_acc']:.3f}, "
+            f"val loss {record['val_loss']:.4f} acc {record['val_acc']:.3f}{nfe}, {record['seconds']:.1f} s")

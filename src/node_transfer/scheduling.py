@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .config import ExperimentConfig
-from .errors import ConfigError, Interrupted, SuiteRunError
-from .rebuild import verify_rebuild
+from .errors import ConfigError, Interrupted, SuiteRunError, TrainingError
+from .rebuild import rebuild_failed, verify_rebuild
 from .suites import SuiteRun
 
 
@@ -143,12 +143,19 @@ class Scheduler:
                 execute_page(book_dir() / "experiment.md", notebook, parameters=config.to_dict(), cwd=Path.cwd(),
                              stderr=stream if self.progress else None)
             except PapermillExecutionError as exc:
+                if task.rebuild_of is not None and exc.ename == "TrainingError":
+                    raise rebuild_failed(task.rebuild_of, run_dir, exc.evalue) from None
                 raise SuiteRunError(f"{task.key} failed ({exc.ename}: {exc.evalue}); the executed notebook is "
                                     f"{notebook}; fix the cause and continue with --resume") from None
         else:
             from .experiment import run_experiment
 
-            run_experiment(config, progress=self.progress)
+            try:
+                run_experiment(config, progress=self.progress)
+            except TrainingError as exc:
+                if task.rebuild_of is None:
+                    raise
+                raise rebuild_failed(task.rebuild_of, run_dir, str(exc)) from None
         seconds = time.perf_counter() - started
         if task.rebuild_of is not None:
             verify_rebuild(task.rebuild_of, run_dir)

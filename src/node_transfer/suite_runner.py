@@ -17,9 +17,9 @@ from typing import Any
 import pandas as pd
 
 from .config import ExperimentConfig
-from .errors import ConfigError, DataError
+from .errors import ConfigError
 from .rebuild import needs_rebuild, rebuild_dir
-from .rundir import lock, read_json, unlock
+from .rundir import lock, read_history, read_json, unlock
 from .scheduling import Scheduler, Task
 from .statistics import stability_statistics
 from .suites import SuiteRun, get_suite
@@ -153,8 +153,8 @@ def _tasks(name: str, out: Path, planned: list[tuple[SuiteRun, int, ExperimentCo
 
 def _rebuild_task(key: str, run: SuiteRun, seed: int, base_dir: Path) -> Task:
     """Train a finished run again (from its own config.json) into NAME.rebuild, to recover its checkpoints."""
-    config = ExperimentConfig.from_json(base_dir / "config.json").replace(out=str(rebuild_dir(base_dir)),
-                                                                          resume=False)
+    config = ExperimentConfig.from_json(base_dir / "config.json").replace(
+        out=str(rebuild_dir(base_dir)), resume=False, reproduce_run=str(base_dir))
     return Task(key, SuiteRun(f"{base_dir.name}.rebuild", {}, group=run.group), seed, config, rebuild_of=base_dir)
 
 
@@ -180,10 +180,7 @@ def collect_runs(suite_dir: Path) -> pd.DataFrame:
         config = read_json(run_dir / "config.json", "run configuration")
         params = {k: config[k] for k in ExperimentConfig.field_names() if k in config}
         metrics = read_json(run_dir / "metrics.json", "run metrics")
-        try:
-            history = pd.read_csv(run_dir / "history.csv")
-        except (OSError, ValueError) as exc:
-            raise DataError(f"{str(run_dir / 'history.csv')!r} is missing or unreadable ({exc})") from None
+        history = read_history(run_dir)
         rows.append({"label": entry["label"], "seed": entry["seed"], "group": entry["group"],
                      "run_dir": run_dir.name, **params, **metrics, **stability_statistics(history)})
     return pd.DataFrame(rows)

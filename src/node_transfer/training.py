@@ -34,6 +34,7 @@ from .errors import ODESolveError, TrainingError
 from .heads import ode_blocks
 from .model import TransferModel
 from .optim import make_optimizer, make_scheduler
+from .rebuild import check_reproduces
 
 
 @dataclass
@@ -256,6 +257,9 @@ class Trainer:
             self.state.stopped_early = reached and self.state.epochs_done < config.epochs
             if reached:
                 return self.state
+        committed = rundir.read_history(Path(config.reproduce_run)) if config.reproduce_run else None
+        for record in self.state.history if committed is not None else []:  # a resumed rebuild
+            check_reproduces(committed, record, config.reproduce_run)
         epochs = tqdm(range(self.state.epochs_done, config.epochs), desc="epochs", leave=True,
                       initial=self.state.epochs_done, total=config.epochs,
                       disable=not (self.bars and self.dist.is_main))
@@ -280,16 +284,11 @@ class Trainer:
             reached = config.target_val_acc is not None and val["acc"] >= config.target_val_acc
             self.state.stopped_early = reached and epoch + 1 < config.epochs
             self._save(improved)
+            if committed is not None:
+                check_reproduces(committed, record, config.reproduce_run)
             epochs.set_postfix(val_acc=f"{val['acc']:.3f}", train_acc=f"{train['train_acc']:.3f}")
             if self.progress and not self.bars and self.dist.is_main:
-                print(epoch_line(record, config.epochs), file=sys.stderr, flush=True)
+                print(rundir.epoch_line(record, config.epochs), file=sys.stderr, flush=True)
             if reached:
                 break
         return self.state
-
-
-def epoch_line(record: dict[str, Any], epochs: int) -> str:
-    """One line of progress per epoch, for notebooks and logs (where a live bar would be many outputs)."""
-    nfe = f", NFE {record['nfe_forward']:.1f}" if record["solver"] != "none" else ""
-    return (f"epoch {record['epoch']}/{epochs}: train loss {record['train_loss']:.4f} acc {record['train_acc']:.3f}, "
-            f"val loss {record['val_loss']:.4f} acc {record['val_acc']:.3f}{nfe}, {record['seconds']:.1f} s")
