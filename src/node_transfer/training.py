@@ -258,8 +258,9 @@ class Trainer:
             if reached:
                 return self.state
         committed = rundir.read_history(Path(config.reproduce_run)) if config.reproduce_run else None
-        for record in self.state.history if committed is not None else []:  # a resumed rebuild
-            check_reproduces(committed, record, config.reproduce_run)
+        if committed is not None:  # a resumed rebuild: the epochs it already holds must reproduce too
+            for record in self.state.history:
+                check_reproduces(committed, record, config.reproduce_run)
         epochs = tqdm(range(self.state.epochs_done, config.epochs), desc="epochs", leave=True,
                       initial=self.state.epochs_done, total=config.epochs,
                       disable=not (self.bars and self.dist.is_main))
