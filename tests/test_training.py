@@ -53,6 +53,8 @@ def test_each_head_learns_far_above_chance_and_writes_a_run_directory(tmp_path, 
     assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
     config = json.loads((run_dir / "config.json").read_text())
     assert set(ExperimentConfig.field_names()) <= set(config) and "torch" in config["versions"]
+    # the CPU a run was made on: a rebuild reproduces it bit for bit only on the same model and instruction set
+    assert config["versions"]["cpu"] and config["versions"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert config["sizes"] == {"train": 1293, "val": 144, "test": 360}
     if head == "node":
         assert metrics["nfe_forward"] >= 8 and metrics["nfe_backward"] == 0 and metrics["params_head"] > 650

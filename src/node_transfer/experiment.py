@@ -46,7 +46,19 @@ def library_versions() -> dict[str, str]:
 
     return {"python": sys.version.split()[0], "torch": torch.__version__, "torchvision": torchvision.__version__,
             "timm": timm.__version__, "torchdiffeq": getattr(torchdiffeq, "__version__", "unknown"),
-            "node_transfer": __version__, "platform": platform.platform()}
+            "node_transfer": __version__, "platform": platform.platform(), **cpu_description()}
+
+
+def cpu_description() -> dict[str, str]:
+    """The CPU model and the instruction set torch dispatches to: a rebuilt run reproduces bit for bit only on the
+    same pair (bfloat16 autocast on CPU rounds differently with and without AVX-512)."""
+    model = platform.processor() or "unknown"
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                 if line.startswith("model name")]
+        model = names[0] if names else model
+    return {"cpu": model, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 def new_run_dir(config: ExperimentConfig, root: Path = RUNS_ROOT) -> Path:
