@@ -149,6 +149,16 @@ def test_every_node_arm_has_its_controls_with_the_same_recipe(profile):
         assert paired == {(20000, 64)} and "train_subset" not in heads["fc-all"]
 
 
+@pytest.mark.parametrize("name", ["tolerance", "solvers", "beyond"])
+def test_head_sweeps_compare_configurations_on_the_same_data_and_budget(name):
+    sweep = [run.params for run in get_suite(name, "fmnist")]
+    shared = ("train_subset", "batch_size", "epochs", "lr", "freeze_backbone", "cache_features")
+    assert len({tuple(p.get(k) for k in shared) for p in sweep}) == 1  # only the head or its solver differs
+    # Fashion-MNIST's sweeps are cut to 10,000 images x 10 epochs; digits keep every training image
+    assert (sweep[0]["train_subset"], sweep[0]["epochs"], sweep[0]["batch_size"]) == (10000, 10, 256)
+    assert "train_subset" not in get_suite(name, "cpu")[0].params
+
+
 def test_runs_continued_from_the_baseline_stop_at_its_validation_accuracy(tmp_path, monkeypatch):
     from node_transfer import suite_runner
 
