@@ -45,7 +45,7 @@ PROFILE_EPOCHS = {
 }
 # The head sweeps (tolerance, solvers, beyond) train ~30 configurations x 3 seeds. On Fashion-MNIST at the heads
 # suite's scale (20,000 images, 30 epochs) that is ~60 core-hours on this project's 2-core CPUs; they use 10,000
-# images for 10 epochs (batches of 256, as the heads suite), which the beyond chapter states.
+# images for 10 epochs (batches of 256, as the heads suite); a page that reads these sweeps must say so.
 SWEEP_SCALE: dict[str, dict[str, Any]] = {"fmnist": dict(train_subset=10000, batch_size=256)}
 PROFILES = {"cpu": CPU_BASE, "gpu": GPU_BASE, "fmnist": FMNIST_BASE}
 #: The paper's three models; `make demo` runs only these.
