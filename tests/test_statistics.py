@@ -23,9 +23,11 @@ from node_transfer.verdicts import (
 )
 
 
-def curve(loss, acc=None):
+def curve(loss, acc=None, train_loss=None):
     acc = acc if acc is not None else [0.5] * len(loss)
-    return pd.DataFrame({"epoch": range(1, len(loss) + 1), "val_loss": loss, "val_acc": acc})
+    train_loss = train_loss if train_loss is not None else np.linspace(1.0, 0.1, len(loss))  # steady descent
+    return pd.DataFrame({"epoch": range(1, len(loss) + 1), "val_loss": loss, "val_acc": acc,
+                         "train_loss": train_loss})
 
 
 def test_steady_descent_and_convergence_are_not_instability():
@@ -38,6 +40,14 @@ def test_steady_descent_and_convergence_are_not_instability():
     # epochs 4..6 against their predecessors: 0.6 -> 0.4 falls, 0.4 -> 0.6 rises by 0.2, 0.6 -> 0.4 falls
     assert oscillating["val_loss_rise"] == pytest.approx(0.2 / 3)
     assert oscillating["stability_window"] == 3
+
+
+def test_overfitting_is_a_validation_rise_and_a_training_blow_up_is_a_training_rise():
+    overfitting = stability_statistics(curve([0.6, 0.5, 0.55, 0.6, 0.65, 0.7]))  # training loss still falls
+    assert overfitting["val_loss_rise"] == pytest.approx(0.05) and overfitting["train_loss_rise"] == 0.0
+    blow_up = stability_statistics(curve([0.6] * 6, train_loss=[0.9, 0.5, 0.36, 0.40, 0.45, 0.51]))
+    # the last 3 changes: +0.04, +0.05, +0.06 (the fall into epoch 3 lies before the window)
+    assert blow_up["train_loss_rise"] == pytest.approx(0.05) and blow_up["val_loss_rise"] == 0.0
 
 
 def test_accuracy_drops_and_the_worst_fall_within_the_window():
@@ -83,16 +93,20 @@ def test_seeds_are_paired_by_index_not_position():
     assert result.verdict == "a better" and result.n == 3
 
 
-def synthetic_suite(rises: dict[str, float], accs: dict[str, float], seeds: int = 4, epochs: int = 8):
-    """Runs and histories: label -> oscillation size of the val loss late in training, and test accuracy."""
+def synthetic_suite(rises: dict[str, float], accs: dict[str, float], seeds: int = 4, epochs: int = 8,
+                    train_rises: dict[str, float] | None = None):
+    """Runs and histories: label -> oscillation size of the val loss late in training, and test accuracy
+    (`train_rises`: label -> oscillation size of the training loss, none where not given)."""
+    train_rises = train_rises or {}
     rng = np.random.default_rng(0)
     runs, histories = [], []
     for label in rises:
         for seed in range(seeds):
             loss = np.linspace(1.0, 0.3, epochs) + rises[label] * (np.arange(epochs) % 2) * (1 + 0.1 * seed)
             acc = np.linspace(0.80, 0.90, epochs) + (0.02 if label == "baseline" else 0.0)
+            train_loss = np.linspace(0.9, 0.2, epochs) + train_rises.get(label, 0.0) * (np.arange(epochs) % 2)
             histories.append(pd.DataFrame({"epoch": range(1, epochs + 1), "val_loss": loss, "val_acc": acc,
-                                           "label": label, "seed": seed}))
+                                           "train_loss": train_loss, "label": label, "seed": seed}))
             runs.append({"label": label, "seed": seed, "test_acc": accs[label] + rng.normal(0, 0.0005),
                          "val_acc": acc.max(), "test_nll": 0.3, "test_ece": 0.02, "seconds_per_epoch": 1.0,
                          "nfe_forward": 20.0, "nfe_backward": 0.0})
@@ -127,7 +141,20 @@ def test_head_claims_and_sweeps_use_the_same_paired_machinery():
     assert claims["node: lower test NLL than the linear probe"] == "does not hold"  # identical values
     table = against_reference(runs, histories, "node").set_index("configuration")
     assert table.loc["mlp", "test acc vs ref"] == "better" and table.loc["fc", "val-loss rise vs ref"] == "better"
+    assert table.loc["fc", "train-loss rise vs ref"] == "equal on every seed"  # both training losses descend
     assert compare(runs, histories, "node", "fc", "val_loss_rise").n == 4
+
+
+def test_a_steadier_validation_loss_is_not_taken_for_steadier_training():
+    # the adjoint's validation loss rises less than backprop's (it overfits less), but its training loss
+    # oscillates: "more stable" holds by one statistic and not by the other, and the table says both
+    runs, histories = synthetic_suite({"node": 0.3, "node-adjoint": 0.0}, {"node": 0.90, "node-adjoint": 0.90},
+                                      train_rises={"node-adjoint": 0.2})
+    claims = head_claims(runs, histories).set_index("claim")
+    assert claims.loc["adjoint: more stable than backprop", "verdict"] == "holds"
+    assert claims.loc["adjoint: more stable than backprop, by training loss", "verdict"] == "does not hold"
+    assert claims.loc["adjoint: more stable than backprop, by training loss", "measured"].startswith(
+        "train-loss rise: node-adjoint ")
 
 
 def test_one_verdict_table_has_a_row_per_claim_and_regime():

@@ -16,7 +16,7 @@ import pytest
 from node_transfer.config import ExperimentConfig
 from node_transfer.errors import ConfigError
 from node_transfer.notebooks import book_dir, execute_page
-from node_transfer.reporting import paper_tables, write_report
+from node_transfer.reporting import paper_tables, suite_scale, write_report
 from node_transfer.suite_runner import plan, run_suite
 from node_transfer.suites import SUITES, get_suite
 
@@ -46,13 +46,18 @@ def test_tiny_suite_through_papermill(tmp_path):
     out = run_suite("smoke", "cpu", seeds=1, out=tmp_path / "smoke")
     runs = pd.read_csv(out / "runs.csv")
     assert list(runs["label"]) == ["fc", "node"] and (runs["epochs"] == 1).all()
-    assert {"test_acc", "nfe_forward", "val_loss_rise", "test_ece", "rtol", "head", "seed"} <= set(runs.columns)
+    assert {"test_acc", "nfe_forward", "val_loss_rise", "train_loss_rise", "test_ece", "rtol", "head", "seed"} <= set(
+        runs.columns)
     for label in ("fc", "node"):
         notebook = nbformat.read(out / f"{label}-s0.ipynb", as_version=4)
         assert notebook.metadata["papermill"]["parameters"]["head"] == label
         assert any("injected-parameters" in c.metadata.get("tags", []) for c in notebook.cells)
         assert (out / f"{label}-s0" / "metrics.json").is_file()
     assert runs.loc[runs["label"] == "node", "nfe_forward"].item() > 0
+    scale = suite_scale(out, runs)  # what a page glues as the sweep's data and budget
+    assert scale.startswith("scikit-learn's 8x8 digits at ") and "1 epoch in batches of" in scale
+    config = json.loads((out / "fc-s0" / "config.json").read_text())
+    assert f"{config['sizes']['train']:,} training images ({config['sizes']['val']:,} validation" in scale
     report = write_report(out)
     assert "Results" in (report / "tables.md").read_text() and (report / "curves-all.png").stat().st_size > 1000
 
@@ -195,6 +200,7 @@ def test_paper_tables_report_seeds_as_mean_and_std():
                              solver="dopri5", adjoint=False, rtol=1e-5, atol=1e-5, optimizer="adam", lr=1e-3,
                              train_acc=a, val_acc=a, test_acc=a, epochs=3, seconds=10.0, seconds_per_epoch=3.3,
                              nfe_forward=20.0, nfe_backward=0.0, val_loss_rise=0.01 * (seed + 1), val_acc_drop=0.0,
+                             train_loss_rise=0.0,
                              val_acc_worst_drop=0.0, test_nll=0.5, test_ece=0.02))
     tables = paper_tables(pd.DataFrame(rows))
     table1 = tables["Table I: accuracy"]
@@ -204,6 +210,7 @@ def test_paper_tables_report_seeds_as_mean_and_std():
     assert tables["Table III: solver parameters"].loc[1, "relative tolerance"] == "1e-05"
     stability = tables["Stability"]
     assert stability.loc[0, "val-loss rise (95% CI)"] == "0.0150 ± 0.0635"  # t(0.975, 1) = 12.7
+    assert stability.loc[0, "train-loss rise (95% CI)"] == "0.0000 ± 0.0000"
     assert stability.loc[1, "test ECE, %"] == "2.00 ± 0.00"
 
 

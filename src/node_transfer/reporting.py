@@ -72,6 +72,7 @@ def paper_tables(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
                        "optimizer": f"{first['optimizer']} (lr {first['lr']:g})"})
         table4.append({"model": name, "seeds": seeds, "val-loss rise (95% CI)": fmt(group["val_loss_rise"],
                                                                                     digits=4, ci=True),
+                       "train-loss rise (95% CI)": fmt(group["train_loss_rise"], digits=4, ci=True),
                        "val-acc drop, % (95% CI)": fmt(group["val_acc_drop"], 100, digits=2, ci=True),
                        "worst val-acc drop, %": fmt(group["val_acc_worst_drop"], 100, digits=2),
                        "test NLL": fmt(group["test_nll"], digits=3) if "test_nll" in group else "–",
@@ -106,6 +107,27 @@ def sweep_table(runs: pd.DataFrame) -> pd.DataFrame:
 def _params(group: pd.DataFrame) -> str:
     """The head's parameter count (the same for every seed of a configuration)."""
     return f"{int(group['params_head'].iloc[0]):,}" if "params_head" in group else "–"
+
+
+#: How the pages name each data set.
+DATASET_NAMES = {"digits": "scikit-learn's 8x8 digits", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10",
+                 "imagefolder": "an image folder"}
+
+
+def suite_scale(suite_dir: str | Path, runs: pd.DataFrame) -> str:
+    """The data and budget a sweep's runs share, in words, read from its first run's `config.json`.
+
+    A page glues this instead of stating the scale by hand, so the prose follows the committed runs.
+    """
+    from .rundir import read_json
+
+    if runs.empty:
+        raise DataError(f"suite {str(suite_dir)!r} has no finished runs to describe")
+    config = read_json(Path(suite_dir) / runs["run_dir"].iloc[0] / "config.json", "run configuration")
+    sizes = config["sizes"]
+    return (f"{DATASET_NAMES.get(config['dataset'], config['dataset'])} at {config['image_size']} px, "
+            f"{sizes['train']:,} training images ({sizes['val']:,} validation, {sizes['test']:,} test), "
+            f"{config['epochs']} epoch{'s' if config['epochs'] != 1 else ''} in batches of {config['batch_size']}")
 
 
 def suite_progress(suite_dir: str | Path) -> pd.DataFrame:

@@ -8,6 +8,10 @@ every model being compared (so a longer run is not judged on more changes):
   descent and a converged plateau score (near) zero; oscillation and a blow-up score high. Lower is steadier.
 - `val_acc_drop`: the same for falls of validation accuracy, mean(max(0, A_{e-1} - A_e)).
 - `val_acc_worst_drop`: the largest fall of validation accuracy below its best so far within the window.
+- `train_loss_rise`: `val_loss_rise` of the training loss, the loss the optimiser descends. A validation loss
+  also rises when a head overfits steadily (training loss still falling), which is not instability; a rising
+  training loss is the optimiser itself going wrong (a step too large, a solver whose NFE blow up). So the two
+  are reported side by side and a claim of "more stable" is tested on each.
 
 The old statistic (mean |L_e - L_{e-1}| over the second half) counted convergence as instability: a run that
 still descends steeply scored worse than one that oscillates mildly. It is kept as `val_loss_tv` for reference.
@@ -29,7 +33,7 @@ import pandas as pd
 from scipy import stats
 
 #: The stability statistics, each "lower is steadier".
-STABILITY_COLUMNS = ("val_loss_rise", "val_acc_drop", "val_acc_worst_drop")
+STABILITY_COLUMNS = ("val_loss_rise", "val_acc_drop", "val_acc_worst_drop", "train_loss_rise")
 
 
 def late_changes(values: pd.Series | np.ndarray, window: int) -> np.ndarray:
@@ -37,6 +41,11 @@ def late_changes(values: pd.Series | np.ndarray, window: int) -> np.ndarray:
     values = np.asarray(pd.Series(values).dropna(), dtype=float)
     changes = np.diff(values)
     return changes[-window:] if window > 0 else changes[:0]
+
+
+def mean_rise(changes: np.ndarray) -> float:
+    """The mean upward move per change, mean(max(0, change)); NaN when there are no changes."""
+    return float(np.clip(changes, 0, None).mean()) if len(changes) else float("nan")
 
 
 def falls_below_best(acc: np.ndarray) -> np.ndarray:
@@ -60,14 +69,14 @@ def stability_statistics(history: pd.DataFrame, window: int | None = None) -> di
     loss_changes, acc_changes = late_changes(loss, window), late_changes(acc, window)
     if len(loss_changes) == 0:
         nan = float("nan")
-        return {"val_loss_rise": nan, "val_acc_drop": nan, "val_acc_worst_drop": nan, "val_loss_tv": nan,
-                "stability_window": 0}
+        return {"val_loss_rise": nan, "val_acc_drop": nan, "val_acc_worst_drop": nan, "train_loss_rise": nan,
+                "val_loss_tv": nan, "stability_window": 0}
     acc_values = np.asarray(acc.dropna(), dtype=float)[-(len(acc_changes) + 1):]
     worst = float(np.max(falls_below_best(acc_values)))
     tv_changes = late_changes(loss, default_window(len(history)))
-    return {"val_loss_rise": float(np.clip(loss_changes, 0, None).mean()),
-            "val_acc_drop": float(np.clip(-acc_changes, 0, None).mean()),
-            "val_acc_worst_drop": worst, "val_loss_tv": float(np.abs(tv_changes).mean()),
+    return {"val_loss_rise": mean_rise(loss_changes), "val_acc_drop": mean_rise(-acc_changes),
+            "val_acc_worst_drop": worst, "train_loss_rise": mean_rise(late_changes(history["train_loss"], window)),
+            "val_loss_tv": float(np.abs(tv_changes).mean()),
             "stability_window": int(len(loss_changes))}
 
 
