@@ -71,8 +71,8 @@ def test_an_interrupted_suite_resumes_without_redoing_or_losing_runs(tmp_path):
     (out / "runs.csv").unlink()
     with pytest.raises(ConfigError, match="resume"):
         run_suite("smoke", "cpu", seeds=2, out=out, use_papermill=False)
-    with pytest.raises(ConfigError, match="seeds"):
-        run_suite("smoke", "cpu", seeds=3, out=out, use_papermill=False, resume=True)
+    with pytest.raises(ConfigError, match="seeds"):  # fewer seeds would drop finished runs from suite.json
+        run_suite("smoke", "cpu", seeds=1, out=out, use_papermill=False, resume=True)
     seconds_before = json.loads((out / "suite.json").read_text())["seconds"]
     run_suite("smoke", "cpu", seeds=2, out=out, use_papermill=False, progress=False, resume=True)
     assert json.loads((out / "suite.json").read_text())["seconds"] > seconds_before > 0  # time adds up
@@ -84,6 +84,15 @@ def test_an_interrupted_suite_resumes_without_redoing_or_losing_runs(tmp_path):
     assert list(history["epoch"]) == [1]  # resumed from last.pt: no epoch trained twice
     with pytest.raises(ConfigError, match="suite.json"):
         run_suite("smoke", "cpu", seeds=1, out=tmp_path / "elsewhere", use_papermill=False, resume=True)
+    # more seeds extend the suite: a new seed of one configuration now, every earlier run kept
+    run_suite("smoke", "cpu", seeds=3, out=out, use_papermill=False, progress=False, resume=True,
+              labels=("fc",), only_seeds=(2,))
+    meta = json.loads((out / "suite.json").read_text())
+    assert meta["seeds"] == 3 and {"label": "node", "seed": 2} in [{k: r[k] for k in ("label", "seed")}
+                                                                   for r in meta["runs"]]
+    runs = pd.read_csv(out / "runs.csv")
+    assert sorted(runs["run_dir"]) == ["fc-s0", "fc-s1", "fc-s2", "node-s0", "node-s1"]
+    assert (out / "node-s1" / "metrics.json").read_bytes() == finished
 
 
 def test_a_bad_parameter_fails_in_the_executed_notebook_with_a_clear_message(tmp_path):

@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     suite.add_argument("name", help="suite name (see --list)", nargs="?")
     suite.add_argument("--profile", default="cpu", help="cpu (digits, offline, minutes), fmnist (Fashion-MNIST, "
                        "offline, hours) or gpu (the paper's scale)")
-    suite.add_argument("--seeds", type=int, default=1, help="runs per configuration")
+    suite.add_argument("--seeds", type=int, default=1, help="runs per configuration (with --resume: as "
+                       "many as the suite has, or more to extend it)")
     suite.add_argument("--out", default=None, help="suite directory (must not exist, unless --resume)")
     suite.add_argument("--list", action="store_true", help="list suites and their configurations")
     suite.add_argument("--resume", action="store_true",

@@ -76,7 +76,8 @@ def run_suite(name: str, profile: str = "cpu", seeds: int = 1, out: str | Path |
     `labels` (and `only_seeds`) run part of the suite now (the rest can follow with `resume=True`); `suite.json`
     always lists the whole suite, and `runs.csv` every finished run. `jobs` runs that many configurations at
     once (each in its own papermill kernel), a continued run only after the run it starts from.
-    With `resume=True` an interrupted suite in `out` (same suite, profile, seeds, overrides) goes on:
+    With `resume=True` an interrupted suite in `out` (same suite, profile, overrides; as many seeds or more,
+    which extends it) goes on:
     finished runs are kept (so configurations added to the suite's definition since are the only ones
     run), a run killed mid-way continues from its `last.pt`, one with no checkpoint starts again in a fresh
     directory (the partial one is set aside as `NAME.partial-N`, never deleted). A finished run whose
@@ -159,14 +160,18 @@ def _rebuild_task(key: str, run: SuiteRun, seed: int, base_dir: Path) -> Task:
 
 
 def _check_resumable(out: Path, meta: dict[str, Any]) -> None:
-    """Refuse to resume into a directory that holds a different suite (it would mix results)."""
+    """Refuse to resume into a directory that holds a different suite (it would mix results); more seeds than
+    before extend the suite (its runs so far stay valid), fewer would drop finished runs from suite.json."""
     path = out / "suite.json"
     if not path.is_file():
         raise ConfigError("resume", True, f"False: {str(out)!r} holds no suite.json to resume from")
     previous = read_json(path, "suite description")
-    for key in ("suite", "profile", "seeds", "overrides"):
+    for key in ("suite", "profile", "overrides"):
         if previous.get(key) != meta[key]:
             raise ConfigError(key, meta[key], f"{previous.get(key)!r}, as the suite being resumed in {str(out)!r}")
+    if meta["seeds"] < previous.get("seeds", 0):
+        raise ConfigError("seeds", meta["seeds"], f"at least {previous.get('seeds')!r}, the seeds of the suite being "
+                          f"resumed in {str(out)!r} (more seeds extend it)")
 
 
 def collect_runs(suite_dir: Path) -> pd.DataFrame:
