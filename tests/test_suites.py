@@ -88,8 +88,7 @@ def test_an_interrupted_suite_resumes_without_redoing_or_losing_runs(tmp_path):
     run_suite("smoke", "cpu", seeds=3, out=out, use_papermill=False, progress=False, resume=True,
               labels=("fc",), only_seeds=(2,))
     meta = json.loads((out / "suite.json").read_text())
-    assert meta["seeds"] == 3 and {"label": "node", "seed": 2} in [{k: r[k] for k in ("label", "seed")}
-                                                                   for r in meta["runs"]]
+    assert meta["seeds"] == 3 and ("node", 2) in {(entry["label"], entry["seed"]) for entry in meta["runs"]}
     runs = pd.read_csv(out / "runs.csv")
     assert sorted(runs["run_dir"]) == ["fc-s0", "fc-s1", "fc-s2", "node-s0", "node-s1"]
     assert (out / "node-s1" / "metrics.json").read_bytes() == finished
