@@ -56,6 +56,8 @@ def test_tiny_suite_through_papermill(tmp_path):
     assert runs.loc[runs["label"] == "node", "nfe_forward"].item() > 0
     scale = suite_scale(out, runs)  # what a page glues as the sweep's data and budget
     assert scale.startswith("scikit-learn's 8x8 digits at ") and "1 epoch in batches of" in scale
+    assert scale.endswith(", 1 seed per configuration")
+    assert suite_scale(out, pd.concat([runs, runs.assign(seed=1).iloc[:1]])).endswith(", 1-2 seeds per configuration")
     config = json.loads((out / "fc-s0" / "config.json").read_text())
     assert f"{config['sizes']['train']:,} training images ({config['sizes']['val']:,} validation" in scale
     report = write_report(out)

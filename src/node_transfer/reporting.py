@@ -115,7 +115,8 @@ DATASET_NAMES = {"digits": "scikit-learn's 8x8 digits", "fashion-mnist": "Fashio
 
 
 def suite_scale(suite_dir: str | Path, runs: pd.DataFrame) -> str:
-    """The data and budget a sweep's runs share, in words, read from its first run's `config.json`.
+    """The data and budget a sweep's runs share, in words, read from its first run's `config.json` (and the seeds
+    each configuration has finished).
 
     A page glues this instead of stating the scale by hand, so the prose follows the committed runs.
     """
@@ -125,9 +126,12 @@ def suite_scale(suite_dir: str | Path, runs: pd.DataFrame) -> str:
         raise DataError(f"suite {str(suite_dir)!r} has no finished runs to describe")
     config = read_json(Path(suite_dir) / runs["run_dir"].iloc[0] / "config.json", "run configuration")
     sizes = config["sizes"]
+    seeds = runs.groupby("label")["seed"].nunique()  # a suite run in chunks may have more seeds of some configurations
+    seed_count = str(seeds.min()) if seeds.min() == seeds.max() else f"{seeds.min()}-{seeds.max()}"
     return (f"{DATASET_NAMES.get(config['dataset'], config['dataset'])} at {config['image_size']} px, "
             f"{sizes['train']:,} training images ({sizes['val']:,} validation, {sizes['test']:,} test), "
-            f"{config['epochs']} epoch{'s' if config['epochs'] != 1 else ''} in batches of {config['batch_size']}")
+            f"{config['epochs']} epoch{'s' if config['epochs'] != 1 else ''} in batches of {config['batch_size']}, "
+            f"{seed_count} seed{'s' if seeds.max() != 1 else ''} per configuration")
 
 
 def suite_progress(suite_dir: str | Path) -> pd.DataFrame:
