@@ -9,7 +9,7 @@ BUILD_BOOK := $(VENV)/bin/jupyter-book build . -W -n --keep-going
 NBSTRICT := _build/nbstrict
 LINTBOOK := _build/lint
 
-.PHONY: demo test lint unit notebooks reproduce book browser chromium fashion-mnist bench clean
+.PHONY: demo test lint unit notebooks reproduce book browser chromium fashion-mnist bench gpu-check gpu-carry clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -70,6 +70,19 @@ browser: book chromium
 
 bench: $(STAMP)
 	for script in bench/*.py; do $(PY) $$script; done
+
+# The device check (node_transfer.gpucheck) on a machine with one CUDA GPU: every head and gradient path under bf16
+# autocast and channels_last, torchrun with NCCL, a resume after SIGTERM, predict, throughput; under 8 minutes, a
+# report (Markdown + JSON) in GPU_CHECK_OUT. Without CUDA it stops at once (exit 2).
+GPU_CHECK_OUT ?= runs/gpu-check-$(shell date +%Y%m%d-%H%M%S)
+gpu-check: $(STAMP) fashion-mnist
+	$(PY) -m node_transfer.gpucheck run --out $(GPU_CHECK_OUT)
+
+# What a bare GPU machine (its own python3 and torch, no registry) lacks, into .gpu-carry (git-ignored, < 64 MiB
+# with the working tree): run the check there with `PYTHONPATH=src python3 -m node_transfer.gpucheck run
+# --carry .gpu-carry --out DIR`.
+gpu-carry: $(STAMP) fashion-mnist
+	$(PY) -m node_transfer.gpucheck prepare --carry .gpu-carry
 
 clean:
 	rm -rf _build
