@@ -3,6 +3,7 @@ recover a committed run's missing checkpoints only when training it again reprod
 
 import io
 import json
+import os
 import threading
 import time
 
@@ -13,7 +14,7 @@ import pytest
 
 from node_transfer.config import ExperimentConfig
 from node_transfer.errors import ConfigError, SuiteRunError
-from node_transfer.scheduling import Prefixed, Scheduler, Task
+from node_transfer.scheduling import Prefixed, Scheduler, Task, visible_devices
 from node_transfer.suite_runner import run_suite
 from node_transfer.suites import SuiteRun
 
@@ -197,3 +198,82 @@ def test_sigterm_to_a_suite_stops_its_kernels_and_keeps_their_epochs(tmp_path):
     assert not (out / ".lock").exists() and (out / "runs.csv").is_file()
     for key in ("fc", "node"):  # stopped mid-way: an epoch kept to resume from, no metrics yet
         assert (out / f"{key}-s0" / "last.pt").is_file() and not (out / f"{key}-s0" / "metrics.json").exists()
+
+
+# A page that records the GPU its kernel was given and when it ran (the suite's parameters are injected; `out` is
+# the only one it reads).
+DEVICE_PAGE = """---
+jupytext:
+  text_representation:
+    extension: .md
+    format_name: myst
+kernelspec:
+  display_name: Python 3
+  language: python
+  name: python3
+---
+
+```{code-cell}
+:tags: [parameters]
+out = None
+```
+
+```{code-cell}
+import json, os, pathlib, time
+started = time.time()
+time.sleep(2.0)
+pathlib.Path(out).mkdir(parents=True, exist_ok=True)
+record = {"cuda": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": started, "end": time.time()}
+pathlib.Path(out, "device.json").write_text(json.dumps(record))
+```
+"""
+
+
+def test_parallel_kernels_each_get_their_own_gpu_and_suite_json_says_which(tmp_path, monkeypatch):
+    """--jobs 2 with two visible devices: the two kernels running at once see different CUDA_VISIBLE_DEVICES; a
+    third run takes the GPU freed first; this process's own environment is left alone."""
+    from node_transfer import notebooks
+
+    (tmp_path / "book").mkdir()
+    (tmp_path / "book" / "experiment.md").write_text(DEVICE_PAGE)
+    monkeypatch.setattr(notebooks, "book_dir", lambda: tmp_path / "book")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    tasks = [Task(key, SuiteRun(key, {}), 0, ExperimentConfig(out=str(tmp_path / key))) for key in ("a", "b", "c")]
+    meta = {"suite": "fake", "seconds": 0.0, "wall_seconds": 0.0, "rebuilt": []}
+    Scheduler(tmp_path, meta, jobs=2, use_papermill=True, progress=False, devices=["0", "1"]).run(tasks)
+    runs = {key: json.loads((tmp_path / key / "device.json").read_text()) for key in ("a", "b", "c")}
+    assert {runs["a"]["cuda"], runs["b"]["cuda"]} == {"0", "1"}
+    for first, second in (("a", "b"), ("a", "c"), ("b", "c")):
+        overlap = runs[first]["start"] < runs[second]["end"] and runs[second]["start"] < runs[first]["end"]
+        assert not overlap or runs[first]["cuda"] != runs[second]["cuda"]
+    suite = json.loads((tmp_path / "suite.json").read_text())
+    assert suite["devices"] == ["0", "1"] and suite["placement"] == {key: runs[key]["cuda"] for key in runs}
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ
+
+
+def test_on_a_machine_without_gpus_the_kernels_get_no_device(tmp_path, monkeypatch):
+    from node_transfer import notebooks
+
+    given = []
+    monkeypatch.setattr(notebooks, "execute_page", lambda *args, env=None, **kwargs: given.append(env))
+    meta = {"suite": "fake", "seconds": 0.0, "wall_seconds": 0.0, "rebuilt": []}
+    Scheduler(tmp_path, meta, jobs=2, use_papermill=True, progress=False, devices=[]).run(
+        fake_tasks(tmp_path, {"a": (0, []), "b": (0, [])}))
+    assert given == [None, None] and "placement" not in meta and "devices" not in meta
+
+
+@pytest.mark.parametrize("setting, devices", [
+    ("2,3", ["2", "3"]), (" 1 , 0", ["1", "0"]), ("", []), ("-1", []), ("1,-1,2", ["1"]),
+    ("GPU-8e6a,GPU-1f2b", ["GPU-8e6a", "GPU-1f2b"]), ("0,", ["0"]),
+])
+def test_a_cuda_visible_devices_the_user_set_is_honoured(setting, devices):
+    assert visible_devices({"CUDA_VISIBLE_DEVICES": setting}) == devices
+
+
+def test_without_cuda_visible_devices_every_gpu_torch_sees_is_used(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    assert visible_devices({}) == ["0", "1", "2"]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    assert visible_devices({}) == []

@@ -134,24 +134,41 @@ def config_from_page(namespace: Mapping[str, Any]) -> ExperimentConfig:
 
 def execute_page(page: str | Path, output: str | Path, parameters: dict[str, Any],
                  cwd: str | Path | None = None, log_output: bool = False, progress: bool = False,
-                 stderr: TextIO | None = None) -> Any:
+                 stderr: TextIO | None = None, env: Mapping[str, str] | None = None) -> Any:
     """Execute a jupytext page with papermill (parameters injected after the `parameters` cell).
 
-    The kernel's stderr (one line per epoch) is echoed to `stderr`, or with `progress` to this process's."""
+    The kernel's stderr (one line per epoch) is echoed to `stderr`, or with `progress` to this process's. `env`
+    is added to the kernel's environment (this process's is left alone: kernels started at once differ)."""
     import jupytext
     import papermill
 
     notebook = jupytext.read(page)
     env_before = os.environ.get("TQDM_MININTERVAL")
     os.environ["TQDM_MININTERVAL"] = env_before or "30"  # keep progress text out of saved notebooks
+    extra = {"kernel_manager_class": kernel_manager_with_env(env)} if env else {}
     try:
         return papermill.execute_notebook(notebook, str(output), parameters=parameters, kernel_name="python3",
                                           cwd=str(cwd) if cwd else None, log_output=log_output,
                                           progress_bar=False,
-                                          stderr_file=stderr or (sys.stderr if progress else None))
+                                          stderr_file=stderr or (sys.stderr if progress else None), **extra)
     finally:
         if env_before is None:
             os.environ.pop("TQDM_MININTERVAL", None)
+
+
+def kernel_manager_with_env(env: Mapping[str, str]) -> type:
+    """A jupyter_client kernel manager class whose kernels start with `env` added to this process's environment
+    (papermill hands it to nbclient, which starts the kernel with it)."""
+    from jupyter_client.manager import AsyncKernelManager
+
+    added = dict(env)
+
+    class KernelManagerWithEnv(AsyncKernelManager):
+        async def start_kernel(self, **kw: Any) -> None:
+            kw["env"] = {**os.environ, **(kw.get("env") or {}), **added}
+            await super().start_kernel(**kw)
+
+    return KernelManagerWithEnv
 
 
 def _is_progress(text: str) -> bool:

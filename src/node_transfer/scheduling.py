@@ -1,7 +1,9 @@
 """Running a suite's configurations, several at once where asked: each run after the run it continues from.
 
 `Scheduler` executes `Task`s (one configuration and seed, or the rebuild of a finished run's checkpoints) in a
-pool of threads, each driving its own papermill kernel, and keeps `suite.json`'s timings.
+pool of threads, each driving its own papermill kernel, and keeps `suite.json`'s timings. On a machine with
+GPUs each kernel is given one of them (`CUDA_VISIBLE_DEVICES`: the least busy of the visible ones, in order), and
+`suite.json` records which run went where.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -44,11 +46,15 @@ class Scheduler:
     SIGTERM or SIGINT to the suite reaches its runs: each papermill kernel gets SIGTERM (a second signal: SIGKILL),
     keeps its last complete epoch, no new run starts, and `Interrupted` is raised once they have stopped."""
 
-    def __init__(self, out: Path, meta: dict[str, Any], jobs: int, use_papermill: bool, progress: bool) -> None:
+    def __init__(self, out: Path, meta: dict[str, Any], jobs: int, use_papermill: bool, progress: bool,
+                 devices: list[str] | None = None) -> None:
         self.out, self.meta, self.jobs = out, meta, jobs
         self.use_papermill, self.progress = use_papermill, progress
         self.lock = threading.Lock()
         self.signals: list[int] = []  # signals received while running
+        # the GPUs the kernels share out (None: those visible here); in-process runs keep this process's own
+        self.devices = (visible_devices() if devices is None else list(devices)) if use_papermill else []
+        self.busy = dict.fromkeys(self.devices, 0)
 
     def run(self, tasks: list[Task]) -> None:
         pending, done, total = list(tasks), set(), len(tasks)
@@ -59,6 +65,8 @@ class Scheduler:
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.jobs))
         saved_env = {key: os.environ.get(key) for key in env}
         os.environ.update(env)
+        if self.devices:
+            self.meta["devices"] = self.devices
         try:
             with self._signals_stop_kernels(), ThreadPoolExecutor(max_workers=self.jobs) as pool:
                 running: dict[Future, Task] = {}
@@ -130,7 +138,9 @@ class Scheduler:
             target = reference_val_acc(self.out / f"{task.run.target_from}-s{task.seed}")
             config = replace(config, target_val_acc=target)
         what = f"rebuild of {task.rebuild_of.name} (its checkpoints)" if task.rebuild_of else task.run.label
-        self._say(f"[{index}/{total}] {self.meta['suite']}: {what} seed {task.seed}")
+        device = self._claim_device(task.key)
+        where = f" on GPU {device}" if device is not None else ""
+        self._say(f"[{index}/{total}] {self.meta['suite']}: {what} seed {task.seed}{where}")
         started = time.perf_counter()
         notebook = self.out / f"{task.key}.ipynb"
         if self.use_papermill:
@@ -141,12 +151,15 @@ class Scheduler:
             stream = Prefixed(sys.stderr, f"[{task.key}] ") if self.jobs > 1 else sys.stderr
             try:
                 execute_page(book_dir() / "experiment.md", notebook, parameters=config.to_dict(), cwd=Path.cwd(),
-                             stderr=stream if self.progress else None)
+                             stderr=stream if self.progress else None,
+                             env={"CUDA_VISIBLE_DEVICES": device} if device is not None else None)
             except PapermillExecutionError as exc:
                 if task.rebuild_of is not None and exc.ename == "TrainingError":
                     raise rebuild_failed(task.rebuild_of, run_dir, exc.evalue) from None
                 raise SuiteRunError(f"{task.key} failed ({exc.ename}: {exc.evalue}); the executed notebook is "
                                     f"{notebook}; fix the cause and continue with --resume") from None
+            finally:
+                self._release_device(device)
         else:
             from .experiment import run_experiment
 
@@ -167,6 +180,23 @@ class Scheduler:
             if task.rebuild_of is not None:
                 self.meta["rebuilt"].append({"run": task.rebuild_of.name, "seconds": seconds})
             self._write_meta()
+
+    def _claim_device(self, key: str) -> str | None:
+        """The GPU for a run's kernel: the visible device running the fewest runs (the first such in order), so
+        that with jobs <= GPUs no two running kernels share one; recorded in suite.json's `placement`."""
+        if not self.devices:
+            return None
+        with self.lock:
+            device = min(self.devices, key=lambda d: (self.busy[d], self.devices.index(d)))
+            self.busy[device] += 1
+            self.meta.setdefault("placement", {})[key] = device
+            self._write_meta()
+        return device
+
+    def _release_device(self, device: str | None) -> None:
+        if device is not None:
+            with self.lock:
+                self.busy[device] -= 1
 
     def _say(self, text: str) -> None:
         with self.lock:
@@ -190,6 +220,22 @@ class Prefixed:
 
     def flush(self) -> None:
         self.stream.flush()
+
+
+def visible_devices(environ: Mapping[str, str] = os.environ) -> list[str]:
+    """The GPUs a suite's kernels share out: the entries of a CUDA_VISIBLE_DEVICES the user set (indices or UUIDs;
+    as CUDA does, none after an invalid one such as -1), else every device torch sees (none on a CPU machine)."""
+    setting = environ.get("CUDA_VISIBLE_DEVICES")
+    if setting is not None:
+        devices = []
+        for entry in (part.strip() for part in setting.split(",")):
+            if not entry or entry.startswith("-"):
+                break
+            devices.append(entry)
+        return devices
+    import torch
+
+    return [str(index) for index in range(torch.cuda.device_count())]
 
 
 def kernel_pids(since: float) -> list[int]:

@@ -119,6 +119,7 @@ def _run_planned(name: str, out: Path, meta: dict[str, Any], planned: list[tuple
     meta["seconds"] = float(previous.get("seconds", 0.0))
     meta["wall_seconds"] = float(previous.get("wall_seconds", previous.get("seconds", 0.0)))
     meta["rebuilt"] = list(previous.get("rebuilt", []))
+    meta["placement"] = dict(previous.get("placement", {}))  # run -> the GPU its kernel was given
     (out / "suite.json").write_text(json.dumps(meta, indent=2) + "\n")
     tasks = _tasks(name, out, planned, resume)
     try:
