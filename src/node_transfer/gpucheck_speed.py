@@ -74,6 +74,18 @@ def training_step(model: Any, parameters: list, inputs: Any, labels: Any, amp: b
     return step
 
 
+def counted(step: Callable[[], None], blocks: list, nfe: dict, key: tuple[str, str]) -> Callable[[], None]:
+    """`step`, keeping in `nfe[key]` the NFE (forward, backward) of its ODE blocks' last pass (the fine-tuning and
+    head-only steps share a head, so each step's own count is taken when it runs)."""
+    nfe[key] = (0, 0)
+
+    def step_and_count() -> None:
+        step()
+        nfe[key] = (sum(b.nfe_forward for b in blocks), sum(b.nfe_backward for b in blocks))
+
+    return step_and_count
+
+
 def time_backbone(context: Context, findings: Findings, backbone: str, weights: str, size: int, note: str = "",
                   loader: bool = True) -> None:
     """Fine-tuning and head-only steps of each head on one backbone at one image size (and the loader's rate)."""
@@ -84,7 +96,7 @@ def time_backbone(context: Context, findings: Findings, backbone: str, weights: 
     cuda = context.device == "cuda"
     sync = torch.cuda.synchronize if cuda else (lambda: None)
     rounds, per_round, warmup = (1, 1, 1) if context.small else (5, 5, 3)
-    steps, blocks, memory = {}, {}, {}
+    steps, nfe, memory = {}, {}, {}
     loader_rate = None
     for label, changes in SPEED_PATHS:
         prepared, (images, labels) = build(context, label, {**changes, "backbone": backbone, "weights": weights,
@@ -106,16 +118,14 @@ def time_backbone(context: Context, findings: Findings, backbone: str, weights: 
                 step()
                 sync()
                 memory[(kind, label)] = (torch.cuda.max_memory_allocated() - before) / 2**20
-            steps[(kind, label)] = step
-            blocks[(kind, label)] = ode_blocks(module)
+            steps[(kind, label)] = counted(step, ode_blocks(module), nfe, (kind, label))
         print(f"{backbone} {size} px: {label} built and warmed up", flush=True)
     seconds = timed_rounds({f"{k}|{h}": s for (k, h), s in steps.items()}, sync, rounds, per_round)
-    for (kind, label), block_list in blocks.items():
+    for (kind, label), (forward, backward) in nfe.items():
         per_step = seconds[f"{kind}|{label}"]
         findings.row("steps", backbone=backbone + note, px=size, step=kind, head=label, ms=round(per_step * 1e3, 2),
                      images_per_s=round(BATCH / per_step), node_over_fc=round(per_step / seconds[f"{kind}|fc"], 2),
-                     nfe_forward=sum(b.nfe_forward for b in block_list),
-                     nfe_backward=sum(b.nfe_backward for b in block_list),
+                     nfe_forward=forward, nfe_backward=backward,
                      step_memory_mb=round(memory[(kind, label)]) if (kind, label) in memory else None)
     if loader_rate is not None:
         findings.row("data loader", px=size, images_per_s=loader_rate, images=len(prepared.splits.train),
