@@ -16,7 +16,7 @@ from typing import Any
 
 from .gpucheck import Context
 from .gpucheck_report import Findings, tail
-from .gpucheck_sections import check_config, cli_arguments, finite, read_run
+from .gpucheck_sections import check_config, cli_arguments, finite, nccl_version, read_run
 from .suites import NODE_RK
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1"]  # = torchrun
@@ -93,7 +93,7 @@ def process_group_probe(context: Context, findings: Findings) -> None:
     try:
         findings.fact("backend", dist.get_backend())
         if cuda:
-            findings.fact("NCCL", ".".join(map(str, torch.cuda.nccl.version())))
+            findings.fact("NCCL", nccl_version())
         world = dist.get_world_size()
         values = torch.full((4,), 2.0, device=device)
         dist.all_reduce(values)

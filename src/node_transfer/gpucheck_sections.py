@@ -130,6 +130,14 @@ class Observer:
         return bool(self.channels_last) and all(self.channels_last.values())
 
 
+def nccl_version() -> str:
+    """NCCL's version as torch reports it (a tuple in recent releases, an integer in older ones)."""
+    import torch
+
+    version = torch.cuda.nccl.version()
+    return ".".join(map(str, version)) if isinstance(version, (tuple, list)) else str(version)
+
+
 def nvidia_smi() -> str:
     """The GPU and driver as nvidia-smi reports them (name, driver version, memory)."""
     query = ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"]
@@ -158,7 +166,7 @@ def environment(context: Context, findings: Findings) -> None:
         with findings.guard("nvidia-smi"):
             findings.fact("nvidia-smi", nvidia_smi())
         with findings.guard("NCCL version"):
-            findings.fact("NCCL", ".".join(map(str, torch.cuda.nccl.version())))
+            findings.fact("NCCL", nccl_version())
         findings.check("bf16 supported", torch.cuda.is_bf16_supported())
         a = torch.randn(1024, 1024, device="cuda")
         with torch.autocast("cuda", dtype=torch.bfloat16):
