@@ -82,9 +82,24 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run only these configurations of the suite (see --list)")
     suite.add_argument("--only-seeds", nargs="+", type=int, metavar="SEED", default=None,
                        help="run only these seeds (0 to --seeds - 1) now; --resume adds the others later")
-    suite.add_argument("--jobs", type=int, default=1, help="configurations run at once, each in its own kernel "
-                       "with cores / jobs threads (default: 1); a continued run waits for the run it starts from")
+    suite.add_argument("--jobs", type=int, default=None, help="configurations run at once, each in its own kernel "
+                       "with cores / jobs threads and its own GPU where there are GPUs (default: 1; with --executor "
+                       "slurm, no limit); a continued run waits for the run it starts from")
     suite.add_argument("--in-process", action="store_true", help="run without papermill (no notebooks)")
+    suite.add_argument("--executor", default="threads", metavar="{threads,local,slurm}",
+                       help="threads: kernels started by this process (default); local: each run a submitit job on "
+                       "this machine; slurm: each run a SLURM job through submitit, a continued run after its base")
+    suite.add_argument("--slurm-partition", default=None, help="SLURM partition (default: the cluster's)")
+    suite.add_argument("--slurm-gpus-per-job", type=int, default=1, help="GPUs per SLURM job (default: 1)")
+    suite.add_argument("--slurm-cpus-per-job", type=int, default=None, help="CPUs per SLURM job (default: the "
+                       "cluster's)")
+    suite.add_argument("--slurm-time", type=int, default=None, metavar="MINUTES", help="time limit of each job "
+                       "(default: 1440 on SLURM, 10080 with --executor local); a run stopped by it continues with "
+                       "--resume")
+    suite.add_argument("--slurm-setup", action="append", default=[], metavar="LINE",
+                       help="a shell line run before each SLURM job, e.g. 'module load cuda' (repeatable)")
+    suite.add_argument("--slurm-option", action="append", default=[], metavar="NAME=VALUE",
+                       help="any other sbatch option, e.g. account=proj or qos=long (repeatable)")
 
     report = sub.add_parser("report", help="tables and figures for a suite directory, or the metrics and curves "
                             "of one run directory")

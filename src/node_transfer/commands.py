@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .errors import DataError
+from .cluster import SlurmOptions
+from .errors import ConfigError, DataError
 from .reporting import paper_tables, write_report, write_run_report
 from .suite_runner import parse_overrides, run_suite
 from .suites import CPU_BASE, PAPER_MODELS, SUITES
@@ -26,9 +27,27 @@ def main_suite(args: argparse.Namespace) -> int:
     out = run_suite(args.name, args.profile, args.seeds, args.out, parse_overrides(args.set),
                     use_papermill=not args.in_process, resume=args.resume,
                     labels=tuple(args.only) if args.only else None, jobs=args.jobs,
-                    only_seeds=tuple(args.only_seeds) if args.only_seeds else None)
+                    only_seeds=tuple(args.only_seeds) if args.only_seeds else None, executor=args.executor,
+                    slurm=slurm_options(args))
     print(out)
     return 0
+
+
+def slurm_options(args: argparse.Namespace) -> SlurmOptions:
+    """The --slurm-* options; each --slurm-option NAME=VALUE is passed to sbatch as --NAME=VALUE."""
+    extra = {}
+    for item in args.slurm_option:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ConfigError("slurm_option", item, "NAME=VALUE, e.g. account=myproject")
+        extra[name.strip().removeprefix("--")] = value
+    for name in ("slurm_gpus_per_job", "slurm_cpus_per_job", "slurm_time"):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name == "slurm_gpus_per_job" else 1):
+            raise ConfigError(name, value, "a positive integer" + (" or 0" if name == "slurm_gpus_per_job" else ""))
+    return SlurmOptions(partition=args.slurm_partition, gpus_per_job=args.slurm_gpus_per_job,
+                        cpus_per_job=args.slurm_cpus_per_job, time_min=args.slurm_time, setup=list(args.slurm_setup),
+                        extra=extra)
 
 
 def main_demo(args: argparse.Namespace) -> int:

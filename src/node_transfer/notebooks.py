@@ -8,10 +8,14 @@ OUT -p NAME VALUE`), or call `execute_page`, which does the same in Python. `con
 from __future__ import annotations
 
 import ast
+import contextlib
 import difflib
 import os
+import signal
 import sys
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -169,6 +173,63 @@ def kernel_manager_with_env(env: Mapping[str, str]) -> type:
             await super().start_kernel(**kw)
 
     return KernelManagerWithEnv
+
+
+@contextlib.contextmanager
+def kernel_environment(jobs: int) -> Iterator[None]:
+    """While runs execute: tqdm's slow refresh (progress text stays out of saved notebooks) and, with several
+    runs at once, each its share of the cores (unless OMP_NUM_THREADS is set); restored afterwards."""
+    env = {"TQDM_MININTERVAL": os.environ.get("TQDM_MININTERVAL") or "30"}
+    if jobs > 1 and "OMP_NUM_THREADS" not in os.environ:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    saved = {key: os.environ.get(key) for key in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@contextlib.contextmanager
+def stop_kernels_on_signal(stopping: Callable[[int, signal.Signals], None]) -> Iterator[None]:
+    """While active (in the main thread), SIGTERM/SIGINT reach this process's kernels started meanwhile: SIGTERM
+    (each run keeps its last complete epoch), SIGKILL at a second signal; `stopping(signum, how)` is told first.
+    Kernels run in sessions of their own, so a signal to this process alone would never reach them."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    since, received = time.time() - 1.0, []
+
+    def handler(signum: int, frame: Any) -> None:
+        received.append(signum)
+        how = signal.SIGTERM if len(received) == 1 else signal.SIGKILL
+        stopping(signum, how)
+        for pid in kernel_pids(since):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, how)
+
+    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, old in previous.items():
+            signal.signal(signum, old)
+
+
+def kernel_pids(since: float) -> list[int]:
+    """Process ids of this process's Jupyter kernels started at or after `since` (a `time.time()`)."""
+    import psutil  # a dependency of ipykernel, hence there whenever papermill runs kernels
+
+    pids = []
+    for child in psutil.Process().children(recursive=False):
+        with contextlib.suppress(psutil.Error):
+            if child.create_time() >= since and any("ipykernel" in part for part in child.cmdline()):
+                pids.append(child.pid)
+    return pids
 
 
 def _is_progress(text: str) -> bool:

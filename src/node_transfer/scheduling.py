@@ -23,6 +23,7 @@ from typing import Any, TextIO
 
 from .config import ExperimentConfig
 from .errors import ConfigError, Interrupted, SuiteRunError, TrainingError
+from .notebooks import kernel_environment, stop_kernels_on_signal
 from .rebuild import rebuild_failed, verify_rebuild
 from .suites import SuiteRun
 
@@ -60,15 +61,11 @@ class Scheduler:
         pending, done, total = list(tasks), set(), len(tasks)
         failure: BaseException | None = None
         started = time.perf_counter()
-        env = {"TQDM_MININTERVAL": os.environ.get("TQDM_MININTERVAL") or "30"}
-        if self.jobs > 1 and "OMP_NUM_THREADS" not in os.environ:  # each kernel its share of the cores
-            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // self.jobs))
-        saved_env = {key: os.environ.get(key) for key in env}
-        os.environ.update(env)
         if self.devices:
             self.meta["devices"] = self.devices
         try:
-            with self._signals_stop_kernels(), ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            with kernel_environment(self.jobs), self._signals_stop_kernels(), \
+                    ThreadPoolExecutor(max_workers=self.jobs) as pool:
                 running: dict[Future, Task] = {}
                 while pending or running:
                     ready = [t for t in pending if not t.after - done] if failure is None and not self.signals else []
@@ -86,14 +83,13 @@ class Scheduler:
                         elif failure is None:
                             failure = future.exception()
         finally:
-            for key, value in saved_env.items():
-                if value is None:
-                    os.environ.pop(key, None)
-                else:
-                    os.environ[key] = value
             with self.lock:
                 self.meta["wall_seconds"] += time.perf_counter() - started
                 self._write_meta()
+        self._raise_outcome(failure)
+
+    def _raise_outcome(self, failure: BaseException | None) -> None:
+        """`Interrupted` if a signal stopped the suite, else the first failure (if any)."""
         if self.signals:
             raise Interrupted(self.signals[0], f"interrupted by {signal.Signals(self.signals[0]).name}: the runs "
                               "stopped, each keeps its last complete epoch; continue the suite with --resume")
@@ -102,77 +98,41 @@ class Scheduler:
 
     @contextlib.contextmanager
     def _signals_stop_kernels(self) -> Iterator[None]:
-        """While the suite runs, SIGTERM/SIGINT stop its kernels (started after `since`) instead of orphaning
-        them: they run in sessions of their own, so a signal to the suite alone would never reach them."""
-        if not self.use_papermill or threading.current_thread() is not threading.main_thread():
+        """While the suite runs, SIGTERM/SIGINT stop its kernels instead of orphaning them (see `stop_kernels_on`)."""
+        if not self.use_papermill:
             yield  # in-process runs: the default behaviour (the process ends; last.pt stays)
             return
-        since = time.time() - 1.0
 
-        def handler(signum: int, frame: Any) -> None:
+        def stopping(signum: int, how: signal.Signals) -> None:
             self.signals.append(signum)
-            how = signal.SIGTERM if len(self.signals) == 1 else signal.SIGKILL
             self._say(f"{signal.Signals(signum).name}: stopping the running runs ({how.name}); no new run starts")
-            for pid in kernel_pids(since):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, how)
 
-        previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGINT)}
-        try:
+        with stop_kernels_on_signal(stopping):
             yield
-        finally:
-            for signum, old in previous.items():
-                signal.signal(signum, old)
 
     def _write_meta(self) -> None:
         (self.out / "suite.json").write_text(json.dumps(self.meta, indent=2) + "\n")
 
-    def _execute(self, task: Task, index: int, total: int) -> None:
-        config, run_dir = task.config, Path(task.config.out)
-        if run_dir.exists():
-            if (run_dir / "last.pt").is_file():
-                config = replace(config, resume=True)
-            else:
-                set_aside(run_dir)
-        if task.run.target_from:
-            target = reference_val_acc(self.out / f"{task.run.target_from}-s{task.seed}")
-            config = replace(config, target_val_acc=target)
+    def _announce(self, task: Task, index: int, total: int, device: str | None) -> None:
         what = f"rebuild of {task.rebuild_of.name} (its checkpoints)" if task.rebuild_of else task.run.label
-        device = self._claim_device(task.key)
         where = f" on GPU {device}" if device is not None else ""
         self._say(f"[{index}/{total}] {self.meta['suite']}: {what} seed {task.seed}{where}")
+
+    def _execute(self, task: Task, index: int, total: int) -> None:
+        device = self._claim_device(task.key)
+        self._announce(task, index, total, device)
         started = time.perf_counter()
-        notebook = self.out / f"{task.key}.ipynb"
-        if self.use_papermill:
-            from papermill.exceptions import PapermillExecutionError
+        stream = Prefixed(sys.stderr, f"[{task.key}] ") if self.jobs > 1 else sys.stderr
+        try:
+            execute_task(task, self.out, self.use_papermill, self.progress, stream,
+                         {"CUDA_VISIBLE_DEVICES": device} if device is not None else None)
+        finally:
+            self._release_device(device)
+        self._finished(task, time.perf_counter() - started)
 
-            from .notebooks import book_dir, execute_page
-
-            stream = Prefixed(sys.stderr, f"[{task.key}] ") if self.jobs > 1 else sys.stderr
-            try:
-                execute_page(book_dir() / "experiment.md", notebook, parameters=config.to_dict(), cwd=Path.cwd(),
-                             stderr=stream if self.progress else None,
-                             env={"CUDA_VISIBLE_DEVICES": device} if device is not None else None)
-            except PapermillExecutionError as exc:
-                if task.rebuild_of is not None and exc.ename == "TrainingError":
-                    raise rebuild_failed(task.rebuild_of, run_dir, exc.evalue) from None
-                raise SuiteRunError(f"{task.key} failed ({exc.ename}: {exc.evalue}); the executed notebook is "
-                                    f"{notebook}; fix the cause and continue with --resume") from None
-            finally:
-                self._release_device(device)
-        else:
-            from .experiment import run_experiment
-
-            try:
-                run_experiment(config, progress=self.progress)
-            except TrainingError as exc:
-                if task.rebuild_of is None:
-                    raise
-                raise rebuild_failed(task.rebuild_of, run_dir, str(exc)) from None
-        seconds = time.perf_counter() - started
+    def _finished(self, task: Task, seconds: float) -> None:
+        """Add a finished run's time to suite.json (and a rebuild to its list)."""
         if task.rebuild_of is not None:
-            verify_rebuild(task.rebuild_of, run_dir)
-            notebook.unlink(missing_ok=True)
             self._say(f"{task.rebuild_of.name}: the rebuild reproduced every committed number; its checkpoints "
                       "are in place")
         with self.lock:
@@ -222,6 +182,48 @@ class Prefixed:
         self.stream.flush()
 
 
+def execute_task(task: Task, out: Path, use_papermill: bool = True, progress: bool = True,
+                 stream: TextIO | None = None, env: Mapping[str, str] | None = None) -> None:
+    """Execute one task wherever it runs (a thread of this process, a submitit job): the experiment page through
+    papermill (`env` added to its kernel's environment), or in process; a killed run resumes from its last.pt, one
+    with no checkpoint starts afresh, a continued run stops at its base's validation accuracy, a rebuild is
+    checked against the committed run."""
+    config, run_dir = task.config, Path(task.config.out)
+    if run_dir.exists():
+        if (run_dir / "last.pt").is_file():
+            config = replace(config, resume=True)
+        else:
+            set_aside(run_dir)
+    if task.run.target_from:
+        config = replace(config, target_val_acc=reference_val_acc(out / f"{task.run.target_from}-s{task.seed}"))
+    notebook = out / f"{task.key}.ipynb"
+    if use_papermill:
+        from papermill.exceptions import PapermillExecutionError
+
+        from .notebooks import book_dir, execute_page
+
+        try:
+            execute_page(book_dir() / "experiment.md", notebook, parameters=config.to_dict(), cwd=Path.cwd(),
+                         stderr=(stream or sys.stderr) if progress else None, env=env)
+        except PapermillExecutionError as exc:
+            if task.rebuild_of is not None and exc.ename == "TrainingError":
+                raise rebuild_failed(task.rebuild_of, run_dir, exc.evalue) from None
+            raise SuiteRunError(f"{task.key} failed ({exc.ename}: {exc.evalue}); the executed notebook is "
+                                f"{notebook}; fix the cause and continue with --resume") from None
+    else:
+        from .experiment import run_experiment
+
+        try:
+            run_experiment(config, progress=progress)
+        except TrainingError as exc:
+            if task.rebuild_of is None:
+                raise
+            raise rebuild_failed(task.rebuild_of, run_dir, str(exc)) from None
+    if task.rebuild_of is not None:
+        verify_rebuild(task.rebuild_of, run_dir)
+        notebook.unlink(missing_ok=True)
+
+
 def visible_devices(environ: Mapping[str, str] = os.environ) -> list[str]:
     """The GPUs a suite's kernels share out: the entries of a CUDA_VISIBLE_DEVICES the user set (indices or UUIDs;
     as CUDA does, none after an invalid one such as -1), else every device torch sees (none on a CPU machine)."""
@@ -236,18 +238,6 @@ def visible_devices(environ: Mapping[str, str] = os.environ) -> list[str]:
     import torch
 
     return [str(index) for index in range(torch.cuda.device_count())]
-
-
-def kernel_pids(since: float) -> list[int]:
-    """Process ids of this process's Jupyter kernels started at or after `since` (a `time.time()`)."""
-    import psutil  # a dependency of ipykernel, hence there whenever papermill runs kernels
-
-    pids = []
-    for child in psutil.Process().children(recursive=False):
-        with contextlib.suppress(psutil.Error):
-            if child.create_time() >= since and any("ipykernel" in part for part in child.cmdline()):
-                pids.append(child.pid)
-    return pids
 
 
 def reference_val_acc(run_dir: Path) -> float:

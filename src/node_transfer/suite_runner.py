@@ -16,6 +16,7 @@ from typing import Any
 
 import pandas as pd
 
+from .cluster import SlurmOptions, SubmititScheduler, check_executor
 from .config import ExperimentConfig
 from .errors import ConfigError
 from .rebuild import needs_rebuild, rebuild_dir
@@ -70,12 +71,15 @@ def plan(name: str, profile: str, seeds: int, out: Path, overrides: dict[str, An
 def run_suite(name: str, profile: str = "cpu", seeds: int = 1, out: str | Path | None = None,
               overrides: dict[str, Any] | None = None, use_papermill: bool = True,
               progress: bool = True, resume: bool = False, labels: tuple[str, ...] | None = None,
-              jobs: int = 1, only_seeds: tuple[int, ...] | None = None) -> Path:
+              jobs: int | None = None, only_seeds: tuple[int, ...] | None = None, executor: str = "threads",
+              slurm: SlurmOptions | None = None) -> Path:
     """Run a suite and write `runs.csv`; returns the suite directory.
 
     `labels` (and `only_seeds`) run part of the suite now (the rest can follow with `resume=True`); `suite.json`
     always lists the whole suite, and `runs.csv` every finished run. `jobs` runs that many configurations at
-    once (each in its own papermill kernel), a continued run only after the run it starts from.
+    once (each in its own papermill kernel; default 1, and on SLURM no limit), a continued run only after the run
+    it starts from. `executor` runs them in this process's thread pool ("threads"), or as submitit jobs on this
+    machine ("local") or on a SLURM cluster ("slurm", with `slurm`'s options): see `cluster`.
     With `resume=True` an interrupted suite in `out` (same suite, profile, overrides; as many seeds or more,
     which extends it) goes on:
     finished runs are kept (so configurations added to the suite's definition since are the only ones
@@ -85,9 +89,12 @@ def run_suite(name: str, profile: str = "cpu", seeds: int = 1, out: str | Path |
     and its checkpoints are used only if it reproduces the committed numbers (`rebuild`).
     """
     out = Path(out) if out else Path("runs") / f"suite-{name}-{profile}-{datetime.now():%Y%m%d-%H%M%S}"
-    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+    check_executor(executor, use_papermill)
+    if jobs is not None and (not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1):
         raise ConfigError("jobs", jobs, "a positive integer (configurations run at once)")
-    if jobs > 1 and not use_papermill:
+    if jobs is None and executor != "slurm":
+        jobs = 1
+    if jobs is not None and jobs > 1 and not use_papermill:
         raise ConfigError("jobs", jobs, "1 when running in process (parallel runs each need their own kernel)")
     everything = plan(name, profile, seeds, out, overrides)
     planned = plan(name, profile, seeds, out, overrides, labels) if labels is not None else everything
@@ -96,24 +103,26 @@ def run_suite(name: str, profile: str = "cpu", seeds: int = 1, out: str | Path |
         if bad:
             raise ConfigError("only_seeds", bad[0], f"seeds of this suite, 0 to {seeds - 1} (--seeds {seeds})")
         planned = [entry for entry in planned if entry[1] in only_seeds]
-    meta = {"suite": name, "profile": profile, "seeds": seeds, "overrides": overrides or {},
+    meta = {"suite": name, "profile": profile, "seeds": seeds, "overrides": overrides or {}, "executor": executor,
             "runs": [{"label": r.label, "seed": s, "group": r.group} for r, s, _ in everything]}
     if resume:
         _check_resumable(out, meta)
     elif out.exists():
         raise ConfigError("out", str(out), "a suite directory that does not exist yet "
                           "(or pass resume=True / --resume to continue the suite in it)")
+    scheduler = Scheduler(out, meta, jobs, use_papermill, progress) if executor == "threads" else \
+        SubmititScheduler(out, meta, jobs, progress, executor, slurm)
     out.mkdir(parents=True, exist_ok=True)
     handle = lock(out, "suite")  # two suite processes in one directory would overwrite each other's suite.json
     try:
-        _run_planned(name, out, meta, planned, resume, jobs, use_papermill, progress)
+        _run_planned(name, out, meta, planned, resume, scheduler)
     finally:
         unlock(handle, out)
     return out
 
 
 def _run_planned(name: str, out: Path, meta: dict[str, Any], planned: list[tuple[SuiteRun, int, ExperimentConfig]],
-                 resume: bool, jobs: int, use_papermill: bool, progress: bool) -> None:
+                 resume: bool, scheduler: Scheduler) -> None:
     previous = read_json(out / "suite.json", "suite description") if resume else {}
     # seconds: the runs' wall times added up; wall_seconds: the suite's own wall time (less with jobs > 1)
     meta["seconds"] = float(previous.get("seconds", 0.0))
@@ -124,7 +133,7 @@ def _run_planned(name: str, out: Path, meta: dict[str, Any], planned: list[tuple
     tasks = _tasks(name, out, planned, resume)
     try:
         if tasks:
-            Scheduler(out, meta, jobs, use_papermill, progress).run(tasks)
+            scheduler.run(tasks)
     finally:  # also when a run failed: runs.csv lists every run that has finished
         collect_runs(out).to_csv(out / "runs.csv", index=False)
 

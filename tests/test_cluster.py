@@ -1,0 +1,135 @@
+"""Suites through submitit: the local executor runs the same files as the default thread pool and resumes after a
+kill; SLURM jobs are submitted with the options asked for and a dependency on the run they continue from."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from node_transfer.cli import build_parser, main
+from node_transfer.cluster import SlurmOptions, SubmititScheduler
+from node_transfer.commands import slurm_options
+from node_transfer.config import ExperimentConfig
+from node_transfer.scheduling import Task
+from node_transfer.suite_runner import run_suite
+from node_transfer.suites import SuiteRun
+
+
+def suite_files(suite: Path) -> list[str]:
+    """Every file of a suite directory, relative to it (set-aside partial runs left out)."""
+    return sorted(str(p.relative_to(suite)) for p in suite.rglob("*")
+                  if p.is_file() and ".partial-" not in str(p.relative_to(suite)))
+
+
+def wait_for(path: Path, process: subprocess.Popen, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert process.poll() is None, f"the suite ended (exit code {process.returncode}) before {path} appeared"
+        assert time.monotonic() < deadline, f"{path} did not appear within {seconds} s"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_the_local_executor_gives_the_default_executors_files_and_resumes_after_a_kill(tmp_path):
+    """`suite smoke --executor local`, killed (SIGTERM) while its second run is going, then `--resume`: the suite
+    completes with the files the default thread pool writes, and the same numbers."""
+    local, threads = tmp_path / "local", tmp_path / "threads"
+    command = [sys.executable, "-m", "node_transfer", "suite", "smoke", "--profile", "cpu", "--seeds", "1",
+               "--executor", "local", "--out", str(local)]
+    suite = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    wait_for(local / "fc-s0" / "metrics.json", suite, 400)
+    wait_for(local / "node-s0" / "config.json", suite, 200)  # the second run has started
+    suite.send_signal(signal.SIGTERM)
+    output = suite.communicate(timeout=120)[0]
+    assert suite.returncode == 128 + signal.SIGTERM, output
+    assert "continue the suite with --resume" in output
+    assert list(pd.read_csv(local / "runs.csv")["label"]) == ["fc"]
+    assert not (local / "node-s0" / "metrics.json").exists()
+
+    run_suite("smoke", "cpu", 1, local, executor="local", resume=True, progress=False)
+    run_suite("smoke", "cpu", 1, threads, progress=False)
+    assert suite_files(local) == suite_files(threads)
+    ran, reference = (pd.read_csv(d / "runs.csv").set_index("label") for d in (local, threads))
+    assert list(ran.columns) == list(reference.columns)
+    assert ran["test_acc"].to_dict() == reference["test_acc"].to_dict()
+    meta = json.loads((local / "suite.json").read_text())
+    assert meta["executor"] == "local" and meta["seconds"] > 0 and [r["label"] for r in meta["runs"]] == ["fc", "node"]
+    assert (tmp_path / "local.submitit").is_dir() and not (local / "submitit").exists()
+
+
+def two_tasks(tmp_path: Path) -> list[Task]:
+    base = Task("baseline-s0", SuiteRun("baseline", {}), 0, ExperimentConfig(out=str(tmp_path / "baseline-s0")))
+    continued = Task("rk-s0", SuiteRun("rk", {}, init_from="baseline", target_from="baseline"), 0,
+                     ExperimentConfig(out=str(tmp_path / "rk-s0")), after={"baseline-s0"})
+    return [base, continued]
+
+
+def test_slurm_jobs_carry_the_options_and_a_dependency_on_their_base(tmp_path, monkeypatch):
+    from submitit.slurm.test_slurm import mocked_slurm  # submitit's own stand-in for sbatch, sacct and scancel
+
+    monkeypatch.chdir(tmp_path)
+    options = SlurmOptions(partition="gpu", gpus_per_job=1, cpus_per_job=8, time_min=600,
+                           setup=["module load cuda"], extra={"account": "proj"})
+    meta = {"suite": "paper", "seconds": 0.0, "wall_seconds": 0.0, "rebuilt": []}
+    scheduler = SubmititScheduler(tmp_path / "suite", meta, None, False, "slurm", options)
+    base, continued = two_tasks(tmp_path)
+    with mocked_slurm():
+        executor = scheduler.executor()
+        running = {base.key: scheduler.submit(executor, base, {})}
+        running[continued.key] = scheduler.submit(executor, continued, running)
+    first, second = (running[key][1] for key in (base.key, continued.key))
+    script = second.paths.submission_file.read_text()
+    for line in ("--partition=gpu", "--gpus-per-node=1", "--cpus-per-task=8", "--time=600", "--account=proj",
+                 f"--dependency=afterok:{first.job_id}", "--kill-on-invalid-dep=yes", "--job-name=paper-rk-s0",
+                 f"--chdir={tmp_path}", "module load cuda"):
+        assert line in script, line
+    assert "--dependency" not in first.paths.submission_file.read_text()
+    assert scheduler.folder == tmp_path / "suite.submitit"
+
+
+def test_runs_are_ready_locally_once_their_base_is_done_and_on_slurm_once_it_is_submitted(tmp_path):
+    base, continued = two_tasks(tmp_path)
+    meta = {"suite": "paper"}
+    local = SubmititScheduler(tmp_path / "s", meta, 2, False, "local", devices=[])
+    slurm = SubmititScheduler(tmp_path / "s", meta, None, False, "slurm")
+    pending = [continued]
+    assert local._ready(pending, {base.key: ()}, set()) == []
+    assert local._ready(pending, {}, {base.key}) == [continued]
+    assert slurm._ready(pending, {base.key: ()}, set()) == [continued]
+    assert SubmititScheduler(tmp_path / "s", meta, 1, False, "local", devices=[])._ready(
+        [base], {"other": ()}, set()) == []  # --jobs 1: one at a time
+
+
+def test_the_local_executor_refuses_gpu_uuids(tmp_path):
+    with pytest.raises(Exception, match="GPU indices only"):
+        SubmititScheduler(tmp_path / "s", {"suite": "x"}, 2, False, "local", devices=["GPU-8e6a"])
+
+
+def test_slurm_options_from_the_command_line():
+    args = build_parser().parse_args(["suite", "paper", "--executor", "slurm", "--slurm-partition", "gpu",
+                                      "--slurm-time", "90", "--slurm-setup", "module load cuda", "--slurm-option",
+                                      "account=proj", "--slurm-option=--qos=long"])
+    options = slurm_options(args)
+    assert (options.partition, options.time_min, options.gpus_per_job, options.setup, options.extra) == (
+        "gpu", 90, 1, ["module load cuda"], {"account": "proj", "qos": "long"})
+    assert args.jobs is None  # no limit on SLURM unless --jobs is given
+
+
+@pytest.mark.parametrize("arguments, named", [
+    (["--executor", "cloud"], "executor='cloud'"),
+    (["--executor", "local", "--in-process"], "executor='local'"),
+    (["--executor", "slurm", "--slurm-option", "account"], "slurm_option='account'"),
+    (["--executor", "slurm", "--slurm-time", "0"], "slurm_time=0"),
+])
+def test_bad_executor_options_are_refused_before_anything_is_written(tmp_path, capsys, arguments, named):
+    out = tmp_path / "suite"
+    assert main(["suite", "smoke", "--out", str(out), *arguments]) == 2
+    assert named in capsys.readouterr().err
+    assert not out.exists() and not os.path.exists(f"{out}.submitit")
