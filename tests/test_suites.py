@@ -157,11 +157,34 @@ def test_every_node_arm_has_its_controls_with_the_same_recipe(profile):
     assert suite["node-adam-adjoint"]["optimizer"] == "adam"
     heads = {run.label: run.params for run in get_suite("heads", profile)}
     assert list(heads)[:5] == ["fc", "mlp", "euler", "node", "node-adjoint"]
+    converged = heads.pop("fc-converged")  # the linear probe trained until its val loss stops falling
+    assert converged["patience"] > 0 and converged["epochs"] > heads["fc"]["epochs"]
+    assert {k: v for k, v in converged.items() if k not in ("epochs", "patience")} == {
+        k: v for k, v in heads["fc"].items() if k != "epochs"}
     assert len({(p["lr"], p["epochs"], p["optimizer"], p["batch_size"]) for p in heads.values()}) == 1
     paired = {(p.get("train_subset"), p.get("ode_width")) for label, p in heads.items() if not label.endswith("-all")}
     assert len(paired) == 1  # the NODE heads and the controls they are compared with see the same data
     if profile == "fmnist":
         assert paired == {(20000, 64)} and "train_subset" not in heads["fc-all"]
+
+
+@pytest.mark.parametrize("profile", ["cpu", "gpu", "fmnist"])
+def test_overfit_suite_pairs_each_node_arm_with_matched_controls_over_long_windows(profile):
+    suite = {run.label: run for run in get_suite("overfit", profile)}
+    params = {label: run.params for label, run in suite.items()}
+    recipe = ("optimizer", "lr", "momentum", "schedule", "lr_milestones", "epochs")
+    for node, control in (("rk", "fc-adam"), ("rk", "mlp"), ("rk", "euler"), ("adjoint", "fc-sgd"),
+                          ("rk-imagenet", "baseline")):
+        assert {k: params[node].get(k) for k in recipe} == {k: params[control].get(k) for k in recipe}, control
+    data = ("dataset", "train_subset", "val_size", "image_size", "augment", "batch_size", "backbone")
+    assert len({tuple(p.get(k) for k in data) for p in params.values()}) == 1  # one data set, no augmentation
+    assert all(p["augment"] is False and p.get("schedule", "none") != "cosine" for p in params.values())
+    continued = [run for label, run in suite.items() if label not in ("baseline", "rk-imagenet")]
+    assert all(run.init_from == "baseline" and run.target_from is None for run in continued)
+    assert suite["rk-imagenet"].init_from is None and params["rk-imagenet"]["head"] == "node"
+    if profile == "fmnist":  # the paper's shape: 5,000 training images, windows of 20 epochs or more
+        assert params["baseline"]["train_subset"] == 5000 and params["baseline"]["epochs"] >= 60
+        assert all(run.params["epochs"] >= 40 for run in continued)
 
 
 @pytest.mark.parametrize("name", ["tolerance", "solvers", "beyond"])
@@ -192,6 +215,28 @@ def test_runs_continued_from_the_baseline_stop_at_its_validation_accuracy(tmp_pa
     assert seen == [("node", 0.875), ("fc", 0.875)]
     with pytest.raises(ConfigError, match="labels"):
         suite_runner.plan("paper", "fmnist", 1, tmp_path / "t", labels=("nope",))
+
+
+def test_a_seed_with_runs_from_another_cpu_model_gets_no_new_runs(tmp_path, monkeypatch):
+    from node_transfer import suite_runner
+
+    monkeypatch.setattr("node_transfer.experiment.run_experiment", lambda config, progress=True: None)
+    monkeypatch.setattr(suite_runner, "collect_runs", lambda out: pd.DataFrame())
+    monkeypatch.setattr(suite_runner, "cpu_description", lambda: {"cpu": "AMD EPYC", "cpu_capability": "AVX512"})
+    suite = tmp_path / "s"
+    for seed, cpu in ((0, "Intel Xeon"), (1, "AMD EPYC")):
+        baseline = suite / f"baseline-s{seed}"
+        baseline.mkdir(parents=True)
+        (baseline / "metrics.json").write_text(json.dumps({"val_acc": 0.875}))
+        (baseline / "last.pt").touch()
+        (baseline / "config.json").write_text(json.dumps({"versions": {"cpu": cpu, "cpu_capability": "AVX512"}}))
+    (suite / "suite.json").write_text(json.dumps({"suite": "paper", "profile": "fmnist", "seeds": 2,
+                                                  "overrides": {}}))
+    with pytest.raises(ConfigError, match=r"baseline-s0 was made on Intel Xeon \(AVX512\)"):
+        suite_runner.run_suite("paper", "fmnist", 2, suite, use_papermill=False, resume=True, labels=("rk",))
+    assert not (suite / "rk-s0").exists() and not (suite / "rk-s1").exists()  # nothing ran, nothing written
+    suite_runner.run_suite("paper", "fmnist", 2, suite, use_papermill=False, resume=True, labels=("rk",),
+                           only_seeds=(1,))  # the seed made on this machine's CPU goes on
 
 
 def test_step_milestones_scale_the_odenet_mnist_schedule():

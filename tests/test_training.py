@@ -19,6 +19,7 @@ from node_transfer import ExperimentConfig
 from node_transfer.errors import ConfigError, TrainingError
 from node_transfer.experiment import prepare, run_experiment
 from node_transfer.rundir import HISTORY_COLUMNS
+from node_transfer.training import early_stop_reason
 
 METRIC_KEYS = {"train_acc", "val_acc", "test_acc", "train_loss", "val_loss", "test_loss", "epochs", "seconds",
                "params_total", "params_head", "nfe_forward", "nfe_backward"}
@@ -271,3 +272,29 @@ def test_extract_features_in_order_batch_independent_and_usable_for_training():
     head = torch.nn.Linear(5, 4)
     torch.nn.functional.cross_entropy(head(features), labels).backward()
     assert head.weight.grad is not None
+
+
+def _history(val_losses: list[float], val_acc: float = 0.5) -> list[dict]:
+    return [{"epoch": e, "val_loss": loss, "val_acc": val_acc} for e, loss in enumerate(val_losses, 1)]
+
+
+def test_patience_stops_once_the_val_loss_has_not_improved_for_that_many_epochs():
+    config = ExperimentConfig(patience=2)
+    assert early_stop_reason(_history([1.0, 0.8, 0.9]), config) is None  # one epoch without a new lowest
+    reason = early_stop_reason(_history([1.0, 0.8, 0.9, 0.85]), config)
+    assert reason is not None and "after epoch 2" in reason and "stopped at epoch 4" in reason
+    assert early_stop_reason(_history([1.0, 0.8, float("nan"), float("inf")]), config) is not None  # never best
+    assert early_stop_reason(_history([1.0, 0.8, 0.9, 0.85]), ExperimentConfig(patience=0)) is None
+    target = early_stop_reason(_history([1.0], val_acc=0.9), ExperimentConfig(target_val_acc=0.9, patience=5))
+    assert target == "reached target_val_acc=0.9 at epoch 1"
+
+
+def test_patience_stops_a_run_early(tmp_path):
+    # lr so large the val loss cannot keep falling on the tiny fixture: stops after `patience` epochs
+    run_dir = run(tmp_path, "patient", head="fc", **{**FAST, "epochs": 8, "lr": 5.0}, patience=1)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["stopped_early"] is True and metrics["epochs"] < 8
+    assert "patience=1" in metrics["stop_reason"]
+    history = pd.read_csv(run_dir / "history.csv")
+    best = int(history["val_loss"].idxmin())
+    assert len(history) - 1 - best == 1

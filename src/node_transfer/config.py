@@ -98,6 +98,8 @@ class ExperimentConfig:
     init_from: str | None = field(default=None, metadata={"help": "start from a finished run "
                                                                       "(directory or checkpoint)"})
     target_val_acc: float | None = field(default=None, metadata={"help": "stop once val acc reaches it"})
+    patience: int = field(default=0, metadata={"help": "stop once the val loss has not improved for this many "
+                                                       "epochs (0: never)"})
     reproduce_run: str | None = field(default=None, metadata={"help": "a finished run to repeat exactly: stop at "
                                                                          "the first epoch that differs"})
     # output
@@ -140,7 +142,7 @@ class ExperimentConfig:
                 raise ConfigError(f.name, getattr(self, f.name), f"one of {list(choices)}")
         _positive(self, "image_size", "epochs", "batch_size", "lr", "rtol", "atol", "t_end",
                   "max_num_steps", "ode_width", "fallback_step_size", "lr_gamma")
-        _non_negative(self, "train_subset", "num_workers", "weight_decay", "steer", "augment_dim",
+        _non_negative(self, "train_subset", "num_workers", "patience", "weight_decay", "steer", "augment_dim",
                       "kinetic_weight", "jacobian_weight", "dropout")
         if self.image_size < 16:
             raise ConfigError("image_size", self.image_size, "an integer >= 16")

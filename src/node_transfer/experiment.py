@@ -32,7 +32,7 @@ from .features import cached_feature_sets
 from .memory import peak_memory_mb
 from .model import TransferModel, head_from_config, load_initial_weights
 from .resume import check_resume, is_finished
-from .training import Trainer, TrainState, seed_everything
+from .training import Trainer, TrainState, early_stop_reason, seed_everything
 
 RUNS_ROOT = Path("runs")
 
@@ -173,7 +173,7 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> Path:
         check_resume(config, resume_point, run_dir)
         if is_finished(run_dir, resume_point, config):
             print(f"{run_dir} is finished ({resume_point['epoch']} epochs): nothing to do, metrics.json kept; "
-                  f"pass a larger epochs (or another target_val_acc) to extend it", file=sys.stderr)
+                  f"pass a larger epochs (or another target_val_acc or patience) to extend it", file=sys.stderr)
             return run_dir
     handle, created = rundir.claim_run_dir(run_dir, resume_point is not None) if dist.is_main else (None, False)
     if dist.active:
@@ -213,9 +213,7 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> Path:
 
 
 def stop_reason(state: TrainState, config: ExperimentConfig) -> str | None:
-    if state.stopped_early:
-        return f"reached target_val_acc={config.target_val_acc} at epoch {state.epochs_done}"
-    return None
+    return early_stop_reason(state.history, config) if state.stopped_early else None
 
 
 def _run(config: ExperimentConfig, run_dir: Path, dist: DistInfo, resume_point: dict[str, Any] | None,

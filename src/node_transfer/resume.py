@@ -8,11 +8,12 @@ from typing import Any
 from . import rundir
 from .config import ExperimentConfig
 from .errors import ConfigError
+from .training import early_stop_reason
 
 #: What a resumed run may change; every other parameter must equal the saved one.
-RESUME_MAY_CHANGE = ("epochs", "target_val_acc", "device", "num_workers", "data_dir", "download", "feature_cache",
-                     "on_solver_failure", "fallback_solver", "fallback_step_size", "max_num_steps", "amp",
-                     "reproduce_run", "out", "resume")
+RESUME_MAY_CHANGE = ("epochs", "target_val_acc", "patience", "device", "num_workers", "data_dir", "download",
+                     "feature_cache", "on_solver_failure", "fallback_solver", "fallback_step_size", "max_num_steps",
+                     "amp", "reproduce_run", "out", "resume")
 
 
 def check_resume(config: ExperimentConfig, checkpoint: dict[str, Any], run_dir: Path) -> None:
@@ -29,6 +30,5 @@ def check_resume(config: ExperimentConfig, checkpoint: dict[str, Any], run_dir: 
 
 def is_finished(run_dir: Path, checkpoint: dict[str, Any], config: ExperimentConfig) -> bool:
     """Whether a run has its metrics and nothing left to train under `config` (epochs, target)."""
-    history = checkpoint.get("history") or []
-    reached = config.target_val_acc is not None and bool(history) and history[-1]["val_acc"] >= config.target_val_acc
+    reached = early_stop_reason(checkpoint.get("history") or [], config) is not None
     return (run_dir / rundir.METRICS).is_file() and (checkpoint["epoch"] >= config.epochs or reached)

@@ -19,6 +19,7 @@ import pandas as pd
 from .cluster import SlurmOptions, SubmititScheduler, check_executor
 from .config import ExperimentConfig
 from .errors import ConfigError
+from .experiment import cpu_description
 from .rebuild import needs_rebuild, rebuild_dir
 from .rundir import lock, read_history, read_json, unlock
 from .scheduling import Scheduler, Task
@@ -131,6 +132,7 @@ def _run_planned(name: str, out: Path, meta: dict[str, Any], planned: list[tuple
     meta["placement"] = dict(previous.get("placement", {}))  # run -> the GPU its kernel was given
     (out / "suite.json").write_text(json.dumps(meta, indent=2) + "\n")
     tasks = _tasks(name, out, planned, resume)
+    check_one_machine_per_seed(out, {task.seed for task in tasks}, cpu_description())
     try:
         if tasks:
             scheduler.run(tasks)
@@ -160,6 +162,35 @@ def _tasks(name: str, out: Path, planned: list[tuple[SuiteRun, int, ExperimentCo
     for task in tasks.values():
         task.after &= set(tasks)  # bases finished earlier are no dependency
     return list(tasks.values())
+
+
+def machine_of(run_dir: Path) -> str | None:
+    """The CPU model and torch's CPU capability a run was made on ("MODEL (CAPABILITY)"), None when unrecorded."""
+    if not (run_dir / "config.json").is_file():
+        return None
+    versions = read_json(run_dir / "config.json", "run configuration").get("versions", {})
+    return f"{versions['cpu']} ({versions.get('cpu_capability', '?')})" if versions.get("cpu") else None
+
+
+def check_one_machine_per_seed(out: Path, seeds: set[int], machine: dict[str, str]) -> None:
+    """ConfigError when a seed about to get new runs already has finished runs made on another CPU model.
+
+    Runs of one seed are compared with each other (paired), and another CPU model changes their last digits:
+    such a seed is run again whole in a new suite directory, or left out (`only_seeds`). Runs that predate the
+    recording of the CPU are not evidence either way; a baseline rebuilt for them must reproduce bit for bit.
+    """
+    here = f"{machine['cpu']} ({machine['cpu_capability']})"
+    meta = read_json(out / "suite.json", "suite description") if (out / "suite.json").is_file() else {}
+    for entry in meta.get("runs", []):
+        run_dir = out / f"{entry['label']}-s{entry['seed']}"
+        if entry["seed"] not in seeds or not (run_dir / "metrics.json").is_file():
+            continue
+        made_on = machine_of(run_dir)
+        if made_on is not None and made_on != here:
+            raise ConfigError("only_seeds", entry["seed"], f"seeds whose finished runs were made on this machine's "
+                              f"CPU, {here}: {run_dir.name} was made on {made_on}, and one seed's runs are paired "
+                              f"with each other (run the seed again whole in a new suite directory, or leave it "
+                              f"out)")
 
 
 def _rebuild_task(key: str, run: SuiteRun, seed: int, base_dir: Path) -> Task:

@@ -49,6 +49,22 @@ class TrainState:
     stopped_early: bool = False
 
 
+def early_stop_reason(history: list[dict[str, Any]], config: ExperimentConfig) -> str | None:
+    """Why training stops before `config.epochs` after these epochs, or None: the validation target reached, or
+    no new lowest validation loss for `config.patience` epochs (a run trained until it has converged)."""
+    if not history:
+        return None
+    if config.target_val_acc is not None and history[-1]["val_acc"] >= config.target_val_acc:
+        return f"reached target_val_acc={config.target_val_acc} at epoch {history[-1]['epoch']}"
+    if config.patience > 0:
+        losses = [record["val_loss"] if math.isfinite(record["val_loss"]) else math.inf for record in history]
+        best = min(range(len(losses)), key=losses.__getitem__)
+        if len(losses) - 1 - best >= config.patience:
+            return (f"no lower validation loss for {config.patience} epochs after epoch {history[best]['epoch']} "
+                    f"(patience={config.patience}), stopped at epoch {history[-1]['epoch']}")
+    return None
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -252,8 +268,8 @@ class Trainer:
     def fit(self) -> TrainState:
         """Train from `state.epochs_done` to `config.epochs` (or the validation target)."""
         config = self.config
-        if self.state.history:  # resumed: the target may have changed since the run stopped
-            reached = config.target_val_acc is not None and self.state.history[-1]["val_acc"] >= config.target_val_acc
+        if self.state.history:  # resumed: the target or the patience may have changed since the run stopped
+            reached = early_stop_reason(self.state.history, config) is not None
             self.state.stopped_early = reached and self.state.epochs_done < config.epochs
             if reached:
                 return self.state
@@ -282,7 +298,7 @@ class Trainer:
             improved = val["acc"] > self.state.best_val_acc and math.isfinite(val["loss"])  # never an infinite loss
             if improved:
                 self.state.best_val_acc, self.state.best_epoch = val["acc"], epoch + 1
-            reached = config.target_val_acc is not None and val["acc"] >= config.target_val_acc
+            reached = early_stop_reason(self.state.history, config) is not None
             self.state.stopped_early = reached and epoch + 1 < config.epochs
             self._save(improved)
             if committed is not None:
