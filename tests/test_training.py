@@ -18,8 +18,8 @@ import torch
 from node_transfer import ExperimentConfig
 from node_transfer.errors import ConfigError, TrainingError
 from node_transfer.experiment import prepare, run_experiment
+from node_transfer.resume import early_stop_reason
 from node_transfer.rundir import HISTORY_COLUMNS
-from node_transfer.training import early_stop_reason
 
 METRIC_KEYS = {"train_acc", "val_acc", "test_acc", "train_loss", "val_loss", "test_loss", "epochs", "seconds",
                "params_total", "params_head", "nfe_forward", "nfe_backward"}

@@ -31,8 +31,8 @@ from .errors import BackboneError, ConfigError, DataError, Interrupted, RunDirEr
 from .features import cached_feature_sets
 from .memory import peak_memory_mb
 from .model import TransferModel, head_from_config, load_initial_weights
-from .resume import check_resume, is_finished
-from .training import Trainer, TrainState, early_stop_reason, seed_everything
+from .resume import check_resume, early_stop_reason, is_finished
+from .training import Trainer, TrainState, seed_everything
 
 RUNS_ROOT = Path("runs")
 

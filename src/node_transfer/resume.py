@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
 from . import rundir
 from .config import ExperimentConfig
 from .errors import ConfigError
-from .training import early_stop_reason
 
 #: What a resumed run may change; every other parameter must equal the saved one.
 RESUME_MAY_CHANGE = ("epochs", "target_val_acc", "patience", "device", "num_workers", "data_dir", "download",
@@ -32,3 +32,19 @@ def is_finished(run_dir: Path, checkpoint: dict[str, Any], config: ExperimentCon
     """Whether a run has its metrics and nothing left to train under `config` (epochs, target)."""
     reached = early_stop_reason(checkpoint.get("history") or [], config) is not None
     return (run_dir / rundir.METRICS).is_file() and (checkpoint["epoch"] >= config.epochs or reached)
+
+
+def early_stop_reason(history: list[dict[str, Any]], config: ExperimentConfig) -> str | None:
+    """Why training stops before `config.epochs` after these epochs, or None: the validation target reached, or
+    no new lowest validation loss for `config.patience` epochs (a run trained until it has converged)."""
+    if not history:
+        return None
+    if config.target_val_acc is not None and history[-1]["val_acc"] >= config.target_val_acc:
+        return f"reached target_val_acc={config.target_val_acc} at epoch {history[-1]['epoch']}"
+    if config.patience > 0:
+        losses = [record["val_loss"] if math.isfinite(record["val_loss"]) else math.inf for record in history]
+        best = min(range(len(losses)), key=losses.__getitem__)
+        if len(losses) - 1 - best >= config.patience:
+            return (f"no lower validation loss for {config.patience} epochs after epoch {history[best]['epoch']} "
+                    f"(patience={config.patience}), stopped at epoch {history[-1]['epoch']}")
+    return None

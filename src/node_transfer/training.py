@@ -35,6 +35,7 @@ from .heads import ode_blocks
 from .model import TransferModel
 from .optim import make_optimizer, make_scheduler
 from .rebuild import check_reproduces
+from .resume import early_stop_reason
 
 
 @dataclass
@@ -47,22 +48,6 @@ class TrainState:
     best_epoch: int = 0
     fallbacks: int = 0
     stopped_early: bool = False
-
-
-def early_stop_reason(history: list[dict[str, Any]], config: ExperimentConfig) -> str | None:
-    """Why training stops before `config.epochs` after these epochs, or None: the validation target reached, or
-    no new lowest validation loss for `config.patience` epochs (a run trained until it has converged)."""
-    if not history:
-        return None
-    if config.target_val_acc is not None and history[-1]["val_acc"] >= config.target_val_acc:
-        return f"reached target_val_acc={config.target_val_acc} at epoch {history[-1]['epoch']}"
-    if config.patience > 0:
-        losses = [record["val_loss"] if math.isfinite(record["val_loss"]) else math.inf for record in history]
-        best = min(range(len(losses)), key=losses.__getitem__)
-        if len(losses) - 1 - best >= config.patience:
-            return (f"no lower validation loss for {config.patience} epochs after epoch {history[best]['epoch']} "
-                    f"(patience={config.patience}), stopped at epoch {history[-1]['epoch']}")
-    return None
 
 
 def seed_everything(seed: int) -> None:
