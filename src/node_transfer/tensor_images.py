@@ -12,6 +12,7 @@ image folder the resized crop is cut from the image as stored at the run's size,
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -183,33 +184,30 @@ class TensorBatches:
     """Batches of an `ImageTensors` split: positions from a DataLoader over the split's range (its shuffling,
     sampler and generator, so the same order as the PIL path's loader), images by indexing, then the transform.
 
-    Augmentation draws from a generator seeded from the loader generator's seed (and the sampler's rank): the
-    training loop re-seeds that every epoch, so each epoch's augmentations are fixed by (seed, epoch)."""
+    Augmentation draws from a generator seeded by one draw from the loader's generator, taken once the shuffled
+    order is drawn (so the order stays the PIL path's): the training loop re-seeds that generator from (seed,
+    epoch) every epoch, which fixes each epoch's augmentations. Without one, the seed comes from torch's."""
 
     def __init__(self, dataset: ImageTensors, batch_size: int, shuffle: bool, sampler, generator, pin_memory: bool):
         self.dataset, self.generator, self.pin_memory = dataset, generator, pin_memory
-        self.rank = getattr(sampler, "rank", 0)
+        self.rank = getattr(sampler, "rank", 0)  # DistributedSampler: each process augments its own images
         self.positions = DataLoader(range(len(dataset)), batch_size=batch_size, shuffle=shuffle, sampler=sampler,
                                     generator=generator, collate_fn=torch.tensor)
-        self._augment_seed: int | None = None
-        self._augment = torch.Generator()
 
     def __len__(self) -> int:
         return len(self.positions)
 
-    def _augmentation_generator(self) -> torch.Generator:
-        """Restarted when the loader's generator was re-seeded (a new epoch), continued otherwise."""
-        source = self.generator.initial_seed() if self.generator is not None else int(torch.randint(2**62, (1,)))
-        seed = (source * 6364136223846793005 + 1442695040888963407 + self.rank) % 2**63  # not the shuffle's seed
-        if seed != self._augment_seed:
-            self._augment_seed = seed
-            self._augment.manual_seed(seed)
-        return self._augment
-
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         data = self.dataset
-        generator = self._augmentation_generator() if data.transform.augment != "none" else None
-        for positions in self.positions:
+        batches = iter(self.positions)
+        first = next(batches, None)  # the sampler has drawn this epoch's order
+        if first is None:
+            return
+        generator = None
+        if data.transform.augment != "none":
+            seed = int(torch.randint(2**62, (1,), generator=self.generator))
+            generator = torch.Generator().manual_seed(seed + self.rank)
+        for positions in itertools.chain([first], batches):
             images = data.transform(data.images[positions], generator)
             yield (images.pin_memory() if self.pin_memory else images), data.labels[positions]
 
