@@ -220,3 +220,20 @@ def test_a_fine_tuned_run_on_the_tensor_path_resumes_to_the_same_numbers(tmp_pat
     metrics = [json.loads((d / "metrics.json").read_text()) for d in (stopped, straight)]
     for key in ("test_acc", "test_loss", "val_acc", "train_loss", "best_epoch"):
         assert metrics[0][key] == metrics[1][key], key
+
+
+def test_a_suite_keeps_the_settings_it_was_started_with(tmp_path):
+    from node_transfer.suite_runner import run_suite
+
+    out = run_suite("smoke", "cpu", seeds=1, out=tmp_path / "new", use_papermill=False, progress=False,
+                    labels=("fc",))
+    assert json.loads((out / "suite.json").read_text())["speed"] == FAST
+    assert settings(out / "fc-s0") == tuple(FAST.values())
+    old = run_suite("smoke", "cpu", seeds=1, out=tmp_path / "old", use_papermill=False, progress=False,
+                    labels=("fc",))
+    meta = json.loads((old / "suite.json").read_text())
+    del meta["speed"]  # a suite started before the settings existed
+    (old / "suite.json").write_text(json.dumps(meta))
+    run_suite("smoke", "cpu", seeds=2, out=old, use_papermill=False, progress=False, labels=("fc",), resume=True)
+    assert settings(old / "fc-s1") == tuple(LEGACY.values())  # added later, made as its first runs were
+    assert json.loads((old / "suite.json").read_text())["speed"] == LEGACY
