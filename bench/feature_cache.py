@@ -132,7 +132,6 @@ def main() -> None:
         "cpu_time_ratio_vs_old": round(c["package (old)"] / c["package (fast)"], 3),
         "cpu_time_ratio_vs_bare": round(c["bare channels_last"] / c["package (fast)"], 3),
         "reload_seconds": round(t_reload, 3), "cache_file_mb": round(cache_mb, 1),
-        "seconds": {name: round(value, 2) for name, value in t.items()},
         "features_identical_to_bare": same, "reload_identical": reloaded,
         "max_abs_difference_old_vs_fast": old_difference,
         "settings": {"old": LEGACY, "fast": {"memory_format": state["fast"].config.memory_format,

@@ -64,7 +64,7 @@ def performance_facts(tables: dict[str, pd.DataFrame], summary: dict[str, dict])
             **_tolerance(tables["tolerance"], summary["tolerance"]),
             **_memory(tables["memory"], summary["memory"], params),
             **_loop(tables["loop_overhead"], summary["loop_overhead"]), **_settings(tables["loop_overhead-settings"]),
-            **_feature_cache(summary["feature_cache"]),
+            **_feature_cache(tables["feature_cache"], summary["feature_cache"]),
             **_allocator(tables["allocator"], summary["allocator"])}
 
 
@@ -160,11 +160,12 @@ def _settings(table: pd.DataFrame) -> dict[str, Any]:
             "set_bf16": float(vs["channels_last, bf16 autocast"])}
 
 
-def _feature_cache(fc: dict[str, Any]) -> dict[str, Any]:
+def _feature_cache(table: pd.DataFrame, fc: dict[str, Any]) -> dict[str, Any]:
+    seconds = table.set_index("path")["seconds"]
     return {"fc_cache_ratio": fc["value"], "fc_cache_target": fc["target"], "fc_cache_verdict": _verdict(fc["pass"]),
             "fc_cache_vs_bare": fc["fast_vs_bare"], "fc_cache_old_vs_bare": fc["old_vs_bare"],
             "fc_cache_cpu_ratio": fc["cpu_time_ratio_vs_old"], "fc_cache_images": fc["setting"]["images"],
-            "fc_cache_old_s": fc["seconds"]["package (old)"], "fc_cache_fast_s": fc["seconds"]["package (fast)"],
+            "fc_cache_old_s": float(seconds["package (old)"]), "fc_cache_fast_s": float(seconds["package (fast)"]),
             "fc_cache_reload_s": fc["reload_seconds"], "fc_cache_mb": fc["cache_file_mb"],
             "fc_cache_identical": "bit for bit the same" if fc["features_identical_to_bare"] else "not the same"}
 
