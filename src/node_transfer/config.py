@@ -45,8 +45,8 @@ class ExperimentConfig:
     train_subset: int = field(default=0, metadata={"help": "use only this many training images (0: all)"})
     augment: bool = field(default=True, metadata={"help": "train-time augmentation"})
     num_workers: int = field(default=0, metadata={"help": "data loader worker processes (data_path pil)"})
-    data_path: str = field(default="auto", metadata=_choices(*DATA_PATHS) | {"help": "tensor: decode and resize "
-                           "once, augment batches; pil: per image and epoch (older runs); auto: tensor if new"})
+    data_path: str = field(default="auto", metadata=_choices(*DATA_PATHS) | {"help": "tensor (decode once, "
+                           "augment batches) or pil (older runs); auto: tensor if new"})
     # backbone
     backbone: str = field(default="tf_efficientnet_lite0", metadata={"help": "timm model name"})
     weights: str = field(default="imagenet", metadata={"help": "imagenet, none, or a checkpoint file"})
@@ -98,8 +98,8 @@ class ExperimentConfig:
     seed: int = field(default=0, metadata={"help": "seed of every random number generator"})
     device: str = field(default="auto", metadata=_choices(*DEVICES))
     amp: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (ignored on the CPU)"})
-    memory_format: str = field(default="auto", metadata=_choices(*MEMORY_FORMATS) | {"help": "the backbone's "
-                               "layout (older runs: channels_last_on_cuda); auto: channels_last if new"})
+    memory_format: str = field(default="auto", metadata=_choices(*MEMORY_FORMATS) | {"help": "backbone layout; "
+                               "auto: channels_last if new; channels_last_on_cuda: old runs, NCHW on CPU"})
     init_from: str | None = field(default=None, metadata={"help": "start from a finished run "
                                                                       "(directory or checkpoint)"})
     target_val_acc: float | None = field(default=None, metadata={"help": "stop once val acc reaches it"})
