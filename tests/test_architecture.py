@@ -15,7 +15,7 @@ TOO_LONG: set[str] = set()
 CYCLE_EDGES: set[tuple[str, str]] = set()  # (importer, imported): function-local imports that close a cycle
 
 # The config and what it imports must stay light: `import node_transfer.config` loads no torch by itself.
-TORCH_FREE = ("choices", "config", "errors", "solvers")
+TORCH_FREE = ("choices", "config", "errors", "solvers", "speed")
 
 
 def _modules() -> dict[str, ast.Module]:

@@ -222,7 +222,8 @@ def test_a_run_stopped_at_its_target_can_be_extended(tmp_path, cache):
 
 
 # -- 4. bad data found late
-def test_bad_images_name_the_file_and_leave_a_reusable_directory(tmp_path, cache, capsys):
+@pytest.mark.parametrize("data_path", ["pil", "tensor"])
+def test_bad_images_name_the_file_and_leave_a_reusable_directory(tmp_path, cache, capsys, data_path):
     from fixtures_data import image_folder
 
     data = image_folder(tmp_path / "images")
@@ -231,12 +232,15 @@ def test_bad_images_name_the_file_and_leave_a_reusable_directory(tmp_path, cache
     out = tmp_path / "run"
     args = ["run", "--dataset", "imagefolder", "--data-dir", str(data), "--backbone", "test_efficientnet",
             "--weights", "none", "--image-size", "32", "--head", "fc", "--freeze-backbone", "--cache-features",
-            "--epochs", "1", "--val-size", "2", "--out", str(out), "--quiet"]
+            "--epochs", "1", "--val-size", "2", "--out", str(out), "--quiet", "--data-path", data_path]
     assert main(args) == 1
     err = capsys.readouterr().err
     assert "cannot read image" in err and ("text.jpg" in err or "empty.png" in err) and "Traceback" not in err
-    assert rundir.is_restartable(out) and "cannot read image" in (out / "error.txt").read_text()
-    assert main([*args, "--resume"]) == 1  # --resume is not blocked either: it starts again, and fails the same
+    if data_path == "tensor":  # every image is decoded while the run is built: nothing is written
+        assert not out.exists()
+    else:  # found while features are extracted, after the run directory was made
+        assert rundir.is_restartable(out) and "cannot read image" in (out / "error.txt").read_text()
+        assert main([*args, "--resume"]) == 1  # --resume is not blocked either: it starts again, and fails the same
     (data / "train" / "cats" / "text.jpg").unlink()
     (data / "train" / "dogs" / "empty.png").unlink()
     assert main(args) == 0 and (out / "metrics.json").is_file() and not (out / "error.txt").exists()

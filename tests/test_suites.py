@@ -341,6 +341,13 @@ def test_performance_facts_name_every_number_the_performance_page_states():
     assert facts["hc_nfe_default"] == head.loc[DEFAULT_HEAD, "nfe_forward"]
     assert facts["hc_224_default"] == pytest.approx(1 + (head.loc[DEFAULT_HEAD, "ratio_vs_fc"] - 1) / 12.25)
     assert at_paper_size(1.0) == 1.0 and facts["hc_verdict"] in ("meets", "misses")
+    loop = summary["loop_overhead"]  # the training loop against the old settings, the bare loop and the ceiling
+    assert facts["loop_vs_old"] == loop["value"] and facts["loop_vs_bare"] == loop["fast_vs_bare"]
+    ceiling = loop["matmul_peak_gflop_per_s"] * 1e3 / loop["mflop_per_image_step"]  # images/s at the matmul peak
+    assert facts["loop_ceiling_ips"] == pytest.approx(ceiling)
+    assert loop["settings"]["fast"] == {"memory_format": "channels_last", "data_path": "tensor"}
+    for name in ("loop_overhead", "feature_cache"):  # these record the CPU model and the kernels torch used
+        assert summary[name]["machine"]["cpu"] and summary[name]["machine"]["cpu_capability"]
 
 
 def test_strict_reproduction_ignores_where_the_checkout_lives():

@@ -100,8 +100,11 @@ def bare_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.
 
 
 def machine(device: torch.device) -> dict[str, Any]:
+    from node_transfer.experiment import cpu_description  # the CPU model and the kernels torch dispatches to
+
     info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "device": str(device)}
+            **cpu_description(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "device": str(device)}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     info["load_average_at_start"] = LOAD_AT_START  # 1, 5 and 15 minute averages: other work on the machine
@@ -147,6 +150,18 @@ def interleaved(tasks: dict[str, Callable[[], Any]], reps: int, warmup: int, dev
         if verbose:
             log(f"  round {r + 1}/{reps}: " + ", ".join(f"{n}={seconds[n][-1]:.3g}s" for n in names))
     return seconds
+
+
+def cpu_timed(fn: Callable[[], Any], record: list[float]) -> Callable[[], Any]:
+    """`fn`, also recording the process CPU seconds of each call into `record`: with one thread, less sensitive
+    than wall time to other work on a shared machine (time spent waiting for a core is not counted)."""
+    def run() -> Any:
+        start = time.process_time()
+        result = fn()
+        record.append(time.process_time() - start)
+        return result
+
+    return run
 
 
 def median(values: list[float]) -> float:
@@ -225,12 +240,14 @@ def cached_features(args: argparse.Namespace, device: torch.device) -> dict[str,
     from node_transfer.config import ExperimentConfig
     from node_transfer.experiment import prepare
     from node_transfer.features import MIN_FEATURE_BATCH, cached_feature_sets, feature_cache_key
+    from node_transfer.speed import settle
 
     config = ExperimentConfig.from_dict({
         "dataset": "digits", "backbone": args.backbone, "weights": args.weights, "image_size": args.image_size,
         "batch_size": args.batch_size, "freeze_backbone": True, "cache_features": True, "seed": 0,
         "feature_cache": str(CACHE / "features"), "device": device.type})
-    key = feature_cache_key(config, pool=True, device=device.type, batch_size=max(args.batch_size, MIN_FEATURE_BATCH))
+    key = feature_cache_key(settle(config, None), pool=True, device=device.type,  # `auto` as a new run settles it
+                            batch_size=max(args.batch_size, MIN_FEATURE_BATCH))
     cached = (CACHE / "features" / f"{key}.pt").is_file()
     if not cached:
         log(f"extracting features ({args.backbone}, {args.image_size} px) into bench/_cache/features")
@@ -262,6 +279,32 @@ def cached_trainer(config, num_features: int, num_classes: int, train_set: Datas
     if device.type == "cuda":
         config = config.replace(amp=False)
     return Trainer(model, config, train_set, val_set, device, run_dir, cached=True, progress=False)
+
+
+# ---------------------------------------------------------------------------- the roofline
+def count_flops(fn: Callable[[], Any]) -> int:
+    """Floating-point operations of one call, as torch's FlopCounterMode counts them (convolutions and matrix
+    products, depthwise ones included; elementwise work, normalisation and pooling are not counted)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def matmul_gflops(size: int = 2048, reps: int = 5) -> float:
+    """The compute ceiling measured on this machine and thread count: GFLOP/s of a float32 matrix product
+    (size x size, the best of `reps`: other work on a shared machine only slows it), the fastest kernel the CPU
+    has; a network's convolutions reach less."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    seconds = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        a @ b
+        seconds.append(time.perf_counter() - start)
+    return 2 * size**3 / min(seconds) / 1e9
 
 
 # ---------------------------------------------------------------------------- output

@@ -63,7 +63,8 @@ def performance_facts(tables: dict[str, pd.DataFrame], summary: dict[str, dict])
             **_cached(tables["cached_features"], summary["cached_features"]),
             **_tolerance(tables["tolerance"], summary["tolerance"]),
             **_memory(tables["memory"], summary["memory"], params),
-            **_loop(summary["loop_overhead"]), **_feature_cache(summary["feature_cache"]),
+            **_loop(tables["loop_overhead"], summary["loop_overhead"]), **_settings(tables["loop_overhead-settings"]),
+            **_feature_cache(tables["feature_cache"], summary["feature_cache"]),
             **_allocator(tables["allocator"], summary["allocator"])}
 
 
@@ -132,13 +133,39 @@ def _memory(mem: pd.DataFrame, mm: dict[str, Any], params: int) -> dict[str, Any
     }
 
 
-def _loop(lo: dict[str, Any]) -> dict[str, Any]:
-    return {"loop_ratio": lo["value"], "loop_target": lo["target"], "loop_verdict": _verdict(lo["pass"])}
+def _loop(table: pd.DataFrame, lo: dict[str, Any]) -> dict[str, Any]:
+    by_loop = table.set_index("loop")
+    step_flops = lo["mflop_per_image_step"] * 1e6
+    fast, old, bare = (float(by_loop.loc[name, "images_per_s"]) for name in ("trainer (fast)", "trainer (old)",
+                                                                             "bare channels_last"))
+    return {"loop_vs_old": lo["value"], "loop_vs_bare": lo["fast_vs_bare"], "loop_target": lo["target"],
+            "loop_verdict": _verdict(lo["pass"]), "loop_old_vs_bare": lo["old_vs_bare"],
+            "loop_eval_vs_old": lo["evaluate_fast_vs_old"], "loop_cpu_vs_old": lo["cpu_time_fast_vs_old"],
+            "loop_cpu_vs_bare": lo["cpu_time_fast_vs_bare"], "loop_fast_ips": fast, "loop_old_ips": old,
+            "loop_bare_ips": bare, "loop_mflop_forward": lo["mflop_per_image_forward"],
+            "loop_mflop_step": lo["mflop_per_image_step"], "loop_peak_gflops": lo["matmul_peak_gflop_per_s"],
+            "loop_ceiling_ips": lo["matmul_peak_gflop_per_s"] * 1e9 / step_flops,
+            "loop_fast_peak_pct": fast * step_flops / (lo["matmul_peak_gflop_per_s"] * 1e9) * 100,
+            "loop_bare_peak_pct": bare * step_flops / (lo["matmul_peak_gflop_per_s"] * 1e9) * 100,
+            "loop_images": lo["setting"]["images"], "loop_cpu": lo["machine"].get("cpu", "unknown"),
+            "loop_cpu_capability": lo["machine"].get("cpu_capability", "unknown")}
 
 
-def _feature_cache(fc: dict[str, Any]) -> dict[str, Any]:
+def _settings(table: pd.DataFrame) -> dict[str, Any]:
+    """One training step under the settings tried, against channels_last (bench/loop_overhead.py)."""
+    vs = table.set_index("setting")["vs_channels_last"]
+    return {"set_channels_last_gain": float(1 / vs["NCHW (contiguous)"]),
+            "set_denormals": float(vs["channels_last, denormals flushed"]),
+            "set_no_onednn_slower": float(1 / vs["channels_last, oneDNN off"]),
+            "set_bf16": float(vs["channels_last, bf16 autocast"])}
+
+
+def _feature_cache(table: pd.DataFrame, fc: dict[str, Any]) -> dict[str, Any]:
+    seconds = table.set_index("path")["seconds"]
     return {"fc_cache_ratio": fc["value"], "fc_cache_target": fc["target"], "fc_cache_verdict": _verdict(fc["pass"]),
-            "fc_cache_cpu_ratio": fc["cpu_time_ratio"], "fc_cache_images": fc["setting"]["images"],
+            "fc_cache_vs_bare": fc["fast_vs_bare"], "fc_cache_old_vs_bare": fc["old_vs_bare"],
+            "fc_cache_cpu_ratio": fc["cpu_time_ratio_vs_old"], "fc_cache_images": fc["setting"]["images"],
+            "fc_cache_old_s": float(seconds["package (old)"]), "fc_cache_fast_s": float(seconds["package (fast)"]),
             "fc_cache_reload_s": fc["reload_seconds"], "fc_cache_mb": fc["cache_file_mb"],
             "fc_cache_identical": "bit for bit the same" if fc["features_identical_to_bare"] else "not the same"}
 

@@ -19,6 +19,7 @@ from typing import Any
 from .choices import ACTIVATIONS, HEADS, NODE_STATES, REGULARIZATIONS
 from .errors import ConfigError
 from .solvers import DEFAULT_BACKEND, FAILURE_POLICIES, ODE_BACKENDS, check_adjoint, check_fallback, check_solver
+from .speed import DATA_PATHS, MEMORY_FORMATS, with_legacy
 
 DATASETS = ("cifar10", "digits", "fashion-mnist", "imagefolder")  # data.py imports this one list
 OPTIMIZERS = ("adam", "sgd")
@@ -43,7 +44,9 @@ class ExperimentConfig:
                                                                    "CIFAR-10, Fashion-MNIST; 10% otherwise)"})
     train_subset: int = field(default=0, metadata={"help": "use only this many training images (0: all)"})
     augment: bool = field(default=True, metadata={"help": "train-time augmentation"})
-    num_workers: int = field(default=0, metadata={"help": "data loader worker processes"})
+    num_workers: int = field(default=0, metadata={"help": "data loader worker processes (data_path pil)"})
+    data_path: str = field(default="auto", metadata=_choices(*DATA_PATHS) | {"help": "tensor (decode once, "
+                           "augment batches) or pil (older runs); auto: tensor if new"})
     # backbone
     backbone: str = field(default="tf_efficientnet_lite0", metadata={"help": "timm model name"})
     weights: str = field(default="imagenet", metadata={"help": "imagenet, none, or a checkpoint file"})
@@ -95,6 +98,8 @@ class ExperimentConfig:
     seed: int = field(default=0, metadata={"help": "seed of every random number generator"})
     device: str = field(default="auto", metadata=_choices(*DEVICES))
     amp: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (ignored on the CPU)"})
+    memory_format: str = field(default="auto", metadata=_choices(*MEMORY_FORMATS) | {"help": "backbone layout; "
+                               "auto: channels_last if new; channels_last_on_cuda: old runs, NCHW on CPU"})
     init_from: str | None = field(default=None, metadata={"help": "start from a finished run "
                                                                       "(directory or checkpoint)"})
     target_val_acc: float | None = field(default=None, metadata={"help": "stop once val acc reaches it"})
@@ -123,9 +128,14 @@ class ExperimentConfig:
         return cls(**clean)
 
     @classmethod
+    def from_saved(cls, values: dict[str, Any]) -> ExperimentConfig:
+        """A configuration a run saved (config.json, a checkpoint, an executed page), read as it was made: the
+        settings it predates take the values runs had then (`speed.LEGACY`); other names are dropped."""
+        return cls.from_dict(with_legacy({k: v for k, v in values.items() if k in cls.field_names()}))
+
+    @classmethod
     def from_json(cls, path: str | Path) -> ExperimentConfig:
-        data = json.loads(Path(path).read_text())
-        return cls.from_dict({k: v for k, v in data.items() if k in cls.field_names()})
+        return cls.from_saved(json.loads(Path(path).read_text()))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -2,8 +2,10 @@
 image folder.
 
 Validation images come from the training set by a seeded split and see the evaluation transform. Transforms
-use the backbone's own pretrained config (mean, std, interpolation from timm). Augmentation draws from torch's
-global RNG, which the training loop re-seeds every epoch (reproducible resume).
+use the backbone's own pretrained config (mean, std, interpolation from timm). Two data paths give the splits:
+`pil` (torchvision's transforms per image and epoch; augmentation draws from torch's global RNG, which the
+training loop re-seeds every epoch) and `tensor` (`tensor_images`: decoded and resized once, batches augmented
+and normalised as tensors).
 """
 
 from __future__ import annotations
@@ -231,8 +233,11 @@ def _imagefolder(data_dir: str):
 
 
 def build_datasets(dataset: str, data_dir: str, download: bool, image_size: int, val_size: int | None,
-                   seed: int, data_config: dict, augment: bool = True, train_subset: int = 0) -> DataSplits:
-    """Train/val/test splits of a data set; the val split is seeded and taken from the training images."""
+                   seed: int, data_config: dict, augment: bool = True, train_subset: int = 0,
+                   data_path: str = "pil") -> DataSplits:
+    """Train/val/test splits of a data set; the val split is seeded and taken from the training images.
+
+    `data_path` is a settled config value: "pil" (the default here: every run before the setting) or "tensor"."""
     if dataset == "cifar10":
         train_base, test_base, classes = _cifar10(data_dir, download)
         default_val = 5000
@@ -262,6 +267,17 @@ def build_datasets(dataset: str, data_dir: str, download: bool, image_size: int,
         train_idx = train_idx[:train_subset]
     train_tf = make_transforms(data_config, image_size, train=augment, dataset=dataset)
     eval_tf = make_transforms(data_config, image_size, train=False, dataset=dataset)
+    if data_path == "tensor":  # decoded once with the evaluation transform's resize; the rest on the batch
+        from .tensor_images import BatchTransform, tensor_split
+
+        resize, train_t, eval_t = (eval_tf.transforms[0], BatchTransform.for_dataset(data_config, dataset, augment),
+                                   BatchTransform.for_dataset(data_config, dataset, False))
+        return DataSplits(train=tensor_split(train_base, train_idx, resize, train_t),
+                          val=tensor_split(train_base, val_idx, resize, eval_t),
+                          test=tensor_split(test_base, range(len(test_base)), resize, eval_t),
+                          num_classes=len(classes), class_names=classes)
+    if data_path != "pil":
+        raise ConfigError("data_path", data_path, "'tensor' or 'pil' ('auto' is settled before the data is built)")
     return DataSplits(train=TransformedSubset(train_base, train_idx, train_tf),
                       val=TransformedSubset(train_base, val_idx, eval_tf),
                       test=TransformedSubset(test_base, range(len(test_base)), eval_tf),

@@ -30,8 +30,10 @@ from .distributed import DistInfo, init_distributed, main_rank_first, resolve_de
 from .errors import BackboneError, ConfigError, DataError, Interrupted, RunDirError, TrainingError
 from .features import cached_feature_sets
 from .memory import peak_memory_mb
-from .model import TransferModel, head_from_config, load_initial_weights
+from .model import TransferModel, apply_memory_format, head_from_config, load_initial_weights
 from .resume import check_resume, early_stop_reason, is_finished
+from .speed import settle
+from .tensor_images import make_loader
 from .training import Trainer, TrainState, seed_everything
 
 RUNS_ROOT = Path("runs")
@@ -97,28 +99,31 @@ class Prepared:
 
 
 def prepare(config: ExperimentConfig, check_paths: bool = True) -> Prepared:
-    """Validate parameters and build data and model; raises before anything is written."""
+    """Validate parameters and build data and model; raises before anything is written.
+
+    `auto` settings are settled here (see `speed`): a run continued from another takes that run's."""
     config.validate(check_paths=check_paths)
+    init_checkpoint = rundir.load_init_from(Path(config.init_from)) if config.init_from else None
+    source = init_checkpoint.get("config") if init_checkpoint is not None else None  # our runs' checkpoints hold it
+    config = settle(config, source if isinstance(source, dict) else None)
     dist = init_distributed(config.device)
     device = resolve_device(config.device, dist)
     seed_everything(config.seed)
     with main_rank_first(dist):
         backbone, data_config = create_backbone(config.backbone, config.weights)
         splits = build_datasets(config.dataset, config.data_dir, config.download, config.image_size,
-                                config.val_size, config.seed, data_config,
-                                augment=config.augment and not config.cache_features, train_subset=config.train_subset)
+                                config.val_size, config.seed, data_config, augment=config.augment and not
+                                config.cache_features, train_subset=config.train_subset, data_path=config.data_path)
     num_features = backbone.num_features
     seed_everything(config.seed)  # the head's init must not depend on what loading the backbone consumed
     model = TransferModel(backbone, head_from_config(config, num_features, splits.num_classes))
-    init_checkpoint, head_taken = None, []
-    if config.init_from:
-        init_checkpoint = rundir.load_init_from(Path(config.init_from))
+    head_taken = []
+    if init_checkpoint is not None:
         head_taken = load_initial_weights(model, init_checkpoint, config.init_from)
     if config.freeze_backbone:
         model.backbone.requires_grad_(False)
     model.to(device)
-    if device.type == "cuda":
-        model.to(memory_format=torch.channels_last)
+    apply_memory_format(model, config.memory_format, device)
     resolved = {
         **config.to_dict(), "device_resolved": str(device), "world_size": dist.world_size,
         "num_classes": splits.num_classes, "class_names": splits.class_names,
@@ -170,6 +175,7 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> Path:
     resume_point = None
     if config.resume and (run_dir / rundir.LAST).is_file():
         resume_point = rundir.load_last(run_dir, repair=dist.is_main)
+        config = settle(config, resume_point.get("config") or {})  # `auto`: as the run was started
         check_resume(config, resume_point, run_dir)
         if is_finished(run_dir, resume_point, config):
             print(f"{run_dir} is finished ({resume_point['epoch']} epochs): nothing to do, metrics.json kept; "
@@ -222,7 +228,7 @@ def _run(config: ExperimentConfig, run_dir: Path, dist: DistInfo, resume_point: 
         prepared = prepare(config, check_paths=False)
     except (DataError, BackboneError) as exc:  # missing or corrupt data or weights: nothing was run
         raise _NotStarted(exc) from None
-    model, splits, device = prepared.model, prepared.splits, prepared.device
+    model, splits, device, config = prepared.model, prepared.splits, prepared.device, prepared.config
     if dist.is_main:
         rundir.write_json(prepared.resolved, run_dir / rundir.CONFIG)  # on resume: with the options given now
         if resume_point is not None:
@@ -250,7 +256,7 @@ def _run(config: ExperimentConfig, run_dir: Path, dist: DistInfo, resume_point: 
     if dist.active:
         torch_dist.barrier()  # rank 0 has written best.pt
     model.load_state_dict(rundir.load_best(run_dir, state.best_epoch)["model"])
-    test_loader = torch.utils.data.DataLoader(test_set, batch_size=config.batch_size, shuffle=False)
+    test_loader = make_loader(test_set, batch_size=config.batch_size)
     test = trainer.evaluate(test_loader, None, "the test set")
     best_row = state.history[state.best_epoch - 1]
     last_row = state.history[-1]

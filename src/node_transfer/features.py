@@ -9,11 +9,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import Dataset, TensorDataset
 from tqdm.auto import tqdm
 
 from .config import ExperimentConfig
 from .model import TransferModel
+from .speed import LEGACY, uses_channels_last
+from .tensor_images import make_loader
 
 if TYPE_CHECKING:  # for annotations only: experiment imports this module
     from .experiment import Prepared
@@ -27,8 +29,7 @@ def extract_features(model: TransferModel, dataset: Dataset, batch_size: int, de
 
     Workers do not change the values; another batch size can, in the last bits (the CPU kernels block the batch)."""
     model.backbone.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        pin_memory=device.type == "cuda")
+    loader = make_loader(dataset, batch_size, num_workers=num_workers, pin_memory=device.type == "cuda")
     features: torch.Tensor | None = None
     labels = torch.empty(len(dataset), dtype=torch.int64)
     start = 0
@@ -60,6 +61,8 @@ def feature_cache_key(config: ExperimentConfig, pool: bool, device: str = "cpu",
     parts = [config.backbone, weights, config.dataset, str(Path(config.data_dir).resolve()), config.image_size,
              config.val_size, config.seed, config.train_subset, pool, config.init_from, torch.__version__, device,
              batch_size]
+    if config.memory_format != LEGACY["memory_format"]:  # the layout moves the last bits; keys of older runs kept
+        parts.append(uses_channels_last(config.memory_format, device))
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:20]
 
 

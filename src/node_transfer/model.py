@@ -10,17 +10,24 @@ from torch import nn
 from .errors import ConfigError
 from .heads import count_parameters, head_from_config
 
-__all__ = ["TransferModel", "head_from_config", "load_initial_weights"]  # head_from_config: experiment.py's import
+__all__ = ["TransferModel", "apply_memory_format", "head_from_config", "load_initial_weights"]
 
 
 class TransferModel(nn.Module):
-    """backbone.forward_features -> head. The head runs in float32 even under autocast (ODE tolerances)."""
+    """backbone.forward_features -> head. The head runs in float32 even under autocast (ODE tolerances).
+
+    With `channels_last` set (`apply_memory_format`), images enter the backbone as NHWC and its features leave it
+    as NCHW again: heads, pooling and cached features see the layout they always had."""
 
     def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
         super().__init__()
         self.backbone, self.head = backbone, head
+        self.channels_last = False
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+            return self.backbone.forward_features(images).contiguous()
         return self.backbone.forward_features(images)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -31,6 +38,20 @@ class TransferModel(nn.Module):
     def parameter_counts(self) -> dict[str, int]:
         return {"params_total": count_parameters(self), "params_head": count_parameters(self.head),
                 "params_trainable": count_parameters(self, trainable_only=True)}
+
+
+def apply_memory_format(model: TransferModel, memory_format: str, device: torch.device) -> None:
+    """Lay out the model for `memory_format` (settled, see `speed`): `channels_last` converts the backbone and its
+    inputs; `channels_last_on_cuda` converts the whole model on CUDA only, as every run before the setting did."""
+    if memory_format == "channels_last":
+        model.backbone.to(memory_format=torch.channels_last)
+        model.channels_last = True
+    elif memory_format == "channels_last_on_cuda":
+        if device.type == "cuda":
+            model.to(memory_format=torch.channels_last)
+    elif memory_format != "contiguous":
+        raise ConfigError("memory_format", memory_format, "'channels_last', 'contiguous' or 'channels_last_on_cuda' "
+                          "('auto' is settled before the model is built)")
 
 
 def load_initial_weights(model: TransferModel, checkpoint: dict[str, Any], source: str) -> list[str]:

@@ -130,10 +130,11 @@ def check_injected_names(names: list[str], namespace: Mapping[str, Any]) -> None
 def config_from_page(namespace: Mapping[str, Any]) -> ExperimentConfig:
     """The ExperimentConfig of a page's parameters (pass `globals()`); unknown injected names are refused.
 
-    A parameter the page does not define keeps its default: notebooks executed before it existed still run."""
+    A parameter the page does not define keeps its default, or, for the settings runs predate (`speed.LEGACY`), the
+    value they had then: notebooks executed before a parameter existed still run, to the same numbers."""
     check_injected_names(injected_parameter_names(namespace), namespace)
-    return ExperimentConfig.from_dict({name: namespace[name] for name in ExperimentConfig.field_names()
-                                       if name in namespace})
+    return ExperimentConfig.from_saved({name: namespace[name] for name in ExperimentConfig.field_names()
+                                        if name in namespace})
 
 
 def execute_page(page: str | Path, output: str | Path, parameters: dict[str, Any],

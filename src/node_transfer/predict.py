@@ -1,8 +1,8 @@
 """Classify new images with a finished run: `node-transfer predict RUN_DIR IMAGE_OR_FOLDER... [--csv [FILE]]`.
 
-The model is rebuilt from the run's `config.json` (backbone, head, classes, the backbone's mean/std) and its
-`best.pt`; images get the run's evaluation transform, so a run's own test images are classified exactly as
-its test accuracy counted them.
+The model is rebuilt from the run's `config.json` (backbone, head, classes, the backbone's mean/std, memory
+format) and its `best.pt`; images get the run's evaluation transform (resized one by one, normalised as a batch),
+so a run's own test images are classified exactly as its test accuracy counted them.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .errors import ConfigError, DataError
@@ -27,7 +28,8 @@ class Predictor:
     """A trained model in eval mode with the transform and class names of its run."""
 
     model: torch.nn.Module
-    transform: Callable
+    transform: Callable  # PIL image -> uint8 tensor (3, S, S): the evaluation resize
+    normalize: Callable  # uint8 batch -> the model's input
     class_names: list[str]
     device: torch.device
 
@@ -46,14 +48,16 @@ def load_predictor(run_dir: str | Path, device: str = "auto", checkpoint: str = 
     from .checkpoints import load_checkpoint
     from .config import ExperimentConfig
     from .data import make_transforms
-    from .model import TransferModel, head_from_config
+    from .model import TransferModel, apply_memory_format, head_from_config
+    from .speed import settle
+    from .tensor_images import BatchTransform
 
     run_dir = Path(run_dir)
     config_path, weights_path = run_dir / "config.json", run_dir / checkpoint
     if not config_path.is_file() or not weights_path.is_file():
         raise ConfigError("run_dir", str(run_dir), f"a finished run directory holding config.json and {checkpoint}")
     resolved = json.loads(config_path.read_text())
-    config = ExperimentConfig.from_dict({k: resolved[k] for k in ExperimentConfig.field_names() if k in resolved})
+    config = settle(ExperimentConfig.from_saved(resolved), None)  # a run made before a setting: as it was made
     backbone, _ = create_backbone(config.backbone, "none")  # every weight comes from the checkpoint
     num_classes = int(resolved["num_classes"])
     model = TransferModel(backbone, head_from_config(config, int(resolved["num_features"]), num_classes))
@@ -63,9 +67,13 @@ def load_predictor(run_dir: str | Path, device: str = "auto", checkpoint: str = 
     elif device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("device", device, "'cpu' or 'auto': no CUDA device is visible here")
     model.to(device).eval()
-    transform = make_transforms(resolved["data_config"], config.image_size, train=False, dataset=config.dataset)
+    apply_memory_format(model, config.memory_format, torch.device(device))
+    evaluation = make_transforms(resolved["data_config"], config.image_size, train=False, dataset=config.dataset)
+    resize = evaluation.transforms[0]
     names = resolved.get("class_names") or [str(i) for i in range(num_classes)]
-    return Predictor(model, transform, [str(n) for n in names], torch.device(device))
+    return Predictor(model, lambda image: torch.from_numpy(np.array(resize(image))).permute(2, 0, 1),
+                     BatchTransform.for_dataset(resolved["data_config"], config.dataset, train=False),
+                     [str(n) for n in names], torch.device(device))
 
 
 def image_paths(inputs: Iterable[str | Path]) -> list[Path]:
@@ -106,7 +114,8 @@ def predict(predictor: Predictor, paths: list[Path], top: int = 3, batch_size: i
     results = []
     for start in range(0, len(paths), batch_size):
         chunk = paths[start:start + batch_size]
-        batch = torch.stack([predictor.transform(_load_image(p)) for p in chunk]).to(predictor.device)
+        batch = predictor.normalize(torch.stack([predictor.transform(_load_image(p)) for p in chunk]))
+        batch = batch.to(predictor.device)
         probabilities = predictor.model(batch).float().softmax(dim=1).cpu()
         values, indices = probabilities.topk(top, dim=1)
         for path, row_values, row_indices in zip(chunk, values.tolist(), indices.tolist()):

@@ -9,6 +9,7 @@ from typing import Any
 from . import rundir
 from .config import ExperimentConfig
 from .errors import ConfigError
+from .speed import with_legacy
 
 #: What a resumed run may change; every other parameter must equal the saved one.
 RESUME_MAY_CHANGE = ("epochs", "target_val_acc", "patience", "device", "num_workers", "data_dir", "download",
@@ -18,7 +19,7 @@ RESUME_MAY_CHANGE = ("epochs", "target_val_acc", "patience", "device", "num_work
 
 def check_resume(config: ExperimentConfig, checkpoint: dict[str, Any], run_dir: Path) -> None:
     """ConfigError unless `config` may continue the run saved in `checkpoint` (same model, data, split, seed)."""
-    saved = checkpoint.get("config") or {}
+    saved = with_legacy(checkpoint.get("config") or {})  # a run made before a setting used its legacy value
     for name in ExperimentConfig.field_names():
         if name not in RESUME_MAY_CHANGE and name in saved and getattr(config, name) != saved[name]:
             raise ConfigError(name, getattr(config, name), f"{saved[name]!r}, as saved in {str(run_dir)!r}: a resumed "

@@ -23,6 +23,7 @@ from .experiment import cpu_description
 from .rebuild import needs_rebuild, rebuild_dir
 from .rundir import lock, read_history, read_json, unlock
 from .scheduling import Scheduler, Task
+from .speed import FAST, LEGACY
 from .statistics import stability_statistics
 from .suites import SuiteRun, get_suite
 
@@ -42,8 +43,11 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def plan(name: str, profile: str, seeds: int, out: Path, overrides: dict[str, Any] | None = None,
-         labels: tuple[str, ...] | None = None) -> list[tuple[SuiteRun, int, ExperimentConfig]]:
-    """Every (run, seed, validated config) of a suite (only `labels`, if given), checked before anything runs."""
+         labels: tuple[str, ...] | None = None,
+         speed: dict[str, str] | None = None) -> list[tuple[SuiteRun, int, ExperimentConfig]]:
+    """Every (run, seed, validated config) of a suite (only `labels`, if given), checked before anything runs.
+
+    `speed` (memory_format, data_path) applies to every run below `overrides`: see `suite_speed`."""
     if not isinstance(seeds, int) or seeds < 1:
         raise ConfigError("seeds", seeds, "a positive integer")
     for fixed, instead in (("seed", "--seeds"), ("out", "--out"), ("resume", "--resume"), ("init_from", "the suite")):
@@ -59,7 +63,8 @@ def plan(name: str, profile: str, seeds: int, out: Path, overrides: dict[str, An
     planned = []
     for seed in range(seeds):
         for run in runs:
-            params = {**run.params, **(overrides or {}), "seed": seed, "out": str(out / f"{run.label}-s{seed}")}
+            params = {**run.params, **(speed or {}), **(overrides or {}), "seed": seed,
+                      "out": str(out / f"{run.label}-s{seed}")}
             if run.init_from:
                 params["init_from"] = str(out / f"{run.init_from}-s{seed}")
             config = ExperimentConfig.from_dict(params)
@@ -97,14 +102,16 @@ def run_suite(name: str, profile: str = "cpu", seeds: int = 1, out: str | Path |
         jobs = 1
     if jobs is not None and jobs > 1 and not use_papermill:
         raise ConfigError("jobs", jobs, "1 when running in process (parallel runs each need their own kernel)")
-    everything = plan(name, profile, seeds, out, overrides)
-    planned = plan(name, profile, seeds, out, overrides, labels) if labels is not None else everything
+    speed = suite_speed(out, resume)
+    everything = plan(name, profile, seeds, out, overrides, speed=speed)
+    planned = plan(name, profile, seeds, out, overrides, labels, speed) if labels is not None else everything
     if only_seeds is not None:
         bad = [s for s in only_seeds if not isinstance(s, int) or not 0 <= s < seeds]
         if bad:
             raise ConfigError("only_seeds", bad[0], f"seeds of this suite, 0 to {seeds - 1} (--seeds {seeds})")
         planned = [entry for entry in planned if entry[1] in only_seeds]
     meta = {"suite": name, "profile": profile, "seeds": seeds, "overrides": overrides or {}, "executor": executor,
+            "speed": speed,
             "runs": [{"label": r.label, "seed": s, "group": r.group} for r, s, _ in everything]}
     if resume:
         _check_resumable(out, meta)
@@ -120,6 +127,15 @@ def run_suite(name: str, profile: str = "cpu", seeds: int = 1, out: str | Path |
     finally:
         unlock(handle, out)
     return out
+
+
+def suite_speed(out: Path, resume: bool) -> dict[str, str]:
+    """The speed settings of a suite's runs: a new suite's are the fast ones (`speed.FAST`); a suite resumed keeps
+    those its suite.json records, and one started before the settings existed (none recorded) keeps the old ones
+    (`speed.LEGACY`), so that runs added to it later are made as its first runs were."""
+    if resume and (out / "suite.json").is_file():
+        return dict(read_json(out / "suite.json", "suite description").get("speed", LEGACY))
+    return dict(FAST)
 
 
 def _run_planned(name: str, out: Path, meta: dict[str, Any], planned: list[tuple[SuiteRun, int, ExperimentConfig]],

@@ -14,7 +14,7 @@ import random
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import Dataset, DistributedSampler
 from tqdm.auto import tqdm
 
 from . import rundir
@@ -36,6 +36,7 @@ from .model import TransferModel
 from .optim import make_optimizer, make_scheduler
 from .rebuild import check_reproduces
 from .resume import early_stop_reason
+from .tensor_images import make_loader
 
 
 @dataclass
@@ -90,9 +91,9 @@ class Trainer:
             if dist.active else None
         loader_args = dict(batch_size=config.batch_size, num_workers=config.num_workers,
                            pin_memory=device.type == "cuda")
-        self.train_loader = DataLoader(train_set, shuffle=self.sampler is None, sampler=self.sampler,
-                                       generator=self.generator, **loader_args)
-        self.val_loader = DataLoader(val_set, shuffle=False, **loader_args)
+        self.train_loader = make_loader(train_set, shuffle=self.sampler is None, sampler=self.sampler,
+                                        generator=self.generator, **loader_args)
+        self.val_loader = make_loader(val_set, **loader_args)
 
     # -- checkpoints
     def checkpoint(self) -> dict[str, Any]:
@@ -224,7 +225,7 @@ class Trainer:
         raise AssertionError("unreachable")
 
     @torch.no_grad()
-    def evaluate(self, loader: DataLoader, epoch: int | None = None, stage: str = "validation") -> dict[str, float]:
+    def evaluate(self, loader: Iterable, epoch: int | None = None, stage: str = "validation") -> dict[str, float]:
         """Loss (NLL), accuracy, expected calibration error and forward NFE per batch over a whole loader."""
         self.train_module.eval()
         loss = correct = seen = nfe = batches = 0
