@@ -81,14 +81,14 @@ def test_config_and_block_refuse_the_same_adjoint_combination():
     with pytest.raises(ConfigError, match="regularization"):
         ExperimentConfig(ode_backend="torchode", adjoint=True, regularization="kinetic").validate(check_paths=False)
     with pytest.raises(ConfigError, match="regularization"):
-        ODEBlock(MLPDynamics(4, 4), adjoint=True, regularization="kinetic", backend="torchode")
+        ODEBlock(MLPDynamics(4, 4), adjoint=True, regularization="kinetic", ode_backend="torchode")
 
 
 def test_block_fallback_uses_the_same_check():
     from node_transfer.dynamics import MLPDynamics
     from node_transfer.ode import ODEBlock
 
-    block = ODEBlock(MLPDynamics(4, 4), backend="torchode")
+    block = ODEBlock(MLPDynamics(4, 4), ode_backend="torchode")
     with pytest.raises(ConfigError, match="fallback_solver"):
         block.use_fallback("explicit_adams", 0.25)
     ODEBlock(MLPDynamics(4, 4)).use_fallback("explicit_adams", 0.25)
