@@ -92,3 +92,21 @@ def test_block_fallback_uses_the_same_check():
     with pytest.raises(ConfigError, match="fallback_solver"):
         block.use_fallback("explicit_adams", 0.25)
     ODEBlock(MLPDynamics(4, 4)).use_fallback("explicit_adams", 0.25)
+
+
+def test_new_runs_use_the_lean_backend_and_saved_runs_keep_theirs(tmp_path):
+    """Every committed run records `ode_backend`; a configuration saved before the setting existed was
+    solved by torchdiffeq, so it is read so (rebuild, resume, predict give the numbers it was run with)."""
+    import json
+
+    from node_transfer.rundir import saved_config
+    from node_transfer.solvers import DEFAULT_BACKEND, LEGACY_BACKEND
+
+    assert ExperimentConfig().ode_backend == DEFAULT_BACKEND == "lean" and LEGACY_BACKEND == "torchdiffeq"
+    saved = ExperimentConfig(head="node").to_dict()
+    del saved["ode_backend"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert ExperimentConfig.from_json(tmp_path / "config.json").ode_backend == "torchdiffeq"
+    assert saved_config(tmp_path)["ode_backend"] == "torchdiffeq"
+    (tmp_path / "config.json").write_text(json.dumps({**saved, "ode_backend": "torchode"}))
+    assert ExperimentConfig.from_json(tmp_path / "config.json").ode_backend == "torchode"

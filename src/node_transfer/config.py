@@ -123,7 +123,9 @@ class ExperimentConfig:
 
     @classmethod
     def from_json(cls, path: str | Path) -> ExperimentConfig:
-        data = json.loads(Path(path).read_text())
+        from .solvers import with_saved_backend  # a run saved before ode_backend existed was torchdiffeq's
+
+        data = with_saved_backend(json.loads(Path(path).read_text()))
         return cls.from_dict({k: v for k, v in data.items() if k in cls.field_names()})
 
     def to_dict(self) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from .errors import ConfigError, DataError
+from .solvers import with_saved_backend
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
@@ -52,7 +53,7 @@ def load_predictor(run_dir: str | Path, device: str = "auto", checkpoint: str = 
     config_path, weights_path = run_dir / "config.json", run_dir / checkpoint
     if not config_path.is_file() or not weights_path.is_file():
         raise ConfigError("run_dir", str(run_dir), f"a finished run directory holding config.json and {checkpoint}")
-    resolved = json.loads(config_path.read_text())
+    resolved = with_saved_backend(json.loads(config_path.read_text()))  # made before ode_backend: torchdiffeq
     config = ExperimentConfig.from_dict({k: resolved[k] for k in ExperimentConfig.field_names() if k in resolved})
     backbone, _ = create_backbone(config.backbone, "none")  # every weight comes from the checkpoint
     num_classes = int(resolved["num_classes"])

@@ -63,6 +63,11 @@ DEFAULT_BACKEND = "lean"
 LEGACY_BACKEND = "torchdiffeq"
 
 
+def with_saved_backend(saved: dict[str, Any]) -> dict[str, Any]:
+    """A saved configuration (config.json, a checkpoint's) read as it was run: without `ode_backend`, torchdiffeq's."""
+    return {"ode_backend": LEGACY_BACKEND, **saved}
+
+
 def _methods(backend: str) -> BackendMethods:
     if backend not in REGISTRY:
         raise ConfigError("ode_backend", backend, f"one of {list(ODE_BACKENDS)}")
