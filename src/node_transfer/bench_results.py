@@ -64,7 +64,9 @@ def performance_facts(tables: dict[str, pd.DataFrame], summary: dict[str, dict])
             **_tolerance(tables["tolerance"], summary["tolerance"]),
             **_memory(tables["memory"], summary["memory"], params),
             **_loop(summary["loop_overhead"]), **_feature_cache(summary["feature_cache"]),
-            **_allocator(tables["allocator"], summary["allocator"])}
+            **_allocator(tables["allocator"], summary["allocator"]),
+            **_node_step(tables["node_step"], summary["node_step"]),
+            **_node_compile(tables["node_compile"], summary["node_compile"])}
 
 
 def _verdict(passed: bool) -> str:
@@ -151,3 +153,50 @@ def _allocator(table: pd.DataFrame, al: dict[str, Any]) -> dict[str, Any]:
             "alloc_node_ms": float(by_workload.loc["node head step", "ms_keep_freed_memory"]),
             "alloc_target": al["target"], "alloc_verdict": _verdict(al["pass"]),
             "alloc_same": "the same" if by_workload["same_result"].all() else "not the same"}
+
+
+def _node_step(table: pd.DataFrame, ns: dict[str, Any]) -> dict[str, Any]:
+    def arm(backend: str, gradients: str, batch: int) -> pd.Series:
+        rows = table[(table["backend"] == backend) & (table["gradients"] == gradients) & (table["batch"] == batch)]
+        return rows.iloc[0]
+
+    facts: dict[str, Any] = {"ns_worst": ns["value"], "ns_target": ns["target"], "ns_verdict": _verdict(ns["pass"]),
+                             "ns_worst_case": ns["worst_case"],
+                             "ns_nfe": int(arm("lean", "backprop", 128)["nfe_forward"])}
+    for backend in ("lean", "torchdiffeq", "torchode"):
+        for gradients in ("backprop", "adjoint"):
+            for batch in (128, 256):
+                row, key = arm(backend, gradients, batch), f"ns_{backend}_{gradients}_{batch}"
+                facts[key] = float(row["ratio"])
+                facts[f"{key}_strict"] = float(row["ratio_strict"])
+                facts[f"{key}_cpu"] = float(row["ratio_cpu"])
+                facts[f"{key}_ms"] = float(row["ms_per_step"])
+    lean = table[table["backend"] == "lean"]
+    facts["ns_lean_cpu_worst"] = float(lean["ratio_cpu"].max())
+    facts["ns_lean_strict_worst"] = float(lean["ratio_strict"].max())
+    facts["ns_eval_ms"] = float(arm("lean", "backprop", 128)["eval_ms"])
+    speedups = ns["speedup_over_torchdiffeq"]
+    facts["ns_speedup_low"], facts["ns_speedup_high"] = min(speedups.values()), max(speedups.values())
+    return facts
+
+
+def _node_compile(table: pd.DataFrame, nc: dict[str, Any]) -> dict[str, Any]:
+    ran = table[table["ms_per_step"].notna()]
+    compiled = ran[ran["mode"] != "eager"]
+
+    def vs_eager(width: int, backend: str, mode: str) -> float:
+        rows = ran[(ran["width"] == width) & (ran["backend"] == backend) & (ran["mode"] == mode)]
+        return float(rows["vs_eager"].iloc[0]) if len(rows) else float("nan")
+
+    facts: dict[str, Any] = {"nc_value": nc["value"], "nc_verdict": _verdict(nc["pass"]),
+                             "nc_fastest_eager": nc["fastest_eager"], "nc_fastest_compiled": nc["fastest_compiled"],
+                             "nc_compile_min": float(compiled["compile_s"].min()),
+                             "nc_compile_max": float(compiled["compile_s"].max()),
+                             "nc_failed": ", ".join(sorted(nc["failed"])) or "none",
+                             "nc_same_steps": "took the same steps as" if compiled["nfe_as_eager"].all()
+                             else "did not all take the same steps as"}
+    for width in (64, 256):
+        for backend in ("lean", "torchdiffeq", "torchode"):
+            for mode, short in (("compile dynamics", "dyn"), ("compile head", "head")):
+                facts[f"nc_{backend}_{short}_{width}"] = vs_eager(width, backend, mode)
+    return facts

@@ -83,10 +83,10 @@ class _AdjointSolve:
         self.func, self.packed, self.t_end, self.settings, self.fail = func, packed, t_end, settings, fail
         self.table = tableau(settings.solver)
 
-    def _integrate(self, f, y0: torch.Tensor, t0: float, t1: float, norm, stage: str) -> torch.Tensor:
+    def _integrate(self, f, y0: torch.Tensor, t0: float, t1: float, norm, stage: str, **parts: int) -> torch.Tensor:
         s = self.settings
         try:
-            return integrate(f, y0, t0, t1, self.table, s.rtol, s.atol, s.max_num_steps, norm)
+            return integrate(f, y0, t0, t1, self.table, s.rtol, s.atol, s.max_num_steps, norm, **parts)
         except SolveFailure as exc:
             raise self.fail(exc, stage) from None
 
@@ -98,7 +98,7 @@ class _AdjointSolve:
         sizes = [p.numel() for p in params]
 
         def augmented(t: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-            """d/dt [y, a, a_params] = [f, -a df/dy, -a df/dparams] on the flat augmented state."""
+            """d/dt [y, a, a_params] = [f, -a df/dy, -a df/dparams], from [y, a] (a_params is a quadrature)."""
             with torch.enable_grad():
                 y = z[:n].view(shape).detach().requires_grad_(True)
                 dy = f(t, y)
@@ -107,19 +107,15 @@ class _AdjointSolve:
                                                  for g, x in zip(vjps, (y, *params))])
 
         state_sizes = self.packed.sizes * 2  # y and adj_y, each in its parts
-        if self.settings.seminorm:
-            norm = _leading(segment_norm(state_sizes), sum(state_sizes))
+        parts = {"driving": 2 * n}
+        if self.settings.seminorm:  # the error of y and adj_y only
+            norm, parts["controlled"] = segment_norm(state_sizes), 2 * n
         else:
             norm = segment_norm(state_sizes + sizes)
         z0 = torch.cat([y_end.reshape(-1), grad_end.reshape(-1), y_end.new_zeros(sum(sizes))])
-        z = self._integrate(augmented, z0, self.t_end, 0.0, norm, " in the adjoint's backward solve")
+        z = self._integrate(augmented, z0, self.t_end, 0.0, norm, " in the adjoint's backward solve", **parts)
         grads = z[2 * n:].split(sizes)
         return z[n:2 * n].view(shape), [g.view_as(p) for g, p in zip(grads, params)]
-
-
-def _leading(norm: Callable[[torch.Tensor], torch.Tensor], size: int) -> Callable[[torch.Tensor], torch.Tensor]:
-    """`norm` of the first `size` elements only (the seminorm leaves the parameter adjoints uncontrolled)."""
-    return lambda x: norm(x[:size])
 
 
 class LeanBackend:
