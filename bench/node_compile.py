@@ -4,7 +4,8 @@ The study's head (`MLPDynamics` 1280 -> width -> 1280, softplus, dopri5 at rtol 
 classifier) at widths 64 and 256, one training step by backpropagation (solve, cross-entropy, backward) on a batch
 of 128 pooled Lite0 features of digits. For each backend (lean, torchdiffeq, torchode) three arms: eager;
 `torch.compile` of the dynamics inside the eager solver; `torch.compile` of the whole head (solver included, as
-far as dynamo traces it: the lean backend's solve is excluded from tracing, see `LeanBackend.solve`). Compilation
+far as dynamo traces it: the lean backend's solve is excluded from tracing, see `LeanBackend.solve`); and for
+torchode a fourth, its documented TorchScript route (the term fixed at construction, the solver scripted). Compilation
 is timed by its first step (each arm with a fresh inductor cache directory, no FX graph or autograd cache, one
 compile thread); steps are then timed in alternating rounds. Each compiled arm's NFE and logits are compared
 with its eager twin's, so a compiled solver that takes other steps shows. An arm that fails to compile is
@@ -36,6 +37,7 @@ from node_transfer.heads import build_head  # noqa: E402
 WIDTHS = (64, 256)
 BACKENDS = ("lean", "torchdiffeq", "torchode")
 MODES = ("eager", "compile dynamics", "compile head")
+TORCHSCRIPT = "torchscript solver"  # torchode only: its documented JIT route, the whole solver scripted
 SOLVER = {"solver": "dopri5", "rtol": 1e-5, "atol": 1e-5}
 BATCH = 128
 
@@ -49,6 +51,42 @@ def make_arm(num_features: int, width: int, backend: str, mode: str, device: tor
     return head, torch.compile(head) if mode == "compile head" else head
 
 
+class _PerSampleTime(nn.Module):
+    """f(t, y) for torchode, which passes a time per sample: MLPDynamics takes it as a (batch, 1) column."""
+
+    def __init__(self, dynamics: nn.Module) -> None:
+        super().__init__()
+        self.dynamics = dynamics
+
+    def forward(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.dynamics(t[:, None], y)
+
+
+def torchscript_task(head: nn.Module, features: torch.Tensor, labels: torch.Tensor):
+    """torchode as its documentation compiles it: the term fixed at construction, the solver scripted
+    (`torch.jit.script`), gradients by backpropagation through the solver's steps, not its step-size control."""
+    import torchode as to
+
+    batch, scripted = features.shape[0], []
+
+    def step():
+        if not scripted:  # on the first step, so that the compile time counts scripting
+            term = to.ODETerm(_PerSampleTime(head.block.dynamics))
+            scripted.append(torch.jit.script(to.AutoDiffAdjoint(
+                to.Dopri5(term=term), to.IntegralController(atol=SOLVER["atol"], rtol=SOLVER["rtol"], term=term),
+                backprop_through_step_size_control=False)))
+        for p in head.parameters():
+            p.grad = None
+        problem = to.InitialValueProblem(y0=features, t_start=features.new_zeros(batch),
+                                         t_end=features.new_ones(batch))
+        solution = scripted[0].solve(problem)
+        logits = head.fc(solution.ys[:, -1])
+        nn.functional.cross_entropy(logits, labels).backward()
+        return int(solution.stats["n_f_evals"].max()), logits.detach()
+
+    return step
+
+
 def step_task(head: nn.Module, run: nn.Module, features: torch.Tensor, labels: torch.Tensor):
     def step():
         for p in head.parameters():
@@ -58,6 +96,10 @@ def step_task(head: nn.Module, run: nn.Module, features: torch.Tensor, labels: t
         return head.block.nfe_forward, logits.detach()
 
     return step
+
+
+def modes(backend: str) -> tuple[str, ...]:
+    return (*MODES, TORCHSCRIPT) if backend == "torchode" else MODES
 
 
 def main() -> None:
@@ -79,10 +121,10 @@ def main() -> None:
     tasks, first, eager_result, rows = {}, {}, {}, {}
     for width in widths:
         for backend in backends:
-            for mode in MODES:
+            for mode in modes(backend):
                 name = f"w{width} {backend} {mode}"
                 head, run = make_arm(num_features, width, backend, mode, device)
-                task = step_task(head, run, x, y)
+                task = torchscript_task(head, x, y) if mode == TORCHSCRIPT else step_task(head, run, x, y)
                 start = time.perf_counter()
                 try:
                     with temporary_cache_dir(tempfile.mkdtemp(prefix="node-compile-")):  # no kernel of another arm
@@ -105,7 +147,7 @@ def main() -> None:
     for width in widths:
         for backend in backends:
             eager = _lib.median(seconds.get(f"w{width} {backend} eager", []))
-            for mode in MODES:
+            for mode in modes(backend):
                 name = f"w{width} {backend} {mode}"
                 row = {"width": width, "backend": backend, "mode": mode, **rows[name]}
                 if name in seconds:

@@ -7,13 +7,16 @@ in the same alternating rounds one evaluation of the dynamics is timed, forward 
 arithmetic) and forward alone. A step's arithmetic is its NFE (forward + backward) times one evaluation's forward
 and backward, as the issue states the target; `strict` prices what the solver must do: a backprop step's
 evaluations each need their forward and backward, the adjoint's forward solve keeps no graph (forward only) and
-its backward solve one forward and backward per evaluation. Wall time and process CPU time are both recorded
-(with one thread, CPU time leaves out waiting for a core on a shared machine). The evaluation is timed ten at a
+its backward solve one forward and backward per evaluation. Process CPU time and wall time are both recorded;
+the verdict is on CPU time: with one thread it is the time spent computing, while the wall time of a shared
+machine (load average above its core count) also holds the time spent waiting for a core, which swings the wall
+medians of single steps by tens of percent (the `spread` column). The evaluation is timed ten at a
 time on the same input, which keeps it in cache: if anything that makes the arithmetic smaller and the ratios
 larger. torchode's adjoint evaluates f one sample at a time under vmap (seconds per step): it is timed after
 the rounds, `--slow-reps` times.
 
-Target: the lean backend's step within 1.3x of its arithmetic, at both batch sizes, by backprop and by the adjoint.
+Target: the lean backend's step within 1.3x of its arithmetic (CPU time), at both batch sizes, by backprop and by
+the adjoint.
 
     .venv/bin/python bench/node_step.py [--device cpu|cuda] [--quick] [--threads 1]
 """
@@ -90,9 +93,9 @@ def with_cpu_time(fn, record: list[float]):
 
 
 def ms(table: pd.DataFrame, backend: str, gradient: str, batch: int) -> float:
-    """Milliseconds per step of one arm."""
+    """Milliseconds of CPU time per step of one arm."""
     rows = table[(table["backend"] == backend) & (table["gradients"] == gradient) & (table["batch"] == batch)]
-    return float(rows["ms_per_step"].iloc[0])
+    return float(rows["ms_per_step_cpu"].iloc[0])
 
 
 def main() -> None:
@@ -157,12 +160,15 @@ def main() -> None:
                 rows.append(row)
     table = pd.DataFrame(rows)
     lean = table[table["backend"] == "lean"]
-    worst = lean.sort_values("ratio").iloc[-1]
+    worst = lean.sort_values("ratio_cpu").iloc[-1]
     summary = {
         "headline": "lean backend's NODE head step over its arithmetic (NFE x one evaluation forward+backward), "
-                    "worst of batch 128/256 x backprop/adjoint",
-        "value": round(float(worst["ratio"]), 3), "target": f"<= {TARGET}", "pass": bool(worst["ratio"] <= TARGET),
+                    "CPU time, worst of batch 128/256 x backprop/adjoint",
+        "value": round(float(worst["ratio_cpu"]), 3), "target": f"<= {TARGET}",
+        "pass": bool(worst["ratio_cpu"] <= TARGET),
         "worst_case": f"batch {int(worst['batch'])}, {worst['gradients']}",
+        "worst_wall_time_ratio": round(float(lean["ratio"].max()), 3),
+        "worst_strict_ratio_cpu": round(float(lean["ratio_strict_cpu"].max()), 3),
         "ratio_by_arm": {f"{r['backend']} {r['gradients']} b{int(r['batch'])}": round(float(r["ratio"]), 3)
                          for _, r in table.iterrows()},
         "ratio_strict_by_arm": {f"{r['backend']} {r['gradients']} b{int(r['batch'])}":
