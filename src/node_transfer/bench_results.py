@@ -184,6 +184,8 @@ def _node_step(table: pd.DataFrame, ns: dict[str, Any]) -> dict[str, Any]:
 def _node_compile(table: pd.DataFrame, nc: dict[str, Any]) -> dict[str, Any]:
     ran = table[table["ms_per_step"].notna()]
     compiled = ran[ran["mode"] != "eager"]
+    dynamics, heads = (ran[ran["mode"] == mode]["compile_s"] for mode in ("compile dynamics", "compile head"))
+    traced_heads = ran[(ran["mode"] == "compile head") & (ran["backend"] != "lean")]["compile_s"]
 
     def vs_eager(width: int, backend: str, mode: str) -> float:
         rows = ran[(ran["width"] == width) & (ran["backend"] == backend) & (ran["mode"] == mode)]
@@ -191,8 +193,10 @@ def _node_compile(table: pd.DataFrame, nc: dict[str, Any]) -> dict[str, Any]:
 
     facts: dict[str, Any] = {"nc_value": nc["value"], "nc_verdict": _verdict(nc["pass"]),
                              "nc_fastest_eager": nc["fastest_eager"], "nc_fastest_compiled": nc["fastest_compiled"],
-                             "nc_compile_min": float(compiled["compile_s"].min()),
-                             "nc_compile_max": float(compiled["compile_s"].max()),
+                             "nc_dyn_compile_low": float(dynamics.min()), "nc_dyn_compile_high": float(dynamics.max()),
+                             "nc_head_compile_low": float(traced_heads.min()),
+                             "nc_head_compile_high": float(traced_heads.max()),
+                             "nc_lean_head_compile": float(heads[ran["backend"] == "lean"].max()),
                              "nc_failed": ", ".join(sorted(nc["failed"])) or "none",
                              "nc_same_steps": "took the same steps as" if compiled["nfe_as_eager"].all()
                              else "did not all take the same steps as"}
