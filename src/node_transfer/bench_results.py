@@ -198,11 +198,15 @@ def _node_compile(table: pd.DataFrame, nc: dict[str, Any]) -> dict[str, Any]:
                              "nc_head_compile_high": float(traced_heads.max()),
                              "nc_lean_head_compile": float(heads[ran["backend"] == "lean"].max()),
                              "nc_failed": ", ".join(sorted(nc["failed"])) or "none",
+                             "nc_failed_reason": "; ".join(sorted(set(nc["failed"].values()))) or "none",
                              "nc_same_steps": "took the same steps as" if compiled["nfe_as_eager"].all()
                              else "did not all take the same steps as"}
+    arms = [(backend, mode, short) for backend in ("lean", "torchdiffeq", "torchode")
+            for mode, short in (("compile dynamics", "dyn"), ("compile head", "head"))] + [
+        ("torchode", "torchscript solver", "ts")]
     for width in (64, 256):
-        for backend in ("lean", "torchdiffeq", "torchode"):
-            for mode, short in (("compile dynamics", "dyn"), ("compile head", "head"), ("torchscript solver", "ts")):
+        for backend, mode, short in arms:
+            if ((table["width"] == width) & (table["backend"] == backend) & (table["mode"] == mode)).any():
                 facts[f"nc_{backend}_{short}_{width}"] = vs_eager(width, backend, mode)
     return facts
 

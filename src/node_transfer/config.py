@@ -81,7 +81,7 @@ class ExperimentConfig:
     augment_dim: int = field(default=0, metadata={"help": "zero channels appended to the ODE state"})
     zero_init: bool = field(default=False, metadata={"help": "start the NODE block at the identity"})
     ode_backend: str = field(default=DEFAULT_BACKEND, metadata=_choices(*ODE_BACKENDS) | {
-        "help": "lean (new runs): torchdiffeq's methods in the package's faster loop; torchdiffeq; torchode"})
+        "help": "lean: torchdiffeq's methods in a faster loop (new runs)"})
     # optimisation
     optimizer: str = field(default="adam", metadata=_choices(*OPTIMIZERS))
     lr: float = field(default=1e-3, metadata={"help": "learning rate"})
