@@ -1,9 +1,11 @@
 """The `lean` backend of the ODE block: torchdiffeq's adaptive methods in a loop of our own (`lean_rk`).
 
-An option beside the libraries', not a replacement: the adaptive Runge-Kutta methods (dopri5, bosh3,
-adaptive_heun, fehlberg2, dopri8) run torchdiffeq's algorithm and tableaus in `lean_rk.integrate`, whose
-bookkeeping costs little next to the dynamics; fixed-grid methods (euler, rk4, the Adams methods, and so the
-fallback) are solved by torchdiffeq itself. Gradients come by backpropagation through the solve or by the
+Beside the libraries, not instead of them: the adaptive Runge-Kutta methods (dopri5, bosh3, adaptive_heun,
+fehlberg2, dopri8) run torchdiffeq's algorithm and tableaus in `lean_rk.integrate`, whose bookkeeping costs
+little next to the dynamics; fixed-grid methods (euler, rk4, the Adams methods, and so the fallback) are solved by
+torchdiffeq itself. It is the default of new runs (`solvers.DEFAULT_BACKEND`: the fastest path measured that
+takes torchdiffeq's steps, bench/node_step.py and bench/lean_equivalence.py); torchdiffeq and torchode stay
+selectable, and every run saved with torchdiffeq keeps it. Gradients come by backpropagation through the solve or by the
 adjoint method, written after torchdiffeq's `OdeintAdjointMethod`: the forward solve keeps no graph, and the
 backward solve integrates [y, adj_y, adj_params] from T back to 0 with the same method, tolerances and step bound,
 its error controlled by the largest RMS over y, adj_y and every parameter's adjoint (torchdiffeq's default), or
