@@ -29,6 +29,7 @@ import torch
 from node_transfer.bench_results import ADJOINT_HEAD, DEFAULT_HEAD, LOOSE_HEAD, NARROW_HEAD, SEMINORM_HEAD
 from node_transfer.heads import build_head, count_parameters, ode_blocks
 from node_transfer.model import TransferModel
+from node_transfer.solvers import DEFAULT_BACKEND
 
 TARGET = 1.15  # NODE/FC seconds per step; the paper's per-epoch ratio is about 1.7
 PAPER_RATIO = 1.7
@@ -91,7 +92,7 @@ def timing(args, device, backbone, data_config) -> pd.DataFrame:
         rows.append({"head": label, "kind": kind, "ode_width": options.get("ode_width", 256) if kind == "node" else 0,
                      "zero_init": options.get("zero_init", False), "adjoint": options.get("adjoint", False),
                      "seminorm": options.get("seminorm", False),
-                     "backend": options.get("ode_backend", "torchdiffeq") if kind == "node" else None,
+                     "backend": options.get("ode_backend", DEFAULT_BACKEND) if kind == "node" else None,
                      "tol": options.get("rtol", SOLVER["rtol"]) if kind == "node" else None, "s_per_step": s,
                      "images_per_s": args.batch_size / s, "ratio_vs_fc": s / fc,
                      "spread": _lib.spread(seconds[label]),

@@ -12,6 +12,7 @@ features, alternating between tolerances in each round, with direct backpropagat
 from __future__ import annotations
 
 import copy
+import dataclasses
 import tempfile
 import time
 from pathlib import Path
@@ -76,7 +77,7 @@ def main() -> None:
         for mode in ("direct", "adjoint"):
             model = copy.deepcopy(head)
             for block in ode_blocks(model):
-                block.adjoint = mode == "adjoint"
+                block.settings = dataclasses.replace(block.settings, adjoint=mode == "adjoint")
             name = f"{tol:g} {mode}"
             tasks[name], nfe[name] = step_task(model, images, labels), []
     _lib.log(f"timing {len(tasks)} (tolerance, mode) pairs on one batch of {args.batch_size} features")

@@ -128,17 +128,18 @@ def test_init_from_a_run_killed_between_the_two_writes_takes_its_best_epoch(tmp_
 
 # -- 2. solver failures outside training
 def fail_in_evaluation(monkeypatch):
-    from node_transfer.solvers import is_fixed_step
-    from node_transfer.torchdiffeq_backend import TorchdiffeqBackend
+    """The default backend's adaptive solves fail outside training, as a step bound would (fixed-grid ones run)."""
+    from node_transfer import lean_backend
+    from node_transfer.lean_rk import SolveFailure
 
-    original = TorchdiffeqBackend.solve
+    original = lean_backend.integrate
 
-    def solve(self, func, state, times, **options):
-        if not func.training and not is_fixed_step(options["solver"]):
-            raise AssertionError("max_num_steps exceeded")
-        return original(self, func, state, times, **options)
+    def integrate(func, *args, **kwargs):
+        if not func.training:
+            raise SolveFailure("more than max_num_steps=1000 steps")
+        return original(func, *args, **kwargs)
 
-    monkeypatch.setattr(TorchdiffeqBackend, "solve", solve)
+    monkeypatch.setattr(lean_backend, "integrate", integrate)
 
 
 def test_a_solver_failure_in_validation_stops_with_context(tmp_path, cache, monkeypatch, capsys):
@@ -326,12 +327,17 @@ def test_a_refused_checkpoint_says_why_without_advising_to_drop_the_protection(t
 
 
 def test_a_failing_fallback_solver_does_not_suggest_the_fallback(tmp_path, cache, monkeypatch):
-    from node_transfer.torchdiffeq_backend import TorchdiffeqBackend
+    from node_transfer import lean_backend, torchdiffeq_backend
+    from node_transfer.lean_rk import SolveFailure
 
-    def solve(self, func, state, times, **options):
-        raise AssertionError("underflow in dt")
+    def fail(*args, **kwargs):
+        raise SolveFailure("step size underflow")
 
-    monkeypatch.setattr(TorchdiffeqBackend, "solve", solve)
+    def fail_as_torchdiffeq(*args, **kwargs):
+        raise AssertionError("underflow in dt")  # torchdiffeq's bare assert, which its backend translates
+
+    monkeypatch.setattr(lean_backend, "integrate", fail)  # dopri5 in the lean loop
+    monkeypatch.setattr(torchdiffeq_backend, "odeint", fail_as_torchdiffeq)  # the rk4 fallback: torchdiffeq's grid
     with pytest.raises(TrainingError) as info:
         run(tmp_path, "stiff", cache, **NODE, epochs=1, on_solver_failure="fallback")
     assert "cannot help" in str(info.value) and "switches to a fixed-step solver" not in str(info.value)

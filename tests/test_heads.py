@@ -5,6 +5,7 @@ import torch
 
 from node_transfer.errors import ConfigError
 from node_transfer.heads import FCHead, MLPHead, NODEHead, build_head, count_parameters, ode_blocks
+from node_transfer.solvers import SolverSettings
 
 NODE_KWARGS = dict(ode_width=32, solver="dopri5", rtol=1e-3, atol=1e-3)
 
@@ -77,11 +78,10 @@ def test_heads_are_built_from_the_config_and_take_its_defaults():
 
     config = ExperimentConfig(ode_width=8, solver="rk4", step_size=0.5, ode_backend="torchode", node_state="map")
     head = head_from_config(config, 6, 3)
-    assert (head.state, head.block.solver, head.block.step_size, head.block.backend.name) == ("map", "rk4", 0.5,
-                                                                                             "torchode")
+    settings = head.block.settings
+    assert (head.state, settings.solver, settings.step_size, head.block.backend.name) == ("map", "rk4", 0.5, "torchode")
     block, defaults = build_head("node", 6, 3).block, ExperimentConfig()
-    assert (block.solver, block.rtol, block.atol, block.t_end, block.max_num_steps, block.backend.name) == (
-        defaults.solver, defaults.rtol, defaults.atol, defaults.t_end, defaults.max_num_steps, defaults.ode_backend)
+    assert block.settings == SolverSettings.from_config(defaults) and block.backend.name == defaults.ode_backend
     assert block.func.dynamics.fc1.linear.out_features == defaults.ode_width
     with pytest.raises(ConfigError, match="lerning_rate"):
         build_head("node", 6, 3, lerning_rate=0.1)  # options are the config's parameters, checked by name

@@ -81,14 +81,32 @@ def test_config_and_block_refuse_the_same_adjoint_combination():
     with pytest.raises(ConfigError, match="regularization"):
         ExperimentConfig(ode_backend="torchode", adjoint=True, regularization="kinetic").validate(check_paths=False)
     with pytest.raises(ConfigError, match="regularization"):
-        ODEBlock(MLPDynamics(4, 4), adjoint=True, regularization="kinetic", backend="torchode")
+        ODEBlock(MLPDynamics(4, 4), adjoint=True, regularization="kinetic", ode_backend="torchode")
 
 
 def test_block_fallback_uses_the_same_check():
     from node_transfer.dynamics import MLPDynamics
     from node_transfer.ode import ODEBlock
 
-    block = ODEBlock(MLPDynamics(4, 4), backend="torchode")
+    block = ODEBlock(MLPDynamics(4, 4), ode_backend="torchode")
     with pytest.raises(ConfigError, match="fallback_solver"):
         block.use_fallback("explicit_adams", 0.25)
     ODEBlock(MLPDynamics(4, 4)).use_fallback("explicit_adams", 0.25)
+
+
+def test_new_runs_use_the_lean_backend_and_saved_runs_keep_theirs(tmp_path):
+    """Every committed run records `ode_backend`; a configuration saved before the setting existed was
+    solved by torchdiffeq, so it is read so (rebuild, resume, predict give the numbers it was run with)."""
+    import json
+
+    from node_transfer.rundir import saved_config
+    from node_transfer.solvers import DEFAULT_BACKEND, LEGACY_BACKEND
+
+    assert ExperimentConfig().ode_backend == DEFAULT_BACKEND == "lean" and LEGACY_BACKEND == "torchdiffeq"
+    saved = ExperimentConfig(head="node").to_dict()
+    del saved["ode_backend"]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    assert ExperimentConfig.from_json(tmp_path / "config.json").ode_backend == "torchdiffeq"
+    assert saved_config(tmp_path)["ode_backend"] == "torchdiffeq"
+    (tmp_path / "config.json").write_text(json.dumps({**saved, "ode_backend": "torchode"}))
+    assert ExperimentConfig.from_json(tmp_path / "config.json").ode_backend == "torchode"

@@ -44,7 +44,8 @@ def test_a_config_saved_before_the_settings_is_read_as_made_and_a_new_one_round_
     saved = json.loads((COMMITTED / "config.json").read_text())
     assert "memory_format" not in saved and "data_path" not in saved
     old = ExperimentConfig.from_json(COMMITTED / "config.json")
-    assert (old.memory_format, old.data_path) == ("channels_last_on_cuda", "pil") == tuple(LEGACY.values())
+    assert (old.memory_format, old.data_path) == ("channels_last_on_cuda", "pil") == tuple(LEGACY[k] for k in FAST)
+    assert ExperimentConfig.from_saved({}).ode_backend == "torchdiffeq"  # saved before the lean default
     assert old.head == saved["head"] and old.epochs == saved["epochs"]  # the rest as saved
     # an executed page whose parameters predate the settings (make reproduce re-executes such notebooks)
     page = {name: saved[name] for name in ExperimentConfig.field_names() if name in saved}
@@ -52,7 +53,8 @@ def test_a_config_saved_before_the_settings_is_read_as_made_and_a_new_one_round_
     new = settle(ExperimentConfig(), None)  # a new run: auto means fast
     assert (new.memory_format, new.data_path) == ("channels_last", "tensor") == tuple(FAST.values())
     assert ExperimentConfig.from_saved(json.loads(json.dumps(new.to_dict()))) == new
-    assert settle(ExperimentConfig(), {}) == ExperimentConfig(**LEGACY)  # continued from a run saved without them
+    # continued from a run saved without them
+    assert settle(ExperimentConfig(), {}) == ExperimentConfig(**{k: LEGACY[k] for k in FAST})
     assert settle(ExperimentConfig(), new.to_dict()) == new
     explicit = ExperimentConfig(memory_format="contiguous", data_path="pil")
     assert settle(explicit, new.to_dict()) == settle(explicit, None) == explicit  # a value given is kept
@@ -222,18 +224,20 @@ def test_a_fine_tuned_run_on_the_tensor_path_resumes_to_the_same_numbers(tmp_pat
         assert metrics[0][key] == metrics[1][key], key
 
 
-def test_a_suite_keeps_the_settings_it_was_started_with(tmp_path):
+def test_a_seed_keeps_the_settings_it_was_started_with_and_a_new_seed_gets_the_fast_ones(tmp_path):
     from node_transfer.suite_runner import run_suite
 
     out = run_suite("smoke", "cpu", seeds=1, out=tmp_path / "new", use_papermill=False, progress=False,
                     labels=("fc",))
-    assert json.loads((out / "suite.json").read_text())["speed"] == FAST
+    assert json.loads((out / "suite.json").read_text())["speed"] == {"0": FAST}
     assert settings(out / "fc-s0") == tuple(FAST.values())
     old = run_suite("smoke", "cpu", seeds=1, out=tmp_path / "old", use_papermill=False, progress=False,
                     labels=("fc",))
     meta = json.loads((old / "suite.json").read_text())
-    del meta["speed"]  # a suite started before the settings existed
+    del meta["speed"]  # a suite started before the settings existed: its seed 0 was made with the old ones
     (old / "suite.json").write_text(json.dumps(meta))
-    run_suite("smoke", "cpu", seeds=2, out=old, use_papermill=False, progress=False, labels=("fc",), resume=True)
-    assert settings(old / "fc-s1") == tuple(LEGACY.values())  # added later, made as its first runs were
-    assert json.loads((old / "suite.json").read_text())["speed"] == LEGACY
+    run_suite("smoke", "cpu", seeds=2, out=old, use_papermill=False, progress=False, resume=True)
+    assert settings(old / "node-s0") == tuple(LEGACY[k] for k in FAST)  # added later to seed 0: as its first run
+    assert json.loads((old / "node-s0" / "config.json").read_text())["ode_backend"] == LEGACY["ode_backend"]
+    assert settings(old / "fc-s1") == settings(old / "node-s1") == tuple(FAST.values())  # a new seed: fast
+    assert json.loads((old / "suite.json").read_text())["speed"] == {"0": LEGACY, "1": FAST}

@@ -25,7 +25,11 @@ class PerSampleDecay(nn.Module):
 
 
 def torchode_block(dynamics, **options):
-    return ODEBlock(dynamics, backend="torchode", **options)
+    return ODEBlock(dynamics, ode_backend="torchode", **options)
+
+
+def torchdiffeq_block(dynamics, **options):
+    return ODEBlock(dynamics, ode_backend="torchdiffeq", **options)
 
 
 MATRIX = torch.tensor([[-0.5, 1.0], [-1.0, -0.5]], dtype=torch.float64)  # damped rotation
@@ -47,8 +51,8 @@ def test_linear_ode_matches_closed_form_and_torchdiffeq(h0, solver):
     tol = 1e-8
     exact = exact_solution(h0)
     block = torchode_block(LinearDynamics(MATRIX), solver=solver, rtol=tol, atol=tol, t_end=2.0, max_num_steps=10**5)
-    reference = ODEBlock(LinearDynamics(MATRIX), solver="dopri5" if solver == "tsit5" else solver, rtol=tol,
-                         atol=tol, t_end=2.0, max_num_steps=10**5)
+    reference = torchdiffeq_block(LinearDynamics(MATRIX), solver="dopri5" if solver == "tsit5" else solver, rtol=tol,
+                                  atol=tol, t_end=2.0, max_num_steps=10**5)
     out, ref = block(h0), reference(h0)
     assert out.shape == h0.shape and out.dtype == torch.float64
     # Tolerances bound the local error per step; the global error is a method-dependent multiple of it
@@ -62,7 +66,7 @@ def test_linear_ode_matches_closed_form_and_torchdiffeq(h0, solver):
 @pytest.mark.parametrize("step_size", [1.0, 0.25, 0.1, 0.3])
 def test_fixed_step_methods_match_torchdiffeq_and_count_exactly(h0, solver, step_size):
     block = torchode_block(LinearDynamics(MATRIX), solver=solver, step_size=step_size)
-    reference = ODEBlock(LinearDynamics(MATRIX), solver=solver, step_size=step_size)
+    reference = torchdiffeq_block(LinearDynamics(MATRIX), solver=solver, step_size=step_size)
     out, ref = block(h0), reference(h0)
     # Same tableau (torchdiffeq's rk4 is the 3/8 rule) on the same grid: equal up to rounding.
     torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
@@ -122,7 +126,7 @@ def test_gradients_match_closed_form_and_torchdiffeq(h0, adjoint):
     exact = [start_exact.grad, matrix.grad]
 
     grads = {}
-    for name, cls, adj in (("torchode", torchode_block, adjoint), ("torchdiffeq", ODEBlock, False)):
+    for name, cls, adj in (("torchode", torchode_block, adjoint), ("torchdiffeq", torchdiffeq_block, False)):
         dynamics = LinearDynamics(MATRIX)
         state = h0.clone().requires_grad_(True)
         block = cls(dynamics, solver="dopri5", rtol=1e-9, atol=1e-9, t_end=2.0, adjoint=adj)
@@ -145,7 +149,7 @@ def test_mlp_gradients_match_torchdiffeq_direct_backprop():
     dynamics = MLPDynamics(6, 16).double()
     h0 = torch.randn(4, 6, dtype=torch.float64, requires_grad=True)
     grads = {}
-    for name, cls, adjoint in (("torchdiffeq", ODEBlock, False), ("torchode", torchode_block, False),
+    for name, cls, adjoint in (("torchdiffeq", torchdiffeq_block, False), ("torchode", torchode_block, False),
                                ("torchode-adjoint", torchode_block, True)):
         block = cls(dynamics, solver="dopri5", rtol=1e-9, atol=1e-9, adjoint=adjoint)
         dynamics.zero_grad()
@@ -224,18 +228,20 @@ def test_map_states_match_torchdiffeq():
     h0 = torch.randn(3, 8, 4, 4, dtype=torch.float64)
     fixed = torchode_block(dynamics, solver="rk4", step_size=0.5)(h0)
     assert fixed.shape == h0.shape
-    torch.testing.assert_close(fixed, ODEBlock(dynamics, solver="rk4", step_size=0.5)(h0), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(fixed, torchdiffeq_block(dynamics, solver="rk4", step_size=0.5)(h0), rtol=1e-12,
+                               atol=1e-12)
     adaptive = torchode_block(dynamics, rtol=1e-5, atol=1e-5)(h0)
     assert adaptive.shape == h0.shape
     # ReLU makes these dynamics non-smooth, so the global error of either solver is far above its tolerance
     # (and torchode controls it per sample, torchdiffeq over the batch): measured difference 4.6e-3.
-    torch.testing.assert_close(adaptive, ODEBlock(dynamics, rtol=1e-5, atol=1e-5)(h0), rtol=0, atol=2e-2)
+    torch.testing.assert_close(adaptive, torchdiffeq_block(dynamics, rtol=1e-5, atol=1e-5)(h0), rtol=0, atol=2e-2)
     torch.testing.assert_close(adaptive, fixed, rtol=0, atol=5e-2)  # and the 4-step rk4 is close too
 
 
 def test_checkpoints_are_interchangeable_with_torchdiffeq_blocks():
     dynamics = MLPDynamics(4, 8)
-    assert torchode_block(dynamics).state_dict().keys() == ODEBlock(dynamics).state_dict().keys()
+    for other in (torchdiffeq_block(dynamics), ODEBlock(dynamics)):
+        assert torchode_block(dynamics).state_dict().keys() == other.state_dict().keys()
 
 
 def test_augment_dim_on_vectors_and_maps():
@@ -256,13 +262,13 @@ def test_regularization_terms_match_torchdiffeq():
     dynamics = MLPDynamics(8, 16)
     x = torch.randn(16, 8)
     values = {}
-    for cls in (ODEBlock, torchode_block):
+    for cls in (torchdiffeq_block, torchode_block):
         block = cls(dynamics, solver="rk4", step_size=0.25, regularization="both").train()
         torch.manual_seed(1)  # the same Hutchinson noise for both
         out = block(x)
         (out.pow(2).mean() + sum(block.regularization.values())).backward()
         values[cls] = (out, block.regularization["kinetic"], block.regularization["jacobian"])
-    for got, want in zip(values[torchode_block], values[ODEBlock]):
+    for got, want in zip(values[torchode_block], values[torchdiffeq_block]):
         torch.testing.assert_close(got, want)
 
 

@@ -65,7 +65,10 @@ def performance_facts(tables: dict[str, pd.DataFrame], summary: dict[str, dict])
             **_memory(tables["memory"], summary["memory"], params),
             **_loop(tables["loop_overhead"], summary["loop_overhead"]), **_settings(tables["loop_overhead-settings"]),
             **_feature_cache(tables["feature_cache"], summary["feature_cache"]),
-            **_allocator(tables["allocator"], summary["allocator"])}
+            **_allocator(tables["allocator"], summary["allocator"]),
+            **_node_step(tables["node_step"], summary["node_step"]),
+            **_node_compile(tables["node_compile"], summary["node_compile"]),
+            **_lean_equivalence(summary["lean_equivalence"])}
 
 
 def _verdict(passed: bool) -> str:
@@ -178,3 +181,67 @@ def _allocator(table: pd.DataFrame, al: dict[str, Any]) -> dict[str, Any]:
             "alloc_node_ms": float(by_workload.loc["node head step", "ms_keep_freed_memory"]),
             "alloc_target": al["target"], "alloc_verdict": _verdict(al["pass"]),
             "alloc_same": "the same" if by_workload["same_result"].all() else "not the same"}
+
+
+def _node_step(table: pd.DataFrame, ns: dict[str, Any]) -> dict[str, Any]:
+    def arm(backend: str, gradients: str, batch: int) -> pd.Series:
+        rows = table[(table["backend"] == backend) & (table["gradients"] == gradients) & (table["batch"] == batch)]
+        return rows.iloc[0]
+
+    facts: dict[str, Any] = {"ns_worst": ns["value"], "ns_target": ns["target"], "ns_verdict": _verdict(ns["pass"]),
+                             "ns_worst_case": ns["worst_case"],
+                             "ns_nfe": int(arm("lean", "backprop", 128)["nfe_forward"])}
+    for backend in ("lean", "torchdiffeq", "torchode"):
+        for gradients in ("backprop", "adjoint"):
+            for batch in (128, 256):
+                row, key = arm(backend, gradients, batch), f"ns_{backend}_{gradients}_{batch}"
+                facts[key] = float(row["ratio"])
+                facts[f"{key}_strict"] = float(row["ratio_strict"])
+                facts[f"{key}_cpu"] = float(row["ratio_cpu"])
+                facts[f"{key}_ms"] = float(row["ms_per_step"])
+    lean = table[table["backend"] == "lean"]
+    facts["ns_lean_wall_worst"] = float(lean["ratio"].max())
+    facts["ns_lean_strict_worst"] = float(lean["ratio_strict_cpu"].max())
+    facts["ns_eval_ms"] = float(arm("lean", "backprop", 128)["eval_ms"])
+    speedups = ns["speedup_over_torchdiffeq"]
+    facts["ns_speedup_low"], facts["ns_speedup_high"] = min(speedups.values()), max(speedups.values())
+    return facts
+
+
+def _node_compile(table: pd.DataFrame, nc: dict[str, Any]) -> dict[str, Any]:
+    ran = table[table["ms_per_step"].notna()]
+    compiled = ran[ran["mode"] != "eager"]
+    dynamics, heads = (ran[ran["mode"] == mode]["compile_s"] for mode in ("compile dynamics", "compile head"))
+    traced_heads = ran[(ran["mode"] == "compile head") & (ran["backend"] != "lean")]["compile_s"]
+
+    def vs_eager(width: int, backend: str, mode: str) -> float:
+        rows = ran[(ran["width"] == width) & (ran["backend"] == backend) & (ran["mode"] == mode)]
+        return float(rows["vs_eager"].iloc[0]) if len(rows) else float("nan")
+
+    facts: dict[str, Any] = {"nc_value": nc["value"], "nc_verdict": _verdict(nc["pass"]),
+                             "nc_fastest_eager": nc["fastest_eager"], "nc_fastest_compiled": nc["fastest_compiled"],
+                             "nc_dyn_compile_low": float(dynamics.min()), "nc_dyn_compile_high": float(dynamics.max()),
+                             "nc_head_compile_low": float(traced_heads.min()),
+                             "nc_head_compile_high": float(traced_heads.max()),
+                             "nc_lean_head_compile": float(heads[ran["backend"] == "lean"].max()),
+                             "nc_failed": ", ".join(sorted(nc["failed"])) or "none",
+                             "nc_failed_reason": "; ".join(sorted(set(nc["failed"].values()))) or "none",
+                             "nc_same_steps": "took the same steps as" if compiled["nfe_as_eager"].all()
+                             else "did not all take the same steps as"}
+    arms = [(backend, mode, short) for backend in ("lean", "torchdiffeq", "torchode")
+            for mode, short in (("compile dynamics", "dyn"), ("compile head", "head"))] + [
+        ("torchode", "torchscript solver", "ts")]
+    for width in (64, 256):
+        for backend, mode, short in arms:
+            if ((table["width"] == width) & (table["backend"] == backend) & (table["mode"] == mode)).any():
+                facts[f"nc_{backend}_{short}_{width}"] = vs_eager(width, backend, mode)
+    return facts
+
+
+def _lean_equivalence(le: dict[str, Any]) -> dict[str, Any]:
+    speedups = le["epoch_speedup"].values()
+    return {"le_nfe_gap": le["value"], "le_acc_gap": le["test_acc_gap_points"], "le_loss_gap": le["train_loss_gap"],
+            "le_verdict": _verdict(le["pass"]), "le_target": le["target"], "le_speedup_low": min(speedups),
+            "le_speedup_high": max(speedups), "le_committed_epochs": le["committed_epochs_compared"],
+            "le_committed_nfe": "the same" if le["committed_nfe_equal"] else "not the same",
+            "le_committed_gap": le["committed_train_loss_gap"]}

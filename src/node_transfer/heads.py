@@ -17,6 +17,7 @@ from .config import ExperimentConfig, default
 from .dynamics import activation_layer, make_dynamics
 from .errors import ConfigError
 from .ode import ODEBlock
+from .solvers import SolverSettings
 
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
@@ -103,10 +104,8 @@ def head_from_config(config: ExperimentConfig, num_features: int, num_classes: i
         raise ConfigError("head", config.head, f"one of {list(HEADS)}")
     dynamics = make_dynamics(config.node_state, num_features, config.ode_width, config.ode_activation,
                              config.zero_init, config.augment_dim)
-    block = ODEBlock(dynamics, solver=config.solver, rtol=config.rtol, atol=config.atol, t_end=config.t_end,
-                     step_size=config.step_size, adjoint=config.adjoint, seminorm=config.seminorm,
-                     max_num_steps=config.max_num_steps, augment_dim=config.augment_dim, steer=config.steer,
-                     regularization=config.regularization, backend=config.ode_backend)
+    block = ODEBlock(dynamics, SolverSettings.from_config(config), augment_dim=config.augment_dim, steer=config.steer,
+                     regularization=config.regularization)
     return NODEHead(num_features, num_classes, block, config.node_state, config.dropout)
 
 

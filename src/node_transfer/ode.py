@@ -1,51 +1,68 @@
 """The ODE block (after torchdiffeq's examples/odenet_mnist.py): integrates h(0) -> h(T) and counts NFE.
 
-`ODEBlock` integrates dh/dt = f(t, h) from h(0) = input to h(T) with a *backend* (torchdiffeq, or torchode with
-a step size per sample), optionally by the adjoint method, and counts function evaluations (NFE) separately for
-the forward and backward pass. Around the solve it adds what the heads use: zero augmentation channels,
-STEER's random end time, and the kinetic / Jacobian regularisation integrated alongside the state. Solver
-failures (torchdiffeq's bare asserts, a non-finite state) become `ODESolveError` naming the solver, tolerance
-and NFE. The methods and their checks are in `solvers.py`, the dynamics in `dynamics.py`.
+`ODEBlock` integrates dh/dt = f(t, h) from h(0) = input to h(T) as its `SolverSettings` say (method, tolerances,
+end time, step, backprop or adjoint, step bound, backend: lean, torchdiffeq, or torchode with a step size per
+sample), and counts function evaluations (NFE) separately for the forward and backward pass. Around the solve it
+adds what the heads use: zero augmentation channels, STEER's random end time, and the kinetic / Jacobian
+regularisation integrated alongside the state. A failed solve raises `ODESolveError` naming the solver, tolerance
+and NFE (each backend translates its own failures). The methods and their checks are in `solvers.py`, the
+dynamics in `dynamics.py`.
 """
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
-from typing import Protocol
+import dataclasses
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from .choices import REGULARIZATIONS
-from .config import default
+from .config import ExperimentConfig, default
 from .dynamics import LinearDynamics, MLPDynamics  # re-exported: book/neural-odes.md imports them from here
 from .errors import ConfigError, ODESolveError
-from .solvers import DEFAULT_BACKEND, check_adjoint, check_backend, check_fallback, check_solver
-from .torchdiffeq_backend import TorchdiffeqBackend
+from .solvers import DEFAULT_BACKEND, SolverSettings, check_adjoint, check_backend
 
-__all__ = ["Backend", "LinearDynamics", "MLPDynamics", "ODEBlock", "make_backend"]
+__all__ = ["Backend", "LinearDynamics", "MLPDynamics", "ODEBlock", "SolverSettings", "make_backend",
+           "solve_settings"]
 
 
 class Backend(Protocol):
-    """What the block needs of a solver library (`TorchdiffeqBackend`, `TorchodeBackend`)."""
+    """What the block needs of a solver library (`LeanBackend`, `TorchdiffeqBackend`, `TorchodeBackend`)."""
 
     name: str
 
-    def check(self, adjoint: bool) -> None: ...
+    def check(self, settings: SolverSettings) -> None: ...
 
-    def solve(self, func: nn.Module, state, times: torch.Tensor, *, solver: str, rtol: float, atol: float,
-              step_size: float | None, max_num_steps: int, adjoint: bool, seminorm: bool): ...
+    def solve(self, func: nn.Module, state, t_end: float, settings: SolverSettings): ...
+
+    def translate_errors(self, settings: SolverSettings, func: nn.Module) -> AbstractContextManager[None]: ...
 
 
 def make_backend(name: str) -> Backend:
-    """The backend of that name (one of `solvers.ODE_BACKENDS`)."""
+    """The backend of that name (one of `solvers.ODE_BACKENDS`); each library is imported only when chosen."""
+    check_backend(name)
     if name == "torchode":
-        from .torchode_backend import TorchodeBackend  # local: torchode is loaded only when chosen
+        from .torchode_backend import TorchodeBackend
 
         return TorchodeBackend()
-    check_backend(name)
+    if name == "lean":
+        from .lean_backend import LeanBackend
+
+        return LeanBackend()
+    from .torchdiffeq_backend import TorchdiffeqBackend
+
     return TorchdiffeqBackend()
+
+
+def solve_settings(base: SolverSettings | None = None, **changes: Any) -> SolverSettings:
+    """`base` (by default `ExperimentConfig`'s solve settings) with `changes` to fields named like its own."""
+    names = [f.name for f in dataclasses.fields(SolverSettings)]
+    for name, value in changes.items():
+        if name not in names:
+            raise ConfigError(name, value, f"one of the solve settings {names} (or augment_dim, steer, regularization)")
+    return dataclasses.replace(base or SolverSettings.from_config(ExperimentConfig()), **changes)
 
 
 class _CountedDynamics(nn.Module):
@@ -78,55 +95,54 @@ class _CountedDynamics(nn.Module):
         return dh, kinetic, jacobian
 
 
-
 class ODEBlock(nn.Module):
-    """Integrates h(0) -> h(T) with a backend's solver; `nfe_forward`/`nfe_backward` count evaluations.
+    """Integrates h(0) -> h(T) as `settings` say; `nfe_forward`/`nfe_backward` count evaluations.
 
     Args (defaults: `ExperimentConfig`'s):
         dynamics: an nn.Module f(t, h) with a `check_state(h)` method (MLPDynamics, ConvDynamics).
-        solver: a method of the backend (`solvers.solver_names(backend)`: dopri5, bosh3, rk4, euler...).
-        rtol, atol: tolerances of adaptive methods (fixed-step methods ignore them).
-        t_end: end time T of the integration, from 0.
-        step_size: step of fixed-step methods (required there); for adaptive ones, none.
-        adjoint: compute gradients by the adjoint method (memory flat in NFE) instead of backprop.
-        seminorm: with the adjoint, control the error of the state only (Kidger et al. 2021).
-        max_num_steps: bound on the steps of one adaptive solve; exceeding it raises ODESolveError.
+        settings: the `SolverSettings` (from a config: `SolverSettings.from_config(config)`); keyword arguments
+            named like its fields change single ones (`ODEBlock(f, solver="rk4", step_size=0.25)`): solver (one of
+            `solvers.solver_names(ode_backend)`), rtol, atol, t_end, step_size (fixed-step methods), adjoint,
+            seminorm (the adjoint's error control on the state only, Kidger et al. 2021), max_num_steps (exceeding
+            it raises ODESolveError) and ode_backend ("lean", "torchdiffeq" or "torchode").
         augment_dim: zero channels appended to the state (Dupont et al. 2019); the output keeps them.
         steer: in training, draw T uniformly from [T - steer, T + steer] (Ghosh et al. 2020).
         regularization: "none", "kinetic", "jacobian" or "both"; terms in `self.regularization` after a
             training forward pass (weights are applied by the caller).
-        backend: "torchdiffeq", "torchode", or a backend object (`Backend`).
     """
 
-    def __init__(self, dynamics: nn.Module, solver: str = default("solver"), rtol: float = default("rtol"),
-                 atol: float = default("atol"), t_end: float = default("t_end"),
-                 step_size: float | None = default("step_size"), adjoint: bool = default("adjoint"),
-                 seminorm: bool = default("seminorm"), max_num_steps: int = default("max_num_steps"),
+    def __init__(self, dynamics: nn.Module, settings: SolverSettings | None = None, *,
                  augment_dim: int = default("augment_dim"), steer: float = default("steer"),
-                 regularization: str = default("regularization"),
-                 backend: str | Backend = DEFAULT_BACKEND) -> None:
+                 regularization: str = default("regularization"), **solver_changes: Any) -> None:
         super().__init__()
-        backend = make_backend(backend) if isinstance(backend, str) else backend
-        check_solver(solver, rtol, atol, t_end, step_size, backend.name)
-        if max_num_steps < 1:
-            raise ConfigError("max_num_steps", max_num_steps, "a positive integer")
+        settings = solve_settings(settings, **solver_changes).check()
         if augment_dim < 0:
             raise ConfigError("augment_dim", augment_dim, "an integer >= 0")
-        if not 0 <= steer < t_end:
-            raise ConfigError("steer", steer, f"a number in [0, t_end={t_end})")
+        if not 0 <= steer < settings.t_end:
+            raise ConfigError("steer", steer, f"a number in [0, t_end={settings.t_end})")
         if regularization not in REGULARIZATIONS:
             raise ConfigError("regularization", regularization, f"one of {list(REGULARIZATIONS)}")
-        check_adjoint(adjoint, regularization, backend.name)
-        backend.check(adjoint)
-        self.func = _CountedDynamics(dynamics)
-        self.backend = backend
-        self.solver, self.rtol, self.atol = solver, float(rtol), float(atol)
-        self.t_end, self.step_size = float(t_end), step_size
-        self.adjoint, self.seminorm, self.max_num_steps = adjoint, seminorm, max_num_steps
         self.augment_dim, self.steer, self.regularization_kind = augment_dim, float(steer), regularization
+        self.func = _CountedDynamics(dynamics)
+        self.settings = settings  # checked, with its backend, by the setter
         self.regularization: dict[str, torch.Tensor] = {}
         self.nfe_forward = 0
         self.fallback_used = False
+
+    @property
+    def settings(self) -> SolverSettings:
+        """How the block solves; assigning new settings checks them (a `dataclasses.replace` of these)."""
+        return self._settings
+
+    @settings.setter
+    def settings(self, settings: SolverSettings) -> None:
+        settings.check()
+        check_adjoint(settings.adjoint, self.regularization_kind, settings.ode_backend)
+        backend = getattr(self, "backend", None)
+        if backend is None or backend.name != settings.ode_backend:
+            backend = make_backend(settings.ode_backend)
+        backend.check(settings)
+        self._settings, self.backend = settings, backend
 
     @property
     def dynamics(self) -> nn.Module:
@@ -146,20 +162,20 @@ class ODEBlock(nn.Module):
     def use_fallback(self, solver: str = default("fallback_solver"),
                      step_size: float = default("fallback_step_size")) -> None:
         """Switch to a fixed-step method of the backend (a solve that cannot fail on step control)."""
-        check_fallback(solver, self.backend.name)
-        check_solver(solver, self.rtol, self.atol, self.t_end, step_size, self.backend.name)
-        self.solver, self.step_size, self.fallback_used = solver, step_size, True
+        self.settings = self.settings.fallback(solver, step_size)
+        self.fallback_used = True
 
     def extra_repr(self) -> str:
-        backend = "" if self.backend.name == DEFAULT_BACKEND else f", backend={self.backend.name}"
-        return (f"solver={self.solver}, rtol={self.rtol:g}, atol={self.atol:g}, t_end={self.t_end:g}, "
-                f"step_size={self.step_size}, adjoint={self.adjoint}{backend}")
+        s = self.settings
+        backend = "" if s.ode_backend == DEFAULT_BACKEND else f", ode_backend={s.ode_backend}"
+        return (f"solver={s.solver}, rtol={s.rtol:g}, atol={s.atol:g}, t_end={s.t_end:g}, "
+                f"step_size={s.step_size}, adjoint={s.adjoint}{backend}")
 
     # -- solving
     def _end_time(self) -> float:
         if self.training and self.steer > 0:
-            return self.t_end + (torch.rand(()).item() * 2 - 1) * self.steer
-        return self.t_end
+            return self.settings.t_end + (torch.rand(()).item() * 2 - 1) * self.steer
+        return self.settings.t_end
 
     def forward(self, h0: torch.Tensor) -> torch.Tensor:
         if self.augment_dim and h0.dim() >= 2:
@@ -173,40 +189,24 @@ class ODEBlock(nn.Module):
             self.func.noise = torch.randn_like(h0)
             zeros = h0.new_zeros(h0.shape[0])
             state = (h0, zeros, zeros.clone())
-        times = torch.tensor([0.0, self._end_time()], device=h0.device, dtype=h0.dtype)
         self.func.nfe = 0
-        with self.translate_errors():
-            solution = self.backend.solve(self.func, state, times, solver=self.solver, rtol=self.rtol,
-                                          atol=self.atol, step_size=self.step_size,
-                                          max_num_steps=self.max_num_steps, adjoint=self.adjoint,
-                                          seminorm=self.seminorm)
+        end = self.backend.solve(self.func, state, self._end_time(), self.settings)
         self.nfe_forward = self.func.nfe
+        self.regularization = {}
         if regularize:
-            h_end, kinetic, jacobian = (s[-1] for s in solution)
-            self.regularization = {}
+            h_end, kinetic, jacobian = end
             if self.regularization_kind in ("kinetic", "both"):
                 self.regularization["kinetic"] = kinetic.mean()
             if self.regularization_kind in ("jacobian", "both"):
                 self.regularization["jacobian"] = jacobian.mean()
         else:
-            h_end = solution[-1]
-            self.regularization = {}
+            h_end = end
         if not torch.isfinite(h_end).all():
-            raise ODESolveError("non-finite state at the end time", self.solver, self.rtol, self.atol,
-                                self.func.nfe)
+            s = self.settings
+            raise ODESolveError("non-finite state at the end time", s.solver, s.rtol, s.atol, self.func.nfe)
         return h_end
 
-    @contextlib.contextmanager
-    def translate_errors(self) -> Iterator[None]:
-        """Turn torchdiffeq's bare asserts into ODESolveError; wrap `loss.backward()` in it for the adjoint."""
-        try:
-            yield
-        except AssertionError as exc:
-            text = str(exc)
-            for key, reason in (("max_num_steps", f"more than max_num_steps={self.max_num_steps} steps"),
-                                ("underflow in dt", "step size underflow"),
-                                ("non-finite", "non-finite state")):
-                if key in text:
-                    raise ODESolveError(reason, self.solver, self.rtol, self.atol, self.func.nfe) from None
-            raise ODESolveError(f"solver assertion: {text[:200]}", self.solver, self.rtol, self.atol,
-                                self.func.nfe) from exc
+    def translate_errors(self) -> AbstractContextManager[None]:
+        """The backend's translation of its failures into ODESolveError: wrap `loss.backward()` in it (the
+        adjoint solves again there)."""
+        return self.backend.translate_errors(self.settings, self.func)

@@ -22,6 +22,7 @@ import pandas as pd
 
 from .checkpoints import atomic_save, load_checkpoint, signals_deferred
 from .errors import ConfigError, DataError
+from .speed import with_legacy
 
 CONFIG = "config.json"
 HISTORY = "history.csv"
@@ -187,14 +188,15 @@ def load_best(run_dir: Path, best_epoch: int) -> dict[str, Any]:
 
 
 def saved_config(run_dir: Path) -> dict[str, Any]:
-    """The configuration a run was started with: from `last.pt` (authoritative), else `config.json`."""
+    """The configuration a run was started with: from `last.pt` (authoritative), else `config.json`; one saved
+    before a setting was recorded gets what runs used then (`speed.with_legacy`)."""
     if (run_dir / LAST).is_file():
         config = load_checkpoint(run_dir / LAST, parameter="resume").get("config")
         if isinstance(config, dict):
-            return config
+            return with_legacy(config)
     if (run_dir / CONFIG).is_file():
         try:
-            return read_json(run_dir / CONFIG, "run configuration")
+            return with_legacy(read_json(run_dir / CONFIG, "run configuration"))
         except DataError as exc:
             raise ConfigError("resume", True, f"False: {exc} and there is no last.pt to read it from") from None
     raise ConfigError("resume", True, f"False: {str(run_dir)!r} holds neither last.pt nor config.json")

@@ -1,8 +1,11 @@
-"""The solver registry: which ODE methods each backend offers, which are fixed-step, and their checks.
+"""The solver registry: which ODE methods each backend offers, which are fixed-step, and their checks; and
+`SolverSettings`, the one object that says how a block solves.
 
 One table per backend (after timm's `_registry.py`: names in a registry, one resolver), and one backend-aware
 check of a solver and of a fallback solver, used both by `ExperimentConfig.validate` and by the ODE block.
-The module imports no torch, so the config stays light.
+`SolverSettings` is built from the config (`from_config` reads the fields of the same names), passed to the block
+and to every backend; a fallback is a `dataclasses.replace` of it. The module imports no torch, so the config
+stays light.
 
 torchdiffeq has no public list of its methods: the table below is written out, and
 `tests/test_solvers.py` checks it against torchdiffeq's private `SOLVERS` (the only place that reads it).
@@ -10,8 +13,10 @@ torchdiffeq has no public list of its methods: the table below is written out, a
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import ConfigError
 
@@ -34,12 +39,14 @@ class BackendMethods:
 
 _ADAPTIVE_RK = ("adaptive_heun", "bosh3", "dopri5", "dopri8", "fehlberg2")
 
+_TORCHDIFFEQ_FIXED = {**FIXED_STEP_NFE, "explicit_adams": None, "implicit_adams": None, "fixed_adams": None}
+
 REGISTRY: dict[str, BackendMethods] = {
+    # torchdiffeq's adaptive Runge-Kutta algorithm and tableaus in a loop of our own whose bookkeeping costs little
+    # next to the dynamics (see lean_backend.py); its fixed-grid methods are torchdiffeq's own.
+    "lean": BackendMethods(adaptive=_ADAPTIVE_RK, fixed=dict(_TORCHDIFFEQ_FIXED)),
     # scipy_solver is left out: it does not backpropagate. The Adams methods are fixed-grid in torchdiffeq.
-    "torchdiffeq": BackendMethods(
-        adaptive=_ADAPTIVE_RK,
-        fixed={**FIXED_STEP_NFE, "explicit_adams": None, "implicit_adams": None, "fixed_adams": None},
-    ),
+    "torchdiffeq": BackendMethods(adaptive=_ADAPTIVE_RK, fixed=dict(_TORCHDIFFEQ_FIXED)),
     # torchode adds tsit5 and lacks the multistep Adams methods (see torchode_backend.py).
     "torchode": BackendMethods(
         adaptive=(*_ADAPTIVE_RK, "tsit5"),
@@ -50,7 +57,10 @@ REGISTRY: dict[str, BackendMethods] = {
     ),
 }
 ODE_BACKENDS = tuple(REGISTRY)
-DEFAULT_BACKEND = ODE_BACKENDS[0]
+#: The backend of new runs: the fastest that gives torchdiffeq's NFE and solutions (bench/node_step.py).
+DEFAULT_BACKEND = "lean"
+#: The backend of every run saved before `ode_backend` was recorded: a configuration without it means this one.
+LEGACY_BACKEND = "torchdiffeq"
 
 
 def _methods(backend: str) -> BackendMethods:
@@ -120,3 +130,45 @@ def check_adjoint(adjoint: bool, regularization: str, backend: str = DEFAULT_BAC
     if adjoint and regularization != "none" and not methods.adjoint_with_regularization:
         raise ConfigError("regularization", regularization,
                           f"'none' with adjoint=True{_where(backend)} ({methods.why_not})")
+
+
+@dataclass(frozen=True)
+class SolverSettings:
+    """How the ODE block solves: method, tolerances, end time, step, gradient mode, step bound and backend.
+
+    The fields are `ExperimentConfig`'s of the same names (`from_config`); the block and every backend take this
+    one object, so a new solve setting is a field here and in the config, and its use in a backend.
+    """
+
+    solver: str
+    rtol: float
+    atol: float
+    t_end: float
+    step_size: float | None
+    adjoint: bool
+    seminorm: bool
+    max_num_steps: int
+    ode_backend: str
+
+    @classmethod
+    def from_config(cls, config: Any) -> SolverSettings:
+        """The settings of a config (an `ExperimentConfig`, or anything with these attributes)."""
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(cls)})
+
+    @property
+    def fixed_step(self) -> bool:
+        """Whether the method is fixed-grid (ignores rtol/atol, needs `step_size`)."""
+        return is_fixed_step(self.solver, self.ode_backend)
+
+    def check(self) -> SolverSettings:
+        """Raise ConfigError naming the first invalid setting; return the settings unchanged otherwise."""
+        check_backend(self.ode_backend)
+        check_solver(self.solver, self.rtol, self.atol, self.t_end, self.step_size, self.ode_backend)
+        if isinstance(self.max_num_steps, bool) or not isinstance(self.max_num_steps, int) or self.max_num_steps < 1:
+            raise ConfigError("max_num_steps", self.max_num_steps, "a positive integer")
+        return self
+
+    def fallback(self, solver: str, step_size: float) -> SolverSettings:
+        """These settings with a fixed-step method of the same backend (a solve that cannot fail on step control)."""
+        check_fallback(solver, self.ode_backend)
+        return dataclasses.replace(self, solver=solver, step_size=step_size).check()

@@ -21,6 +21,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from .solvers import LEGACY_BACKEND
+
 if TYPE_CHECKING:  # annotations only: config imports this module
     from .config import ExperimentConfig
 
@@ -29,7 +31,8 @@ DATA_PATHS = ("auto", "tensor", "pil")
 #: What `auto` becomes for a new run: the fastest settings measured (bench/loop_overhead.py).
 FAST: dict[str, str] = {"memory_format": "channels_last", "data_path": "tensor"}
 #: What runs made before these settings existed used; a saved configuration without them means these.
-LEGACY: dict[str, str] = {"memory_format": "channels_last_on_cuda", "data_path": "pil"}
+#: (`ode_backend`, whose new default is `lean`, was recorded by every run made before that default changed.)
+LEGACY: dict[str, str] = {"memory_format": "channels_last_on_cuda", "data_path": "pil", "ode_backend": LEGACY_BACKEND}
 
 
 def with_legacy(saved: Mapping[str, Any]) -> dict[str, Any]:

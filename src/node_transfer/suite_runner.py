@@ -44,10 +44,11 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 def plan(name: str, profile: str, seeds: int, out: Path, overrides: dict[str, Any] | None = None,
          labels: tuple[str, ...] | None = None,
-         speed: dict[str, str] | None = None) -> list[tuple[SuiteRun, int, ExperimentConfig]]:
+         speed: dict[int, dict[str, str]] | None = None) -> list[tuple[SuiteRun, int, ExperimentConfig]]:
     """Every (run, seed, validated config) of a suite (only `labels`, if given), checked before anything runs.
 
-    `speed` (memory_format, data_path) applies to every run below `overrides`: see `suite_speed`."""
+    `speed` (per seed: memory_format, data_path, maybe ode_backend; see `suite_speed`) fills in what a run's own
+    parameters and `overrides` leave unset."""
     if not isinstance(seeds, int) or seeds < 1:
         raise ConfigError("seeds", seeds, "a positive integer")
     for fixed, instead in (("seed", "--seeds"), ("out", "--out"), ("resume", "--resume"), ("init_from", "the suite")):
@@ -63,7 +64,7 @@ def plan(name: str, profile: str, seeds: int, out: Path, overrides: dict[str, An
     planned = []
     for seed in range(seeds):
         for run in runs:
-            params = {**run.params, **(speed or {}), **(overrides or {}), "seed": seed,
+            params = {**(speed or {}).get(seed, {}), **run.params, **(overrides or {}), "seed": seed,
                       "out": str(out / f"{run.label}-s{seed}")}
             if run.init_from:
                 params["init_from"] = str(out / f"{run.init_from}-s{seed}")
@@ -102,7 +103,7 @@ def run_suite(name: str, profile: str = "cpu", seeds: int = 1, out: str | Path |
         jobs = 1
     if jobs is not None and jobs > 1 and not use_papermill:
         raise ConfigError("jobs", jobs, "1 when running in process (parallel runs each need their own kernel)")
-    speed = suite_speed(out, resume)
+    speed = suite_speed(out, resume, seeds)
     everything = plan(name, profile, seeds, out, overrides, speed=speed)
     planned = plan(name, profile, seeds, out, overrides, labels, speed) if labels is not None else everything
     if only_seeds is not None:
@@ -111,7 +112,7 @@ def run_suite(name: str, profile: str = "cpu", seeds: int = 1, out: str | Path |
             raise ConfigError("only_seeds", bad[0], f"seeds of this suite, 0 to {seeds - 1} (--seeds {seeds})")
         planned = [entry for entry in planned if entry[1] in only_seeds]
     meta = {"suite": name, "profile": profile, "seeds": seeds, "overrides": overrides or {}, "executor": executor,
-            "speed": speed,
+            "speed": {str(seed): settings for seed, settings in speed.items()},
             "runs": [{"label": r.label, "seed": s, "group": r.group} for r, s, _ in everything]}
     if resume:
         _check_resumable(out, meta)
@@ -129,13 +130,23 @@ def run_suite(name: str, profile: str = "cpu", seeds: int = 1, out: str | Path |
     return out
 
 
-def suite_speed(out: Path, resume: bool) -> dict[str, str]:
-    """The speed settings of a suite's runs: a new suite's are the fast ones (`speed.FAST`); a suite resumed keeps
-    those its suite.json records, and one started before the settings existed (none recorded) keeps the old ones
-    (`speed.LEGACY`), so that runs added to it later are made as its first runs were."""
-    if resume and (out / "suite.json").is_file():
-        return dict(read_json(out / "suite.json", "suite description").get("speed", LEGACY))
-    return dict(FAST)
+def suite_speed(out: Path, resume: bool, seeds: int) -> dict[int, dict[str, str]]:
+    """The speed settings of each seed's runs. A seed is the unit whose runs are compared with each other, so it
+    keeps one loop: a seed that already has runs in a resumed suite keeps the settings suite.json records for it,
+    or, for a suite started before the settings existed, those of its runs (`speed.LEGACY`: also torchdiffeq's
+    backend, the default before `lean`); a new seed gets the fast ones (`speed.FAST`)."""
+    recorded = read_json(out / "suite.json", "suite description").get("speed", {}) \
+        if resume and (out / "suite.json").is_file() else {}
+    speeds = {}
+    for seed in range(seeds):
+        started = resume and any((run_dir / "config.json").is_file() for run_dir in out.glob(f"*-s{seed}"))
+        if str(seed) in recorded:
+            speeds[seed] = dict(recorded[str(seed)])
+        elif started:
+            speeds[seed] = dict(LEGACY)
+        else:
+            speeds[seed] = dict(FAST)
+    return speeds
 
 
 def _run_planned(name: str, out: Path, meta: dict[str, Any], planned: list[tuple[SuiteRun, int, ExperimentConfig]],

@@ -1,11 +1,11 @@
-"""torchode backend of the ODE block (`ODEBlock(..., backend="torchode")`): per-sample step sizes.
+"""torchode backend of the ODE block (`ODEBlock(..., ode_backend="torchode")`): per-sample step sizes.
 
 torchdiffeq solves the whole batch as one system with one step size (its issue #278); torchode
 (Lienen & Günnemann 2022) controls the error and the step size of every sample separately. `TorchodeBackend`
-is only the solve: the block keeps its validation, NFE accounting, augmentation, STEER, regularisation and
-error translation whatever the backend. torchode works on flat (batch, features) states, so the state (a
-feature vector, a feature map, or the (h, kinetic, jacobian) tuple of the regularised solve) is packed into
-one flat vector per sample around the dynamics.
+is only the solve (failures raise ODESolveError here): the block keeps its validation, NFE accounting,
+augmentation, STEER and regularisation whatever the backend. torchode works on flat (batch, features) states,
+so the state (a feature vector, a feature map, or the (h, kinetic, jacobian) tuple of the regularised solve) is
+packed into one flat vector per sample around the dynamics.
 
 Notes read from torchode 1.0.1's source:
 
@@ -27,6 +27,7 @@ Notes read from torchode 1.0.1's source:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from typing import Any
@@ -46,7 +47,7 @@ from torchode.interpolation import LinearInterpolation
 from torchode.single_step_methods.runge_kutta import ButcherTableau, ERKInterpolationData, ExplicitRungeKutta
 
 from .errors import ConfigError, ODESolveError
-from .solvers import is_fixed_step, solver_names
+from .solvers import SolverSettings, solver_names
 
 __all__ = ["TorchodeBackend"]
 
@@ -209,12 +210,16 @@ class TorchodeBackend:
         self.nfe_per_sample = 0.0
         self.steps_per_sample = 0.0
 
-    def check(self, adjoint: bool) -> None:
-        if adjoint and not hasattr(to, "BacksolveAdjoint"):
-            raise ConfigError("adjoint", adjoint, "False: this torchode version has no BacksolveAdjoint")
+    def check(self, settings: SolverSettings) -> None:
+        if settings.adjoint and not hasattr(to, "BacksolveAdjoint"):
+            raise ConfigError("adjoint", settings.adjoint, "False: this torchode version has no BacksolveAdjoint")
 
-    def _check_status(self, status: torch.Tensor, stats: dict, stage: str, func: nn.Module, solver: str,
-                      rtol: float, atol: float, max_num_steps: int) -> None:
+    def translate_errors(self, settings: SolverSettings, func: nn.Module):
+        """Nothing to translate: the solves raise ODESolveError themselves (the backward one too)."""
+        return contextlib.nullcontext()
+
+    def _check_status(self, status: torch.Tensor, stats: dict, stage: str, func: nn.Module,
+                      settings: SolverSettings) -> None:
         """Record torchode's statistics of the forward solve; raise ODESolveError if any sample failed."""
         if stage == "forward":
             self.nfe_per_sample = stats["n_f_evals"].double().mean().item()
@@ -223,28 +228,28 @@ class TorchodeBackend:
         if worst == status_codes.SUCCESS:
             return
         if worst == status_codes.REACHED_MAX_STEPS:
-            reason = f"more than max_num_steps={max_num_steps} steps"
+            reason = f"more than max_num_steps={settings.max_num_steps} steps"
         else:
             reason = _REASONS.get(worst, f"torchode status {worst}")
         failed = int((status != status_codes.SUCCESS).sum().item())
         where = " in the adjoint's backward solve" if stage == "backward" else ""
-        raise ODESolveError(f"{reason}{where}, {failed} of {status.numel()} samples", solver, rtol, atol, func.nfe)
+        raise ODESolveError(f"{reason}{where}, {failed} of {status.numel()} samples", settings.solver, settings.rtol,
+                            settings.atol, func.nfe)
 
-    def solve(self, func: nn.Module, state, times: torch.Tensor, *, solver: str, rtol: float, atol: float,
-              step_size: float | None, max_num_steps: int, adjoint: bool, seminorm: bool):
-        """Solve from times[0] to times[-1] with torchode; returns [state(0), state(T)] stacked like odeint."""
-        if adjoint and isinstance(state, tuple):
+    def solve(self, func: nn.Module, state, t_end: float, settings: SolverSettings):
+        """The state at t_end (a tensor, or a tuple like `state`), solved from t = 0 with torchode."""
+        if settings.adjoint and isinstance(state, tuple):
             raise ConfigError("regularization", "kinetic/jacobian", "'none' with adjoint=True for "
                               "ode_backend='torchode'")
 
         def on_status(status: torch.Tensor, stats: dict, stage: str) -> None:
-            self._check_status(status, stats, stage, func, solver, rtol, atol, max_num_steps)
+            self._check_status(status, stats, stage, func, settings)
 
-        method = _make_method(solver)
-        fixed = is_fixed_step(solver, self.name)
+        method = _make_method(settings.solver)
+        fixed = settings.fixed_step
         h0 = state[0] if isinstance(state, tuple) else state
         batch = h0.shape[0]
-        scale = float(step_size) if fixed else 1.0
+        scale = float(settings.step_size) if fixed else 1.0
         term = to.ODETerm(_FlatDynamics(func, h0.shape[1:], isinstance(state, tuple), scale))
         y0 = _pack(state)
         if fixed:
@@ -252,17 +257,18 @@ class TorchodeBackend:
             dt0 = y0.new_ones(batch)  # one step of `step_size`, in the rescaled time
             max_steps = None  # as torchdiffeq: fixed grids have no step bound
         else:
-            controller = to.IntegralController(atol=atol, rtol=rtol).to(y0.device)
+            controller = to.IntegralController(atol=settings.atol, rtol=settings.rtol).to(y0.device)
             dt0 = None
-            max_steps = max_num_steps + 1  # torchode flags n_steps >= max_steps: allow max_num_steps
+            max_steps = settings.max_num_steps + 1  # torchode flags n_steps >= max_steps: allow max_num_steps
+        times = torch.tensor([0.0, t_end], device=h0.device, dtype=h0.dtype)
         problem = to.InitialValueProblem(y0=y0, t_start=(times[0] / scale).expand(batch),
                                          t_end=(times[-1] / scale).expand(batch))
-        if adjoint:
+        if settings.adjoint:
             backsolve = to.BacksolveAdjoint(term, method, controller)
             backsolve.forward_adjoint = _CheckedSolve(method, controller, max_steps, on_status, "forward")
             backward_controller = controller
-            if seminorm and not fixed:
-                backward_controller = to.IntegralController(atol=atol, rtol=rtol,
+            if settings.seminorm and not fixed:
+                backward_controller = to.IntegralController(atol=settings.atol, rtol=settings.rtol,
                                                             norm=_seminorm(y0.shape[1])).to(y0.device)
             backsolve.backward_adjoint = _CheckedSolve(method, backward_controller, max_steps, on_status,
                                                        "backward")
@@ -270,7 +276,4 @@ class TorchodeBackend:
         else:
             solution = _CheckedSolve(method, controller, max_steps, on_status, "forward").solve(
                 problem, term=term, dt0=dt0)
-        end = _unpack(solution.ys[:, -1], state)
-        if isinstance(state, tuple):
-            return tuple(torch.stack([s0, s1]) for s0, s1 in zip(state, end))
-        return torch.stack([state, end])
+        return _unpack(solution.ys[:, -1], state)

@@ -103,8 +103,8 @@ class Trainer:
                 "best_epoch": self.state.best_epoch, "fallbacks": self.state.fallbacks,
                 "stopped_early": self.state.stopped_early, "config": self.config.to_dict(),
                 "num_classes": self.model.head.fc.out_features,
-                "solvers": [{"solver": b.solver, "step_size": b.step_size, "fallback_used": b.fallback_used}
-                            for b in self.blocks]}
+                "solvers": [{"solver": b.settings.solver, "step_size": b.settings.step_size,
+                             "fallback_used": b.fallback_used} for b in self.blocks]}
 
     def restore(self, checkpoint: dict[str, Any]) -> None:
         """Continue from a `last.pt` (resume)."""
@@ -114,8 +114,8 @@ class Trainer:
         self.state = TrainState(checkpoint["epoch"], list(checkpoint["history"]), checkpoint["best_val_acc"],
                                 checkpoint["best_epoch"], checkpoint["fallbacks"], checkpoint["stopped_early"])
         for block, saved in zip(self.blocks, checkpoint.get("solvers", [])):
-            block.solver, block.step_size, block.fallback_used = (saved["solver"], saved["step_size"],
-                                                                  saved["fallback_used"])
+            if saved["fallback_used"]:
+                block.use_fallback(saved["solver"], saved["step_size"])
 
     def _save(self, improved: bool) -> None:
         if not self.dist.is_main:
@@ -134,8 +134,8 @@ class Trainer:
         return loss, logits
 
     def _describe(self, epoch: int | None, batch: int, stage: str = "training") -> str:
-        solvers = ", ".join(f"solver={b.solver}, rtol={b.rtol:g}, atol={b.atol:g}, NFE forward={b.nfe_forward}"
-                            for b in self.blocks) or "FC head"
+        solvers = ", ".join(f"solver={b.settings.solver}, rtol={b.settings.rtol:g}, atol={b.settings.atol:g}, "
+                            f"NFE forward={b.nfe_forward}" for b in self.blocks) or "FC head"
         where = f"epoch {epoch + 1}, batch {batch + 1}" if epoch is not None else f"batch {batch + 1}"
         return f"{where} of {stage} ({solvers})"
 
@@ -278,7 +278,7 @@ class Trainer:
                       "nfe_backward": train["nfe_backward"], "nfe_eval": val["nfe"],
                       "reg_kinetic": train["reg_kinetic"], "reg_jacobian": train["reg_jacobian"],
                       "images_per_s": train["images_per_s"],
-                      "solver": "+".join(b.solver for b in self.blocks) or "none"}
+                      "solver": "+".join(b.settings.solver for b in self.blocks) or "none"}
             self.state.history.append(record)
             self.state.epochs_done = epoch + 1
             improved = val["acc"] > self.state.best_val_acc and math.isfinite(val["loss"])  # never an infinite loss
