@@ -71,6 +71,10 @@ def test_the_intro_states_one_sentence_per_claim_with_its_numbers(fashion):
     assert "Holm" in sentences[1] and "exploratory" in sentences[3]
     assert "overfits more slowly" in sentences[2]  # the head-only NODE's lower validation-loss rise, relabelled
     assert "CIFAR-10" in facts["scope"] and "has not been run" in facts["scope"]
+    for number in sentences:  # the first screen's one sentence per claim: the paper, the measurement, the label
+        short = facts[f"claim_{number}"]
+        assert short.startswith(f"**{number}. ") and "The paper:" in short and len(short) < len(sentences[number])
+        assert re.search(r"\*\*(holds|does not hold|undecided|[a-z]+, [a-z ]+ not shown)\*\*", short)
 
 
 def test_the_chapters_glue_only_what_their_facts_functions_return(fashion):

@@ -15,6 +15,7 @@ import pandas as pd
 
 from .answer import confound_kinds, target_reach
 from .claims import PAPER, PAPER_CLAIMS, Regime
+from .convergence import LADDER
 from .findings import StudyData, one_cpu_model, primary
 from .statistics import by_seed, statistic
 from .suite_results import suite_compute, suite_progress
@@ -69,7 +70,7 @@ def tests_table(table: pd.DataFrame, regime: str) -> pd.DataFrame:
     rows["p (Holm)"] = rows["p_holm"].map(lambda p: "–" if pd.isna(p) else f"{p:.3f}")
     rows["effect d_z"] = rows["effect_size"].map(lambda d: "–" if not np.isfinite(d) else f"{d:+.1f}")
     rows["what else differs"] = rows["confound"].replace("", "nothing (matched)")
-    return rows[["claim", "role", "test", "measured", "effect d_z", "verdict", "label (Holm)", "p (Holm)",
+    return rows[["claim", "role", "test", "measured", "effect d_z", "verdict", "label (Holm)", "p (Holm)", "seeds",
                  "what else differs", "note"]].rename(columns={"verdict": "label"})
 
 
@@ -114,6 +115,10 @@ def _finetune_facts(runs: pd.DataFrame, histories: pd.DataFrame) -> dict[str, An
     facts["ft_baseline_epochs"] = int(baseline["epochs"].max())
     facts["ft_continued_epochs"] = int(runs.loc[runs["label"] != "baseline", "epochs"].max())
     facts["ft_train_images"] = f"{int(baseline['train_subset'].iloc[0]):,}"
+    adjoint = runs[runs["label"] == "adjoint"].iloc[0]
+    facts.update(ft_adjoint_lr=float(adjoint["lr"]), ft_adjoint_tol=float(adjoint["rtol"]),
+                 ft_adjoint_milestones=str(adjoint["lr_milestones"]).replace(",", "/"),
+                 ft_rk_tol=float(runs.loc[runs["label"] == "rk", "rtol"].iloc[0]))
     facts["ft_baseline_train"] = float(baseline["train_acc"].mean() * 100)
     work = {arm: by_seed(runs, arm, "nfe_forward") + by_seed(runs, arm, "nfe_backward") for arm in
             ("adjoint", "adjoint-libtol")}
@@ -183,7 +188,9 @@ def reproducing_facts(data: StudyData, table: pd.DataFrame, results: str | Path 
         "primary_tests": len(labels), "margin": statistic("test_acc").minimum * 100,
         "stability_relative": statistic("val_loss_fluctuation").relative * 100,
         "stability_floor": statistic("val_loss_fluctuation").loss_floor * 100,
-        "regimes": ", ".join(regime.title for regime in data),
+        "regimes": " and ".join(regime.title for regime in data), "regime_count": len(data),
+        "ladder": ", ".join(f"{drop * 100:g}" for drop in LADDER[:-1]) + f" or {LADDER[-1] * 100:g}",
+        "paper_epochs": f"{PAPER['baseline']['epochs']} + {PAPER['rk']['epochs']} / {PAPER['adjoint']['epochs']}",
         "tests_total": len(table), "tests_exploratory": int((table["role"] == "exploratory").sum()),
         "tests_paper": int((table["role"] == "paper").sum()),
         "overfits_rows": int((table["verdict"] == "overfits more slowly").sum()),

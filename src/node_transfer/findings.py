@@ -8,6 +8,7 @@ with Holm over the primary ones; `sensitivity_table` recomputes the primary fami
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -67,13 +68,13 @@ def one_cpu_model(runs: pd.DataFrame) -> set[int]:
 
 #: The checks of the sensitivity table, each changing one thing about how the primary family is computed.
 SCENARIOS = (
-    Options(),
-    Options("other statistic", swap_statistic=True),
-    Options("longer window", window="longer"),
-    Options("margin ±0.3 points", margin_scale=0.6),
-    Options("margin ±1.0 points", margin_scale=2.0),
-    Options("early-stopped seeds dropped", drop_early_stopped=True),
-    Options("one CPU model", seed_filter=one_cpu_model),
+    DECLARED,
+    replace(DECLARED, name="other statistic", swap_statistic=True),
+    replace(DECLARED, name="longer window", window="longer"),
+    replace(DECLARED, name="margin ±0.3 points", margin_scale=0.6),
+    replace(DECLARED, name="margin ±1.0 points", margin_scale=2.0),
+    replace(DECLARED, name="early-stopped seeds dropped", drop_early_stopped=True),
+    replace(DECLARED, name="one CPU model", seed_filter=one_cpu_model),
 )
 
 
