@@ -128,7 +128,7 @@ def test_defaults_are_valid_and_ints_are_accepted_for_floats():
     assert isinstance(config.lr, float) and config.validate() is config
 
 
-@pytest.mark.parametrize("command", ["run", "suite", "report", "predict", "demo", "notebooks"])
+@pytest.mark.parametrize("command", ["run", "suite", "report", "readme", "predict", "demo", "notebooks"])
 def test_every_command_prints_its_help(command, capsys):
     with pytest.raises(SystemExit) as info:
         main([command, "--help"])

@@ -92,7 +92,8 @@ def test_jobs_and_seeds_are_checked_before_anything_is_written(tmp_path):
 
 
 def test_only_seeds_runs_part_and_resume_adds_the_rest(tmp_path):
-    from node_transfer.reporting import suite_progress, sweep_table
+    from node_transfer.reporting import sweep_table
+    from node_transfer.suite_results import suite_progress
 
     out = run_suite("smoke", "cpu", 2, tmp_path / "s", use_papermill=False, progress=False, only_seeds=(1,))
     runs = pd.read_csv(out / "runs.csv")

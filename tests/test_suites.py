@@ -16,7 +16,8 @@ import pytest
 from node_transfer.config import ExperimentConfig
 from node_transfer.errors import ConfigError
 from node_transfer.notebooks import book_dir, execute_page
-from node_transfer.reporting import paper_tables, suite_scale, write_report
+from node_transfer.reporting import paper_tables, write_report
+from node_transfer.suite_results import suite_scale
 from node_transfer.suite_runner import plan, run_suite
 from node_transfer.suites import SUITES, get_suite
 

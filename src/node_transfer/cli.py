@@ -1,4 +1,4 @@
-"""Command line: `node-transfer run|suite|report|predict|demo|notebooks`; every run option is a config field."""
+"""Command line: `node-transfer run|suite|report|readme|predict|demo|notebooks`; every run option is a config field."""
 
 from __future__ import annotations
 
@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="(default: auto)")
     predict.add_argument("--batch-size", type=int, default=64, help="images per forward pass (default: 64)")
 
+    readme = sub.add_parser("readme", help="write the README's answer and results/README.md's progress from the "
+                            "committed results (the sections between their markers)")
+    readme.add_argument("--check", action="store_true", help="change nothing; exit 1 if a section is out of date")
+
     demo = sub.add_parser("demo", help="the paper's three models at small scale, offline on the CPU")
     demo.add_argument("--out", default=None, help="demo directory (default: runs/demo-<time>)")
     demo.add_argument("--seeds", type=int, default=1)
@@ -150,6 +154,14 @@ def main(argv: list[str] | None = None) -> int:
             from .predict import main_predict
 
             return main_predict(args)
+        elif args.command == "readme":
+            from .notebooks import book_dir
+            from .readmes import write_readmes
+
+            stale = write_readmes(book_dir().parent, check=args.check)
+            for section in stale:
+                print(f"{'out of date' if args.check else 'written'}: {section}")
+            return 1 if args.check and stale else 0
         elif args.command == "demo":
             from .commands import main_demo
 

@@ -79,3 +79,40 @@ def plot_cost_accuracy(runs: pd.DataFrame, cost: str = "nfe_forward", xlabel: st
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
     fig.tight_layout()
     return fig
+
+
+def plot_estimation(tests: pd.DataFrame, columns: int = 3, verdict_column: str = "verdict_holm") -> plt.Figure:
+    """Per test (a row of `verdicts.family_table`, its `result` holding the per-seed differences): each seed's
+    paired difference a - b as a point (labelled by seed), the mean with its 95% interval, zero, and the band of
+    ± the minimum effect of interest (the equivalence margin), one panel per test, in display units."""
+    from .statistics import statistic
+
+    rows = list(tests.iterrows())
+    columns = max(1, min(columns, len(rows)))
+    lines = max(1, -(-len(rows) // columns))
+    fig, axes = plt.subplots(lines, columns, figsize=(4.2 * columns, 3.4 * lines), squeeze=False)
+    for ax, (_, row) in zip(axes.flat, rows):
+        result, s = row["result"], statistic(row["name"])
+        scale = s.scale
+        differences = result.differences * scale
+        margin = (result.margin or 0.0) * scale
+        ax.axhspan(-margin, margin, color="0.85", label="± minimum effect")
+        ax.axhline(0.0, color="0.3", lw=0.8)
+        x = [0.1 * ((i % 3) - 1) for i in range(len(differences))]
+        ax.scatter(x, differences, color="C0", zorder=3, label="seeds")
+        for xi, (seed, value) in zip(x, differences.items()):
+            ax.annotate(f"s{seed}", (xi, value), textcoords="offset points", xytext=(6, -3), fontsize=7)
+        if result.n >= 2:
+            mean, low, high = result.mean_diff * scale, result.ci_low * scale, result.ci_high * scale
+            ax.errorbar([0.5], [mean], yerr=[[mean - low], [high - mean]], fmt="D", color="C3", capsize=4,
+                        label="mean, 95% CI")
+        ax.set_xlim(-0.5, 1.0)
+        ax.set_xticks([])
+        ax.set_ylabel(f"{row['a']} − {row['b']}" + (f" ({s.unit})" if s.unit else ""))
+        ax.set_title(f"{row['regime'].split(', ')[-1]}: {s.label}\n{row[verdict_column]}", fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    for ax in list(axes.flat)[len(rows):]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig

@@ -1,7 +1,7 @@
-"""Tables and reports from run directories and suites: the paper's Tables I-III, sweeps, benchmarks.
+"""Tables and reports from run directories and suites: the paper's Tables I-III, stability, sweeps, claims.
 
-The figures live in `plots`, statistics (stability, paired tests) in `statistics`, the claims and their verdicts
-in `verdicts`.
+The figures live in `plots`, the statistics and their registry in `statistics`, paired tests in `paired`, the
+declared tests in `claims`, their verdicts in `verdicts` and `findings`, a suite's files in `suite_results`.
 """
 
 from __future__ import annotations
@@ -14,21 +14,14 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from .claims import PAPER
 from .errors import DataError
-from .plots import plot_cost_accuracy, plot_curves, plot_history, plot_sweep  # committed notebooks import some here
-from .statistics import mean_ci
-from .verdicts import head_claims, paper_claims
+from .findings import claims_frame, sensitivity_table, sibling_regimes, study_table
+from .plots import plot_cost_accuracy, plot_curves, plot_estimation, plot_history, plot_sweep
+from .statistics import mean_ci, statistic
+from .suite_results import load_histories
 
-#: The paper's reported numbers (Tables I and II), for side-by-side comparison only.
-PAPER = {
-    "baseline": {"model": "EfficientNetB0 (+ FC)", "train": 0.987, "val": 0.845, "test": 0.81, "epochs": 200,
-                 "hours": 4.5},
-    "rk": {"model": "proposed, RK solver", "train": 0.985, "val": 0.847, "test": 0.81, "epochs": 100,
-           "hours": 3.75},
-    "adjoint": {"model": "proposed, adjoint", "train": 0.992, "val": 0.853, "test": 0.81, "epochs": 160,
-                "hours": 3.25},
-}
-
+__all__ = ["PAPER", "paper_tables", "sweep_table", "write_report", "write_run_report", "show_table", "metrics_frame"]
 
 
 def fmt(values: pd.Series, scale: float = 1.0, digits: int = 1, ci: bool = False) -> str:
@@ -70,17 +63,24 @@ def paper_tables(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
                        "absolute tolerance": f"{first['atol']:g}" if is_node else "–",
                        "relative tolerance": f"{first['rtol']:g}" if is_node else "–",
                        "optimizer": f"{first['optimizer']} (lr {first['lr']:g})"})
-        table4.append({"model": name, "seeds": seeds, "val-loss rise (95% CI)": fmt(group["val_loss_rise"],
-                                                                                    digits=4, ci=True),
-                       "train-loss rise (95% CI)": fmt(group["train_loss_rise"], digits=4, ci=True),
-                       "val-acc drop, % (95% CI)": fmt(group["val_acc_drop"], 100, digits=2, ci=True),
-                       "worst val-acc drop, %": fmt(group["val_acc_worst_drop"], 100, digits=2),
+        table4.append({"model": name, "seeds": seeds, **_stability_cells(group),
                        "test NLL": fmt(group["test_nll"], digits=3) if "test_nll" in group else "–",
                        "test ECE, %": fmt(group["test_ece"], 100, digits=2) if "test_ece" in group else "–",
                        "test acc std across seeds, %": f"{group['test_acc'].std(ddof=1) * 100:.2f}"
                        if seeds > 1 else "–"})
     return {"Table I: accuracy": pd.DataFrame(table1), "Table II: time": pd.DataFrame(table2),
             "Table III: solver parameters": pd.DataFrame(table3), "Stability": pd.DataFrame(table4)}
+
+
+def _stability_cells(group: pd.DataFrame) -> dict[str, str]:
+    """Every stability statistic of the registry as 'mean ± 95% half-interval' (each run over its own second half)."""
+    cells = {}
+    for name in ("val_loss_fluctuation", "train_loss_fluctuation", "val_loss_rise", "train_loss_rise",
+                 "val_acc_drop", "val_acc_worst_drop"):
+        s = statistic(name)
+        unit = ", %" if s.scale == 100 else ""
+        cells[f"{s.label}{unit} (95% CI)"] = fmt(group[name], s.scale, s.digits, ci=True) if name in group else "–"
+    return cells
 
 
 def sweep_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -109,61 +109,8 @@ def _params(group: pd.DataFrame) -> str:
     return f"{int(group['params_head'].iloc[0]):,}" if "params_head" in group else "–"
 
 
-#: How the pages name each data set.
-DATASET_NAMES = {"digits": "scikit-learn's 8x8 digits", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10",
-                 "imagefolder": "an image folder"}
-
-
-def suite_scale(suite_dir: str | Path, runs: pd.DataFrame) -> str:
-    """The data and budget a sweep's runs share, in words, read from its first run's `config.json` (and the seeds
-    each configuration has finished).
-
-    A page glues this instead of stating the scale by hand, so the prose follows the committed runs.
-    """
-    from .rundir import read_json
-
-    if runs.empty:
-        raise DataError(f"suite {str(suite_dir)!r} has no finished runs to describe")
-    config = read_json(Path(suite_dir) / runs["run_dir"].iloc[0] / "config.json", "run configuration")
-    sizes = config["sizes"]
-    seeds = runs.groupby("label")["seed"].nunique()  # a suite run in chunks may have more seeds of some configurations
-    seed_count = str(seeds.min()) if seeds.min() == seeds.max() else f"{seeds.min()}-{seeds.max()}"
-    return (f"{DATASET_NAMES.get(config['dataset'], config['dataset'])} at {config['image_size']} px, "
-            f"{sizes['train']:,} training images ({sizes['val']:,} validation, {sizes['test']:,} test), "
-            f"{config['epochs']} epoch{'s' if config['epochs'] != 1 else ''} in batches of {config['batch_size']}, "
-            f"{seed_count} seed{'s' if seeds.max() != 1 else ''} per configuration")
-
-
-def suite_progress(suite_dir: str | Path) -> pd.DataFrame:
-    """Per configuration of a suite: the seeds planned and those finished (committed suites run in chunks)."""
-    from .rundir import read_json
-
-    suite_dir = Path(suite_dir)
-    planned = pd.DataFrame(read_json(suite_dir / "suite.json", "suite description")["runs"])
-    finished = {(row["label"], row["seed"]) for _, row in load_suite(suite_dir)[0].iterrows()}
-    planned["finished"] = [(label, seed) in finished for label, seed in zip(planned["label"], planned["seed"])]
-    table = planned.groupby("label", sort=False).agg(group=("group", "first"), planned=("seed", "size"),
-                                                     finished=("finished", "sum"))
-    return table.reset_index().rename(columns={"label": "configuration", "planned": "seeds planned",
-                                               "finished": "seeds finished"})
-
-
-def load_histories(suite_dir: Path, runs: pd.DataFrame) -> pd.DataFrame:
-    """All history.csv rows of a suite, tagged with label and seed."""
-    frames = []
-    for _, row in runs.iterrows():
-        history = pd.read_csv(suite_dir / row["run_dir"] / "history.csv")
-        frames.append(history.assign(label=row["label"], seed=row["seed"]))
-    return pd.concat(frames, ignore_index=True)
-
-
-def load_suite(suite_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """A committed or finished suite's `runs.csv` and all its histories (empty frames when it is absent)."""
-    path = Path(suite_dir) / "runs.csv"
-    if not path.is_file():
-        return pd.DataFrame(), pd.DataFrame()
-    runs = pd.read_csv(path)
-    return runs, load_histories(Path(suite_dir), runs)
+#: The columns of the claims table that `tables.md` shows (claims.csv has them all).
+CLAIM_COLUMNS = ["claim", "test", "role", "measured", "verdict", "verdict_holm", "p_holm", "confound", "note"]
 
 
 def write_report(suite_dir: str | Path, out: str | Path | None = None) -> Path:
@@ -181,15 +128,28 @@ def write_report(suite_dir: str | Path, out: str | Path | None = None) -> Path:
     refresh_runs_csv(suite_dir, runs)
     histories = load_histories(suite_dir, runs)
     tables = paper_tables(runs) if meta["suite"] == "paper" else {"Results": sweep_table(runs)}
-    if meta["suite"] == "paper":
-        tables["Claims: paired tests"] = paper_claims(runs, histories)
-    elif meta["suite"] == "heads":
-        tables["Claims: paired tests"] = head_claims(runs, histories)
     lines = [f"# {meta['suite']} suite, profile {meta['profile']}, {meta['seeds']} seed(s)\n"]
+    study = sibling_regimes(suite_dir, meta["suite"], meta["profile"])
+    own = [regime for regime in study if regime.directory == suite_dir.name] or \
+        [regime for regime in study if (regime.suite, regime.profile) == (meta["suite"], meta["profile"])]
+    if own:
+        table = study_table(study)
+        mine = table[table["regime"] == own[0].title]
+        tables["Claims: paired tests"] = claims_frame(mine)
+        sensitivity = sensitivity_table(study).reset_index()
+        tables["Sensitivity: primary tests"] = sensitivity[sensitivity["primary test"].str.startswith(own[0].title)]
+        lines.append(f"Holm's correction runs over the {int((table['role'] == 'primary').sum())} primary tests of "
+                     f"{', '.join(regime.title for regime in study)}.\n")
+        primary = mine[mine["role"] == "primary"]
+        if len(primary):
+            fig = plot_estimation(primary)
+            fig.savefig(out / "estimation.png", dpi=110)
+            plt.close(fig)
     for title, table in tables.items():
         stem = title.split(":")[0].lower().replace(" ", "-")
-        table.to_csv(out / f"{stem}.csv", index=False)
-        lines += [f"## {title}\n", table.to_markdown(index=False), ""]
+        table.to_csv(out / f"{stem}.csv", index=False, float_format="%.6g")
+        shown = table[CLAIM_COLUMNS] if stem == "claims" else table
+        lines += [f"## {title}\n", shown.to_markdown(index=False), ""]
     (out / "tables.md").write_text("\n".join(lines) + "\n")
     if meta["suite"] == "paper":
         for label in dict.fromkeys(runs["label"]):
@@ -211,13 +171,15 @@ def write_report(suite_dir: str | Path, out: str | Path | None = None) -> Path:
 
 
 def refresh_runs_csv(suite_dir: Path, runs: pd.DataFrame) -> bool:
-    """Write `runs.csv` again from the run directories when it is missing, unreadable or lists other runs."""
+    """Write `runs.csv` again from the run directories when it is missing, unreadable, lists other runs or lacks a
+    column they now give (a statistic added to the registry)."""
     path = suite_dir / "runs.csv"
     try:
-        listed = set(pd.read_csv(path)["run_dir"])
+        listed = pd.read_csv(path)
+        current = set(listed["run_dir"]) == set(runs["run_dir"]) and set(runs.columns) <= set(listed.columns)
     except (OSError, ValueError, KeyError, pd.errors.ParserError):
-        listed = None
-    if listed == set(runs["run_dir"]):
+        current = False
+    if current:
         return False
     runs.to_csv(path, index=False)
     print(f"{path} was missing, unreadable or out of date: written again from the run directories", file=sys.stderr)

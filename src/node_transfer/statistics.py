@@ -1,26 +1,34 @@
-"""Statistics of runs: a stability measure for training curves and seed-paired tests with honest verdicts.
+"""Statistics of runs: the registry of everything we compare, and the stability statistics of training curves.
 
-**Stability.** The paper claims the NODE head makes training "more stable" without a measure. Ours counts only
-what goes *wrong* late in training, over a late window of W epoch-to-epoch changes that has the same length for
-every model being compared (so a longer run is not judged on more changes):
+**The registry.** `STATISTICS` names every statistic a claim, a report or a page compares: its readable label, its
+kind (accuracy, stability, calibration, speed, cost), which direction is better, how it is shown (scale, unit,
+digits) and its *minimum effect of interest*: the smallest difference that counts. A difference smaller than that
+can never make a claim "hold" (`paired`). `statistics`, `paired`, `verdicts` and `reporting` all read it.
 
-- `val_loss_rise`: the mean upward move of the validation loss per epoch, mean(max(0, L_e - L_{e-1})). Steady
-  descent and a converged plateau score (near) zero; oscillation and a blow-up score high. Lower is steadier.
-- `val_acc_drop`: the same for falls of validation accuracy, mean(max(0, A_{e-1} - A_e)).
-- `val_acc_worst_drop`: the largest fall of validation accuracy below its best so far within the window.
-- `train_loss_rise`: `val_loss_rise` of the training loss, the loss the optimiser descends. A validation loss
-  also rises when a head overfits steadily (training loss still falling), which is not instability; a rising
-  training loss is the optimiser itself going wrong (a step too large, a solver whose NFE blow up). So the two
-  are reported side by side and a claim of "more stable" is tested on each.
+- Accuracy: ±0.5 points (a "same accuracy" claim is an equivalence test within this margin).
+- Stability statistics: a quarter of the control's own level of the statistic, and never less than 1% of the
+  control's loss over the window (a steadier curve must be visibly steadier on the plot of its loss; a rise of
+  0.0005 per epoch on a loss of 0.16 is not).
+- Calibration: 0.02 in test NLL, 1 point of expected calibration error; speed: one epoch; cost: 10% of the
+  control's seconds per epoch.
 
-The old statistic (mean |L_e - L_{e-1}| over the second half) counted convergence as instability: a run that
-still descends steeply scored worse than one that oscillates mildly. It is kept as `val_loss_tv` for reference.
+**Stability.** The paper claims the NODE head makes training "more stable" without a measure. We compute, over a
+late window of W epoch-to-epoch changes that has the same length for every run being compared (so a longer run is
+not judged on more changes), on the validation and on the training loss:
 
-**Tests.** Runs with the same seed share the train/validation split and the starting checkpoint, so two
-configurations are compared through their per-seed differences d = a - b: the mean difference with a paired
-t-interval, the paired t-test, and an equivalence test (two one-sided tests, TOST) against a stated margin.
-A verdict says "better" or "worse" only when the interval excludes zero, "equivalent" only when TOST passes,
-and "undecided" otherwise.
+- `*_loss_fluctuation` (the paper's sense: how much the curve wobbles): the standard deviation of the residuals
+  of a straight line fitted to the loss over the window's W + 1 epochs. A steady descent, a plateau and steady
+  overfitting (a loss rising along a line) all score (near) zero; only movement around the trend counts.
+- `*_loss_rise`: the mean upward move per epoch, mean(max(0, L_e - L_{e-1})). Steady descent scores zero, but
+  steady overfitting (a validation loss rising while the training loss falls) scores as much as oscillation.
+- `val_acc_drop`: the mean fall of validation accuracy per epoch; `val_acc_worst_drop`: the largest fall below
+  its best so far within the window.
+
+A validation loss also rises when a head overfits steadily, which is not instability; a training loss that rises
+or wobbles is the optimiser itself going wrong (a step too large, a solver whose NFE blow up). So every claim of
+"more stable" is tested on both curves, and `verdicts` labels a steadier validation loss that comes with a worse
+training fit "overfits more slowly". The old statistic (mean |L_e - L_{e-1}| over the second half) counted
+convergence as instability; it is kept as `val_loss_tv` for reference only.
 """
 
 from __future__ import annotations
@@ -32,20 +40,107 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-#: The stability statistics, each "lower is steadier".
-STABILITY_COLUMNS = ("val_loss_rise", "val_acc_drop", "val_acc_worst_drop", "train_loss_rise")
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """One compared statistic: how it reads, which way is better, and its minimum effect of interest."""
+
+    name: str
+    label: str
+    kind: str  # accuracy, stability, calibration, speed, cost
+    higher_is_better: bool
+    scale: float = 1.0  # shown as value * scale
+    unit: str = ""
+    digits: int = 3
+    minimum: float = 0.0  # minimum effect of interest, in the statistic's own units ...
+    relative: float = 0.0  # ... or this fraction of the control's level, whichever is larger ...
+    loss_floor: float = 0.0  # ... or this fraction of the control's mean loss over the window
+    curve: str | None = None  # the history column a curve statistic is computed from
+    alternative: str | None = None  # the statistic a sensitivity check swaps in
+    meaning: str = ""  # what it measures, in a phrase, for sentences that state a result
+
+    def minimum_effect(self, control_level: float = 0.0, loss_level: float = 0.0) -> float:
+        """The smallest difference that counts, given the control's level of this statistic and of its loss."""
+        candidates = [self.minimum, self.relative * abs(control_level), self.loss_floor * abs(loss_level)]
+        return float(max(c for c in candidates if not math.isnan(c)))
+
+    def show(self, value: float, signed: bool = False) -> str:
+        """The value in display units, e.g. '+0.52' for a 0.0052 accuracy difference."""
+        if value is None or math.isnan(value):
+            return "nan"
+        return f"{value * self.scale:{'+' if signed else ''}.{self.digits}f}"
+
+
+_LOSS_STABILITY = dict(kind="stability", higher_is_better=False, digits=4, relative=0.25, loss_floor=0.01)
+#: Every statistic the package compares, by its column name.
+STATISTICS: dict[str, Statistic] = {s.name: s for s in (
+    Statistic("test_acc", "test accuracy", "accuracy", True, 100, "points", 2, minimum=0.005, alternative="val_acc",
+              meaning="test accuracy"),
+    Statistic("val_acc", "best validation accuracy", "accuracy", True, 100, "points", 2, minimum=0.005,
+              alternative="test_acc"),
+    Statistic("val_loss_fluctuation", "val-loss fluctuation", curve="val_loss", alternative="val_loss_rise",
+              meaning="validation-loss fluctuation (the SD of the loss around its straight-line trend over the late "
+                      "window; lower is steadier)", **_LOSS_STABILITY),
+    Statistic("train_loss_fluctuation", "train-loss fluctuation", curve="train_loss",
+              alternative="train_loss_rise", **_LOSS_STABILITY),
+    Statistic("val_loss_rise", "val-loss rise", curve="val_loss", alternative="val_loss_fluctuation",
+              **_LOSS_STABILITY),
+    Statistic("train_loss_rise", "train-loss rise", curve="train_loss", alternative="train_loss_fluctuation",
+              **_LOSS_STABILITY),
+    Statistic("val_acc_drop", "val-acc drop", "stability", False, 100, "points", 2, minimum=0.001, relative=0.25,
+              curve="val_acc"),
+    Statistic("val_acc_worst_drop", "worst val-acc drop", "stability", False, 100, "points", 2, minimum=0.001,
+              relative=0.25, curve="val_acc"),
+    Statistic("test_nll", "test NLL", "calibration", False, 1, "", 3, minimum=0.02),
+    Statistic("test_ece", "test ECE", "calibration", False, 100, "points", 2, minimum=0.01),
+    Statistic("epochs_to_target", "epochs to the target", "speed", False, 1, "epochs", 1, minimum=1.0,
+              meaning="epochs to a validation accuracy both arms can reach (runs that never do count at their "
+                      "budget)"),
+    Statistic("seconds_per_epoch", "seconds per epoch", "cost", False, 1, "s", 1, relative=0.1),
+)}
+
+
+def statistic(name: str) -> Statistic:
+    """The registry entry of a statistic; a name not in it is refused with the valid choices."""
+    if name not in STATISTICS:
+        raise ConfigError("statistic", name, f"one of {sorted(STATISTICS)}")
+    return STATISTICS[name]
+
+
+def names(kind: str) -> tuple[str, ...]:
+    """The registry's statistics of one kind, in registry order (e.g. every stability statistic)."""
+    return tuple(name for name, s in STATISTICS.items() if s.kind == kind)
+
+
+def late_values(values: pd.Series | np.ndarray, window: int) -> np.ndarray:
+    """The last `window` + 1 values (the epochs the last `window` changes connect); fewer when the run is shorter."""
+    values = np.asarray(pd.Series(values).dropna(), dtype=float)
+    return values[-(window + 1):] if window > 0 else values[:0]
 
 
 def late_changes(values: pd.Series | np.ndarray, window: int) -> np.ndarray:
     """The last `window` epoch-to-epoch changes x_e - x_{e-1} (fewer when the run is shorter)."""
-    values = np.asarray(pd.Series(values).dropna(), dtype=float)
-    changes = np.diff(values)
-    return changes[-window:] if window > 0 else changes[:0]
+    return np.diff(late_values(values, window))
 
 
 def mean_rise(changes: np.ndarray) -> float:
     """The mean upward move per change, mean(max(0, change)); NaN when there are no changes."""
     return float(np.clip(changes, 0, None).mean()) if len(changes) else float("nan")
+
+
+def trend_residual_sd(values: np.ndarray) -> float:
+    """The SD of the residuals around a least-squares line through `values` (NaN for fewer than 3 points).
+
+    Two parameters are fitted, so the SD has n - 2 degrees of freedom: a straight line, rising or falling,
+    scores exactly zero, whatever its slope."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 3:
+        return float("nan")
+    x = np.arange(len(values), dtype=float)
+    residuals = values - np.polyval(np.polyfit(x, values, 1), x)
+    return float(np.sqrt((residuals ** 2).sum() / (len(values) - 2)))
 
 
 def falls_below_best(acc: np.ndarray) -> np.ndarray:
@@ -58,126 +153,42 @@ def default_window(epochs: int) -> int:
     return max(1, epochs - max(1, epochs // 2))
 
 
+def longer_window(epochs: int) -> int:
+    """The window of the sensitivity check: half as long again as the default, at most every change of the run."""
+    return max(1, min(epochs - 1, round(1.5 * default_window(epochs))))
+
+
+def common_window(epochs: pd.Series | list[int], rule: str = "default") -> int:
+    """One late window for a set of runs: the window of the shortest (0 when a run has one epoch).
+
+    `rule` is "default" (`default_window`) or "longer" (`longer_window`, for the sensitivity table)."""
+    rules = {"default": default_window, "longer": longer_window}
+    if rule not in rules:
+        raise ConfigError("window", rule, f"one of {sorted(rules)}")
+    shortest = int(min(epochs)) if len(epochs) else 0
+    return rules[rule](shortest) if shortest >= 2 else 0
+
+
 def stability_statistics(history: pd.DataFrame, window: int | None = None) -> dict[str, float]:
-    """The stability statistics (module docstring) of one run's history over its last `window` changes.
+    """Every stability statistic (module docstring) of one run's history over its last `window` changes.
 
     With `window=None` the window is the run's second half (`default_window`); comparisons between models pass
-    one window for all (`common_window`). Values are NaN when the run has fewer than two epochs.
-    """
-    loss, acc = history["val_loss"], history["val_acc"]
+    one window for all (`common_window`). Values are NaN when the run has fewer than two epochs."""
     window = default_window(len(history)) if window is None else window
-    loss_changes, acc_changes = late_changes(loss, window), late_changes(acc, window)
-    if len(loss_changes) == 0:
-        nan = float("nan")
-        return {"val_loss_rise": nan, "val_acc_drop": nan, "val_acc_worst_drop": nan, "train_loss_rise": nan,
-                "val_loss_tv": nan, "stability_window": 0}
-    acc_values = np.asarray(acc.dropna(), dtype=float)[-(len(acc_changes) + 1):]
-    worst = float(np.max(falls_below_best(acc_values)))
-    tv_changes = late_changes(loss, default_window(len(history)))
-    return {"val_loss_rise": mean_rise(loss_changes), "val_acc_drop": mean_rise(-acc_changes),
-            "val_acc_worst_drop": worst, "train_loss_rise": mean_rise(late_changes(history["train_loss"], window)),
+    values = {column: late_values(history[column], window) for column in ("val_loss", "train_loss", "val_acc")}
+    if len(values["val_loss"]) < 2:
+        return {**dict.fromkeys(names("stability"), float("nan")), "val_loss_tv": float("nan"),
+                "stability_window": 0}
+    acc = values["val_acc"]
+    tv_changes = late_changes(history["val_loss"], default_window(len(history)))
+    return {"val_loss_rise": mean_rise(np.diff(values["val_loss"])),
+            "val_acc_drop": mean_rise(-np.diff(acc)),
+            "val_acc_worst_drop": float(np.max(falls_below_best(acc))),
+            "train_loss_rise": mean_rise(np.diff(values["train_loss"])),
+            "val_loss_fluctuation": trend_residual_sd(values["val_loss"]),
+            "train_loss_fluctuation": trend_residual_sd(values["train_loss"]),
             "val_loss_tv": float(np.abs(tv_changes).mean()),
-            "stability_window": int(len(loss_changes))}
-
-
-def common_window(epochs: pd.Series | list[int]) -> int:
-    """One late window for a set of runs: the default window of the shortest (0 when a run has one epoch)."""
-    shortest = int(min(epochs)) if len(epochs) else 0
-    return default_window(shortest) if shortest >= 2 else 0
-
-
-@dataclass
-class PairedComparison:
-    """a against b on one statistic, seeds paired: d = a - b."""
-
-    statistic: str
-    a: str
-    b: str
-    n: int
-    mean_a: float
-    mean_b: float
-    mean_diff: float
-    ci_low: float
-    ci_high: float
-    p_value: float
-    margin: float | None
-    tost_p: float
-    a_better_in: int
-    verdict: str
-
-
-def paired_compare(a: pd.Series, b: pd.Series, statistic: str = "", names: tuple[str, str] = ("a", "b"),
-                   higher_is_better: bool = True, margin: float | None = None, confidence: float = 0.95
-                   ) -> PairedComparison:
-    """Compare two configurations whose values are indexed by seed, through the per-seed differences.
-
-    Verdict: "a better"/"a worse" when the paired t-interval of the mean difference excludes zero;
-    "equivalent (±margin)" when the two one-sided tests at 1 - confidence both reject a difference beyond the
-    margin; "equal on every seed" when every difference is exactly zero; otherwise "undecided". Seeds present in
-    only one of a, b are left out; NaNs too.
-    """
-    paired = pd.concat({"a": a, "b": b}, axis=1).dropna()
-    d = (paired["a"] - paired["b"]).to_numpy(dtype=float)
-    n = len(d)
-    mean_a, mean_b = (float(paired[c].mean()) if n else float("nan") for c in ("a", "b"))
-    mean_diff = float(d.mean()) if n else float("nan")
-    better = (d > 0) if higher_is_better else (d < 0)
-    nan = float("nan")
-    ci_low = ci_high = p_value = tost_p = nan
-    alpha = 1 - confidence
-    if n >= 2:
-        sd = float(d.std(ddof=1))
-        if sd == 0.0:  # identical differences on every seed: the interval collapses onto the mean
-            ci_low = ci_high = mean_diff
-            p_value = 1.0 if mean_diff == 0 else 0.0
-            if margin is not None:
-                tost_p = 0.0 if abs(mean_diff) < margin else 1.0
-        else:
-            half = float(stats.t.ppf(1 - alpha / 2, n - 1)) * sd / math.sqrt(n)
-            ci_low, ci_high = mean_diff - half, mean_diff + half
-            p_value = float(stats.ttest_1samp(d, 0.0).pvalue)
-            if margin is not None:
-                lower = stats.ttest_1samp(d, -margin, alternative="greater").pvalue
-                upper = stats.ttest_1samp(d, margin, alternative="less").pvalue
-                tost_p = float(max(lower, upper))
-    if n < 2:
-        verdict = "undecided (fewer than 2 paired seeds)"
-    elif np.all(d == 0):
-        verdict = "equal on every seed"
-    elif ci_low > 0 or ci_high < 0:
-        a_higher = ci_low > 0
-        verdict = "a better" if a_higher == higher_is_better else "a worse"
-    elif margin is not None and tost_p < alpha:
-        verdict = f"equivalent (±{margin:g})"
-    else:
-        verdict = "undecided"
-    return PairedComparison(statistic, names[0], names[1], n, mean_a, mean_b, mean_diff, ci_low, ci_high, p_value,
-                            margin, tost_p, int(better.sum()), verdict)
-
-
-def same_value_verdict(result: PairedComparison) -> str:
-    """A claim that a and b are the same, within the comparison's margin: holds, does not hold, or undecided.
-
-    Holds when TOST shows equivalence; does not hold when the interval lies wholly outside the margin (a real
-    difference larger than it); undecided otherwise."""
-    if result.margin is None:
-        raise ValueError("a 'same value' claim needs an equivalence margin")
-    if result.verdict == "equal on every seed" or (result.n >= 2 and not math.isnan(result.tost_p)
-                                                   and result.tost_p < 0.05):
-        return "holds"
-    if result.n >= 2 and (result.ci_low > result.margin or result.ci_high < -result.margin):
-        return "does not hold"
-    return "undecided"
-
-
-def better_verdict(result: PairedComparison) -> str:
-    """A claim that a is better than b: holds (interval on a's side), does not hold (a worse, or equivalent
-    within the margin), or undecided."""
-    if result.verdict == "a better":
-        return "holds"
-    if result.verdict in ("a worse", "equal on every seed") or result.verdict.startswith("equivalent"):
-        return "does not hold"
-    return "undecided"
+            "stability_window": int(len(values["val_loss"]) - 1)}
 
 
 def by_seed(runs: pd.DataFrame, label: str, column: str) -> pd.Series:

@@ -1,237 +1,218 @@
-"""The paper's claims and our questions, each answered by seed-paired tests against the right control.
+"""The declared tests (`claims`) computed on runs: one row per test with its numbers, label and confounds.
 
-A verdict is computed, never typed: `statistics.paired_compare` on the per-seed differences, with an
-equivalence margin for "same accuracy" claims (`ACCURACY_MARGIN`), and "undecided" where the data cannot tell.
-Stability statistics are recomputed for each pair over one late window of equal length (`common_window`).
+A verdict is computed, never typed: `compare` pairs the seeds both configurations have (optionally filtered),
+computes the statistic (stability over one late window set from those paired seeds only), its minimum effect of
+interest from the registry, and `paired.verdict` labels it. `endpoint_row` adds what a reader needs to trust it:
+what the two arms differ in besides the head (`confounds`, with the learning rate read per epoch from
+`history.csv` over the window), and the rule that a steadier validation loss with a worse training fit is a
+head that **overfits more slowly** (`overfitting_rule`). `family_table` computes a study's regimes and applies
+Holm's correction to the primary tests (`paired.holm`).
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-from .statistics import (
-    STABILITY_COLUMNS,
-    PairedComparison,
-    better_verdict,
-    by_seed,
-    common_window,
-    falls_below_best,
-    paired_compare,
-    same_value_verdict,
-    stability_statistics,
-)
+from .claims import Endpoint, Regime
+from .convergence import choose_target, describe_target, start_label, times_to_target
+from .paired import OVERFITS_MORE_SLOWLY, PairedComparison, claim_p_values, holm, paired_compare, verdict
+from .statistics import by_seed, common_window, late_values, stability_statistics, statistic
 
-#: "Same accuracy" means a paired mean difference within ±0.5 points, shown by two one-sided tests.
-ACCURACY_MARGIN = 0.005
-#: Statistics where a higher value is better; every other compared statistic is better lower.
-HIGHER_IS_BETTER = {"test_acc", "val_acc", "train_acc"}
-#: Readable names of the compared statistics and the scale they are shown in.
-STATISTIC_NAMES = {"test_acc": ("test accuracy", 100, "points"), "val_loss_rise": ("val-loss rise", 1, ""),
-                   "train_loss_rise": ("train-loss rise", 1, ""),
-                   "val_acc_drop": ("val-acc drop", 100, "points"), "val_acc_worst_drop": ("worst val-acc drop", 100,
-                                                                                             "points"),
-                   "test_nll": ("test NLL", 1, ""), "test_ece": ("test ECE", 100, "points"),
-                   "epochs_to_target": ("epochs to the baseline's val acc", 1, ""),
-                   "seconds_per_epoch": ("seconds per epoch", 1, "")}
-#: "More stable" is tested on the validation loss and on the training loss (statistics module docstring): the
-#: statistic of each test, and what its claim appends to say which one it is.
-STABILITY_TESTS = (("val_loss_rise", ""), ("train_loss_rise", ", by training loss"))
+#: Recipe fields two arms must share, besides the starting checkpoint, for a comparison to isolate the head.
+RECIPE = ("optimizer", "lr", "momentum", "schedule", "lr_milestones", "batch_size", "train_subset")
 
 
-def _has(runs: pd.DataFrame, *labels: str) -> bool:
-    return all((runs["label"] == label).any() for label in labels)
+@dataclass(frozen=True)
+class Options:
+    """How a family of tests is computed; the sensitivity checks change one field each."""
+
+    name: str = "as declared"
+    swap_statistic: bool = False  # use each statistic's registry `alternative`
+    window: str = "default"  # or "longer" (`statistics.common_window`)
+    margin_scale: float = 1.0  # every minimum effect x this (0.6: accuracy ±0.3 points; 2: ±1.0)
+    drop_early_stopped: bool = False  # leave out seeds where either arm stopped at its target
+    seed_filter: Callable[[pd.DataFrame], set[int]] | None = None  # seeds allowed, from the regime's runs
 
 
-def stability_by_seed(histories: pd.DataFrame, label: str, column: str, window: int) -> pd.Series:
-    """A stability statistic of one configuration per seed, over the last `window` changes."""
-    values = {seed: stability_statistics(history, window)[column]
-              for seed, history in histories[histories["label"] == label].groupby("seed")}
-    return pd.Series(values, name=label, dtype=float)
+#: The analysis as declared: every paired seed. A seed filter set here (e.g. `findings.one_cpu_model`, once seeds
+#: from one CPU model are enough) changes the primary tests, the pages and the READMEs with it.
+DECLARED = Options()
 
 
-def epochs_to_target(histories: pd.DataFrame, runs: pd.DataFrame, label: str, reference: str = "baseline"
-                     ) -> pd.Series:
-    """Per seed: the first epoch at which `label` reached the reference run's validation accuracy (NaN: never)."""
-    targets = by_seed(runs, reference, "val_acc")
-    result = {}
-    for seed, history in histories[histories["label"] == label].groupby("seed"):
-        if seed not in targets.index:
-            continue
-        reached = history.loc[history["val_acc"] >= targets[seed], "epoch"]
-        result[seed] = float(reached.min()) if len(reached) else math.nan
-    return pd.Series(result, name=label, dtype=float)
+def paired_seeds(runs: pd.DataFrame, a: str, b: str, options: Options = DECLARED) -> list[int]:
+    """The seeds both a and b have finished, less those the options leave out."""
+    seeds = set(runs.loc[runs["label"] == a, "seed"]) & set(runs.loc[runs["label"] == b, "seed"])
+    if options.drop_early_stopped and "stopped_early" in runs:
+        stopped = runs[runs["label"].isin([a, b]) & runs["stopped_early"].fillna(False).astype(bool)]
+        seeds -= set(stopped["seed"])
+    if options.seed_filter is not None:
+        seeds &= set(options.seed_filter(runs))
+    return sorted(int(s) for s in seeds)
 
 
-def compare(runs: pd.DataFrame, histories: pd.DataFrame, a: str, b: str, statistic: str,
-            margin: float | None = None) -> PairedComparison:
-    """`a` against `b` on one statistic, seeds paired (stability over a common late window)."""
-    higher = statistic in HIGHER_IS_BETTER
-    if statistic in STABILITY_COLUMNS:
-        epochs = histories[histories["label"].isin([a, b])].groupby(["label", "seed"])["epoch"].max()
-        window = common_window(epochs.tolist())
-        values_a, values_b = (stability_by_seed(histories, label, statistic, window) for label in (a, b))
-    elif statistic == "epochs_to_target":
-        values_a, values_b = (epochs_to_target(histories, runs, label) for label in (a, b))
+def _curve_values(histories: pd.DataFrame, label: str, name: str, seeds: list[int], window: int) -> pd.Series:
+    rows = histories[(histories["label"] == label) & histories["seed"].isin(seeds)]
+    return pd.Series({seed: stability_statistics(h, window)[name] for seed, h in rows.groupby("seed")}, dtype=float)
+
+
+def compare(runs: pd.DataFrame, histories: pd.DataFrame, a: str, b: str, name: str,
+            options: Options = DECLARED) -> PairedComparison:
+    """`a` against `b` on one statistic, over their paired seeds (`paired_seeds`), with the registry's minimum
+    effect (x `options.margin_scale`). `details` holds the window, and for the speed test its target."""
+    s = statistic(name)
+    seeds = paired_seeds(runs, a, b, options)
+    details: dict = {"window": 0, "note": ""}
+    loss_level = 0.0
+    if s.curve:
+        paired = histories[histories["label"].isin([a, b]) & histories["seed"].isin(seeds)]
+        window = common_window(paired.groupby(["label", "seed"])["epoch"].max().tolist(), options.window)
+        values_a, values_b = (_curve_values(histories, label, name, seeds, window) for label in (a, b))
+        if s.curve.endswith("loss") and len(seeds):
+            control = paired[paired["label"] == b]
+            loss_level = float(np.mean([late_values(h[s.curve], window).mean() for _, h in control.groupby("seed")]))
+        details["window"] = window
+    elif name == "epochs_to_target":
+        target = choose_target(runs, histories, a, b, seeds)
+        times_a, times_b = (times_to_target(histories, label, target.values) for label in (a, b))
+        values_a, values_b = times_a["epochs"].astype(float), times_b["epochs"].astype(float)
+        details.update(note=describe_target(target, times_a, times_b, a, b), reached_a=int(times_a["reached"].sum()),
+                       reached_b=int(times_b["reached"].sum()), target_drop=target.drop)
     else:
-        values_a, values_b = by_seed(runs, a, statistic), by_seed(runs, b, statistic)
-    return paired_compare(values_a, values_b, statistic, (a, b), higher_is_better=higher, margin=margin)
+        values_a, values_b = (by_seed(runs, label, name) for label in (a, b))
+        values_a, values_b = values_a[values_a.index.isin(seeds)], values_b[values_b.index.isin(seeds)]
+    control_level = float(values_b.mean()) if len(values_b) else 0.0
+    margin = s.minimum_effect(control_level, loss_level) * options.margin_scale
+    result = paired_compare(values_a, values_b, name, (a, b), s.higher_is_better, margin)
+    result.details = details
+    return result
 
 
 def describe(result: PairedComparison) -> str:
-    """'a 98.3 vs b 97.9: +0.4 [-1.2, 2.0] points, a better in 2/3 seeds' in the statistic's own scale."""
-    name, scale, unit = STATISTIC_NAMES.get(result.statistic, (result.statistic, 1, ""))
-    digits = 2 if scale == 100 else 3
+    """'test accuracy: rk 90.65 vs baseline 91.17; difference -0.52 [-0.75, -0.30] points, d_z -2.9, rk better
+    in 0/5 seeds' in the statistic's own scale."""
+    s = statistic(result.statistic)
     if result.n == 0:
-        return f"{name}: no paired seeds"
-
-    def number(x: float) -> str:
-        return "nan" if math.isnan(x) else f"{x * scale:.{digits}f}"
-
-    interval = f" [{number(result.ci_low)}, {number(result.ci_high)}]" if result.n >= 2 else ""
-    return (f"{name}: {result.a} {number(result.mean_a)} vs {result.b} {number(result.mean_b)}; "
-            f"difference {result.mean_diff * scale:+.{digits}f}{interval}{' ' + unit if unit else ''}, "
-            f"{result.a} better in {result.a_better_in}/{result.n} seeds")
+        return f"{s.label}: no paired seeds"
+    interval = f" [{s.show(result.ci_low, True)}, {s.show(result.ci_high, True)}]" if result.n >= 2 else ""
+    effect = f", d_z {result.effect_size:+.1f}" if np.isfinite(result.effect_size) else ""
+    return (f"{s.label}: {result.a} {s.show(result.mean_a)} vs {result.b} {s.show(result.mean_b)}; difference "
+            f"{s.show(result.mean_diff, True)}{interval}{' ' + s.unit if s.unit else ''}{effect}, {result.a} better "
+            f"in {result.a_better_in}/{result.n} seeds")
 
 
-def _claim(claim: str, control: str, result: PairedComparison, kind: str) -> dict[str, str]:
-    verdict = same_value_verdict(result) if kind == "same" else better_verdict(result)
-    return {"claim": claim, "against": control, "measured": describe(result), "verdict": verdict}
+def _learning_rates(histories: pd.DataFrame, label: str, seed: int, window: int) -> np.ndarray:
+    history = histories[(histories["label"] == label) & (histories["seed"] == seed)].sort_values("epoch")
+    return history["lr"].to_numpy(dtype=float)[-window:] if window > 0 else np.array([])
 
 
-def paper_claims(runs: pd.DataFrame, histories: pd.DataFrame) -> pd.DataFrame:
-    """Each claim of the paper in the fine-tune regime (`paper` suite), against the paper's own comparison and
-    against the controls; a row per (claim, comparison) with its numbers and verdict."""
-    rows = []
+def _show_rates(rates: np.ndarray) -> str:
+    return f"{rates[0]:.2g}" if np.allclose(rates, rates[0]) else f"{rates[0]:.2g} → {rates[-1]:.2g}"
 
-    def add(claim: str, a: str, b: str, statistic: str, kind: str, control: str) -> None:
-        if _has(runs, a, b):
-            margin = ACCURACY_MARGIN if kind == "same" else None
-            rows.append(_claim(claim, control, compare(runs, histories, a, b, statistic, margin), kind))
 
-    for model in ("rk", "adjoint"):
-        add(f"{model}: same test accuracy as the baseline", model, "baseline", "test_acc", "same",
-            "the paper's baseline")
-    add("rk: same test accuracy as FC trained on with its recipe", "rk", "fc-adam", "test_acc", "same",
-        "FC continued (control)")
-    add("adjoint: same test accuracy as FC trained on with its recipe", "adjoint", "fc-sgd", "test_acc", "same",
-        "FC continued (control)")
-    def more_stable(claim: str, a: str, b: str, control: str) -> None:
-        for statistic, which in STABILITY_TESTS:
-            add(claim + which, a, b, statistic, "better", control)
+def confounds(runs: pd.DataFrame, histories: pd.DataFrame, a: str, b: str, seeds: list[int], window: int) -> str:
+    """What a and b differ in besides the head, as a phrase ('' when they are matched): the checkpoint they start
+    from, the optimizer, and the learning rate, read per epoch from history.csv's `lr` over the window where the
+    statistic has one, else from the configuration."""
+    found = []
+    start_a, start_b = start_label(runs, a), start_label(runs, b)
+    if start_a != start_b:
+        origin = {label: start or "the pretrained weights" for label, start in ((a, start_a), (b, start_b))}
+        found.append(f"{a} is {b} trained further" if start_a == b else
+                     f"{a} starts from {origin[a]}, {b} from {origin[b]}")
+    first = {label: runs[runs["label"] == label].iloc[0] for label in (a, b) if (runs["label"] == label).any()}
+    if len(first) == 2 and first[a].get("optimizer") != first[b].get("optimizer"):
+        found.append(f"optimizer {first[a]['optimizer']} vs {first[b]['optimizer']}")
+    if window and seeds and "lr" in histories:
+        rates = {label: _learning_rates(histories, label, seeds[0], window) for label in (a, b)}
+        differ = any(not np.allclose(_learning_rates(histories, a, seed, window),
+                                     _learning_rates(histories, b, seed, window)) for seed in seeds)
+        if differ:
+            found.append(f"learning rate in the window {a} {_show_rates(rates[a])}, {b} {_show_rates(rates[b])}")
+    elif len(first) == 2 and any(str(first[a].get(f)) != str(first[b].get(f)) for f in RECIPE if f != "optimizer"):
+        found.append("learning-rate recipe differs")
+    return "; ".join(found)
 
-    for model, control in (("rk", "fc-adam"), ("adjoint", "fc-sgd")):
-        more_stable(f"{model}: more stable than the baseline", model, "baseline", "the paper's baseline")
-        more_stable(f"{model}: more stable than FC trained on with its recipe", model, control,
-                    "FC continued (control)")
-    more_stable("rk: more stable than a parameter-matched MLP head", "rk", "mlp", "MLP (control)")
-    more_stable("rk: more stable than one Euler step", "rk", "euler", "residual block (control)")
-    more_stable("adjoint: the most stable model (against rk)", "adjoint", "rk", "rk")
-    more_stable("adjoint: more stable than the same NODE by backprop", "adjoint", "node-sgd-backprop",
-                "optimizer x gradient cross")
-    add("rk: reaches the baseline's val accuracy in fewer epochs than FC trained on", "rk", "fc-adam",
-        "epochs_to_target", "better", "FC continued (control)")
-    add("adjoint: reaches the baseline's val accuracy in fewer epochs than FC trained on", "adjoint", "fc-sgd",
-        "epochs_to_target", "better", "FC continued (control)")
-    add("rk: an epoch costs no more than the baseline's", "rk", "baseline", "seconds_per_epoch", "better",
-        "the paper's baseline")
-    add("adjoint: an epoch costs no more than the baseline's", "adjoint", "baseline", "seconds_per_epoch", "better",
-        "the paper's baseline")
+
+def overfitting_rule(result: PairedComparison, label: str, histories: pd.DataFrame) -> tuple[str, str]:
+    """A validation-loss statistic that favours a while a's training loss ends higher than b's (paired 95%
+    interval above zero) measures a head that overfits more slowly, not steadier training: relabelled so."""
+    s = statistic(result.statistic)
+    if s.curve != "val_loss" or result.advantage <= 0 or label == "undecided" or label.startswith("does"):
+        return label, ""
+    rows = histories[histories["label"].isin([result.a, result.b]) & histories["seed"].isin(result.seeds)]
+    last = rows.sort_values("epoch").groupby(["label", "seed"])["train_loss"].last()
+    fit = paired_compare(last.get(result.a, pd.Series(dtype=float)), last.get(result.b, pd.Series(dtype=float)),
+                         "train_loss", (result.a, result.b), higher_is_better=False)
+    if fit.n >= 2 and fit.ci_low > 0:
+        return OVERFITS_MORE_SLOWLY, (f"{result.a}'s final training loss is higher than {result.b}'s by "
+                                      f"{fit.mean_diff:.3f} [{fit.ci_low:.3f}, {fit.ci_high:.3f}]")
+    return label, ""
+
+
+def endpoint_row(runs: pd.DataFrame, histories: pd.DataFrame, regime: Regime, test: Endpoint,
+             options: Options = DECLARED) -> dict:
+    """One declared test computed: its numbers (in display units), raw label, confounds and notes."""
+    name = statistic(test.statistic).alternative if options.swap_statistic else test.statistic
+    name = name or test.statistic
+    s = statistic(name)
+    result = compare(runs, histories, test.a, test.b, name, options)
+    p = claim_p_values(result, test.kind)
+    label, overfit = overfitting_rule(result, verdict(result, test.kind, p), histories)
+    confound = confounds(runs, histories, test.a, test.b, result.seeds, result.details["window"])
+    role = "exploratory" if test.role == "primary" and confound else test.role
+    groups = runs.drop_duplicates("label").set_index("label")["group"] if "group" in runs else pd.Series(dtype=str)
+    return {"regime": regime.title, "claim": test.claim, "test": test.wording(), "role": role, "kind": test.kind,
+            "a": test.a, "b": test.b, "against": groups.get(test.b, test.b), "name": name, "statistic": s.label,
+            "unit": s.unit,
+            "n": result.n, "seeds": ", ".join(map(str, result.seeds)), "window": result.details["window"],
+            "mean_a": result.mean_a * s.scale, "mean_b": result.mean_b * s.scale,
+            "difference": result.mean_diff * s.scale, "ci_low": result.ci_low * s.scale,
+            "ci_high": result.ci_high * s.scale, "effect_size": result.effect_size,
+            "minimum_effect": (result.margin or 0.0) * s.scale, "p_value": result.p_value,
+            "p_holds": p["holds"], "p_fails": p["fails"], "verdict": label, "a_better_in": result.a_better_in,
+            "reached_a": result.details.get("reached_a"), "reached_b": result.details.get("reached_b"),
+            "confound": confound, "note": "; ".join(x for x in (result.details["note"], overfit) if x),
+            "measured": describe(result), "result": result}
+
+
+def regime_table(runs: pd.DataFrame, histories: pd.DataFrame, regime: Regime, options: Options = DECLARED
+                 ) -> pd.DataFrame:
+    """Every declared test of a regime on its runs (tests whose labels have no runs yet are left out)."""
+    present = set(runs["label"]) if len(runs) else set()
+    rows = [endpoint_row(runs, histories, regime, test, options) for test in regime.tests
+            if {test.a, test.b} <= present]
     return pd.DataFrame(rows)
 
 
-def head_claims(runs: pd.DataFrame, histories: pd.DataFrame, node: str = "node") -> pd.DataFrame:
-    """Head-only regime (`heads` suite): is the NODE head better, or steadier, than heads without the ODE?"""
-    rows = []
-    for control, name in (("fc", "linear probe"), ("mlp", "parameter-matched MLP"), ("euler", "one Euler step")):
-        if not _has(runs, node, control):
-            continue
-        rows.append(_claim(f"{node}: same test accuracy as the {name}", name,
-                           compare(runs, histories, node, control, "test_acc", ACCURACY_MARGIN), "same"))
-        tests = [(statistic, f"more stable than the {name}{which}") for statistic, which in STABILITY_TESTS]
-        for statistic, claim in tests + [("test_nll", f"lower test NLL than the {name}"),
-                                         ("test_ece", f"better calibrated (ECE) than the {name}")]:
-            rows.append(_claim(f"{node}: {claim}", name, compare(runs, histories, node, control, statistic),
-                               "better"))
-    if _has(runs, "node-adjoint", node):
-        for statistic, which in STABILITY_TESTS:
-            rows.append(_claim(f"adjoint: more stable than backprop{which}", node,
-                               compare(runs, histories, "node-adjoint", node, statistic), "better"))
-    return pd.DataFrame(rows)
+def with_holm(table: pd.DataFrame, histories: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Holm over the table's primary rows: adjusted p-values and the label read from them (`verdict_holm`);
+    `histories` (by regime title) feed the overfitting rule. Other rows keep '' (exploratory: uncorrected)."""
+    table = table.copy()
+    table["p_holm"], table["verdict_holm"] = np.nan, ""
+    primary = table.index[table["role"] == "primary"] if len(table) else []
+    if not len(primary):
+        return table
+    adjusted = {key: holm([claim_p_values(table.at[i, "result"], table.at[i, "kind"])[key] for i in primary])
+                for key in ("holds", "fails", "differs")}
+    for position, i in enumerate(primary):
+        result, kind = table.at[i, "result"], table.at[i, "kind"]
+        p = {key: float(values[position]) for key, values in adjusted.items()}
+        label, _ = overfitting_rule(result, verdict(result, kind, p), histories[table.at[i, "regime"]])
+        deciding = {"does not hold": "fails"}.get(label, "differs" if "not shown" in label else "holds")
+        table.at[i, "verdict_holm"], table.at[i, "p_holm"] = label, p[deciding]
+    return table
 
 
-def continued_cost(runs: pd.DataFrame, histories: pd.DataFrame, label: str, reference: str = "baseline"
-                   ) -> dict[str, float | int]:
-    """How far a run continued from `reference` got and at what cost, over its finished seeds: test accuracy
-    (%), seconds per epoch against the reference's, NFE per batch, epochs run, and the seeds that reached the
-    reference's validation accuracy within their budget (with the mean epoch at which they did)."""
-    own, ref = runs[runs["label"] == label], runs[runs["label"] == reference]
-    reached = epochs_to_target(histories, runs, label, reference).dropna()
-    return {"seeds": len(own), "test_acc": float(own["test_acc"].mean() * 100),
-            "reference_test_acc": float(ref["test_acc"].mean() * 100),
-            "time_ratio": float(own["seconds_per_epoch"].mean() / ref["seconds_per_epoch"].mean()),
-            "seconds_per_epoch": float(own["seconds_per_epoch"].mean()),
-            "nfe_forward": float(own["nfe_forward"].mean()), "nfe_backward": float(own["nfe_backward"].mean()),
-            "epochs": int(histories.loc[histories["label"] == label, "epoch"].max()) if len(own) else 0,
-            "reached": len(reached),
-            "epochs_to_target": float(reached.mean()) if len(reached) else math.nan}
-
-
-def claims_by_regime(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """The verdict tables of several regimes (e.g. "Fashion-MNIST, fine-tune") as one: a row per claim and regime,
-    each with its numbers; claims keep their order, each claim's regimes follow the order of `tables`."""
-    columns = ["claim", "regime", "against", "measured", "verdict"]
-    frames = [table.assign(regime=regime) for regime, table in tables.items() if len(table)]
-    if not frames:
-        return pd.DataFrame(columns=columns)
-    table = pd.concat(frames, ignore_index=True)
-    first_seen = {claim: i for i, claim in reversed(list(enumerate(table["claim"])))}
-    order = sorted(range(len(table)), key=lambda i: (first_seen[table["claim"][i]], i))
-    return table.loc[order, columns].reset_index(drop=True)
-
-
-def against_reference(runs: pd.DataFrame, histories: pd.DataFrame, reference: str) -> pd.DataFrame:
-    """Each configuration of a sweep against a reference one: accuracy, NFE, time, stability and paired verdicts,
-    and whether it meets the `beyond` target (test accuracy within the reference's seed std, at least 2x fewer
-    forward NFE and 1.5x less time per epoch)."""
-    means = runs.groupby("label", sort=False)[["test_acc", "nfe_forward", "nfe_backward", "seconds_per_epoch"]].mean()
-    stds = runs.groupby("label", sort=False)["test_acc"].std(ddof=1)
-    ref = means.loc[reference]
-    table = pd.DataFrame({
-        "test %": (means["test_acc"] * 100).round(2),
-        "NFE fwd": means["nfe_forward"].round(1), "NFE bwd": means["nfe_backward"].round(1),
-        "NFE fwd reduction": (ref["nfe_forward"] / means["nfe_forward"]).round(2),
-        "s / epoch": means["seconds_per_epoch"].round(3),
-        "speed-up per epoch": (ref["seconds_per_epoch"] / means["seconds_per_epoch"]).round(2),
-    }, index=means.index)
-    floor = ref["test_acc"] - (stds.loc[reference] if not math.isnan(stds.loc[reference]) else 0.0)
-    table["meets target"] = ((means["test_acc"] >= floor) & (table["NFE fwd reduction"] >= 2.0)
-                             & (table["speed-up per epoch"] >= 1.5))
-    table.loc[reference, "meets target"] = False
-    for statistic, name in (("test_acc", "test acc vs ref"), ("val_loss_rise", "val-loss rise vs ref"),
-                            ("train_loss_rise", "train-loss rise vs ref")):
-        margin = ACCURACY_MARGIN if statistic == "test_acc" else None
-        table[name] = ["–" if label == reference else
-                       compare(runs, histories, label, reference, statistic, margin).verdict.replace("a ", "")
-                       for label in means.index]
-    return table.rename_axis("configuration").reset_index()
-
-
-def worst_fall(histories: pd.DataFrame, label: str, start: pd.Series | None = None) -> dict[str, float]:
-    """The largest fall of validation accuracy below its best so far, over every seed of one configuration:
-    the seed, the epoch it fell to, the best accuracy before and the accuracy after. `start` (per seed) is the
-    validation accuracy the run started from (a continued run's baseline), counted as epoch 0."""
-    worst = {"seed": math.nan, "epoch": math.nan, "before": math.nan, "after": math.nan, "fall": 0.0}
-    for seed, history in histories[histories["label"] == label].groupby("seed"):
-        acc = history["val_acc"].to_numpy(dtype=float)
-        epochs = history["epoch"].to_numpy()
-        if start is not None and seed in start.index:
-            acc, epochs = np.concatenate([[float(start[seed])], acc]), np.concatenate([[0], epochs])
-        falls = falls_below_best(acc)
-        i = int(falls.argmax())
-        if falls[i] > worst["fall"]:
-            worst = {"seed": int(seed), "epoch": int(epochs[i]), "before": float(acc[: i + 1].max()),
-                     "after": float(acc[i]), "fall": float(falls[i])}
-    return worst
+def family_table(data: dict[Regime, tuple[pd.DataFrame, pd.DataFrame]], options: Options = DECLARED
+                 ) -> pd.DataFrame:
+    """The tests of several regimes (one study) in one table, Holm applied over all their primary tests."""
+    tables = []
+    for regime, (runs, histories) in data.items():
+        tables.append(regime_table(runs, histories, regime, options))
+    table = pd.concat([t for t in tables if len(t)], ignore_index=True) if any(len(t) for t in tables) else \
+        pd.DataFrame(columns=["regime", "claim", "role", "verdict", "result"])
+    return with_holm(table, {regime.title: histories for regime, (_, histories) in data.items()})

@@ -6,6 +6,7 @@ WebDriver HTTP API, so it needs no browser-automation package. Screenshots go to
 
 import base64
 import json
+import re
 import shutil
 import socket
 import subprocess
@@ -141,3 +142,48 @@ def test_every_notebook_page_offers_its_ipynb(browser):
                                    .map(a => a.getAttribute('href'));""")
         assert links, f"{page}: no .ipynb download"
         assert (HTML / f"{page}.html").parent.joinpath(links[0]).resolve().is_file(), links[0]
+
+
+def test_the_intro_opens_with_the_answer_to_each_claim(browser):
+    """The first screen (the window's height, as a reader first sees it) states each claim's answer with its
+    numbers, and the scope; the MLRC-style sections follow."""
+    browser.open((HTML / "book" / "intro.html").as_uri())
+    state = browser.run("""
+        const main = document.querySelector('article.bd-article') || document.querySelector('main');
+        const paragraphs = Array.from(main.querySelectorAll('p'));
+        const find = start => paragraphs.find(p => p.innerText.trim().startsWith(start));
+        const where = start => { const p = find(start); return p ? {top: p.getBoundingClientRect().bottom,
+                                                                    text: p.innerText} : null; };
+        return {height: window.innerHeight,
+                claims: ['1. ', '2. ', '3. ', '4. '].map(where), scope: where('Scope:'),
+                headings: Array.from(main.querySelectorAll('h2')).map(h => h.innerText.replace('#', '').trim())};""")
+    browser.screenshot(SHOTS / "intro-first-screen.png")
+    for number, claim in enumerate(state["claims"], 1):
+        assert claim is not None, f"claim {number} has no paragraph of its own"
+        assert claim["top"] <= state["height"], f"claim {number} is below the first screen"
+        assert "The paper:" in claim["text"] and re.search(r"[+-]\d+\.\d+ \[[+-]\d+\.\d+, [+-]\d+\.\d+\]",
+                                                           claim["text"]), claim["text"][:200]
+        assert re.search(r"holds|does not hold|undecided|not shown", claim["text"])
+    assert state["scope"] and state["scope"]["top"] <= state["height"] and "CIFAR-10" in state["scope"]["text"]
+    assert state["headings"][:4] == ["Scope of reproducibility", "Methodology", "Results", "What was easy"]
+
+
+def test_the_reproducing_chapter_opens_with_the_claims_and_real_data(browser):
+    """The claims table, then Fashion-MNIST (fine-tune, head-only) come before any digits result; no progress
+    table (it lives in results/README.md)."""
+    browser.open((HTML / "book" / "reproducing.html").as_uri())
+    state = browser.run("""
+        const main = document.querySelector('article.bd-article') || document.querySelector('main');
+        const headings = Array.from(main.querySelectorAll('h2')).map(h => h.innerText.replace('#', '').trim());
+        const tables = Array.from(main.querySelectorAll('table')).map(t => t.innerText);
+        return {headings: headings, first: tables[0] || '',
+                digits: tables.findIndex(t => t.includes('digits')), fashion: tables.findIndex(t =>
+                    t.includes('Fashion-MNIST')), progress: tables.some(t => t.includes('seeds planned'))};""")
+    headings = state["headings"]
+    assert headings[0] == "The claims, one row each", headings
+    assert headings.index("Fashion-MNIST, fine-tune") < headings.index("Fashion-MNIST, head-only") < headings.index(
+        "Smoke scale: the digits")
+    assert "against the matched control" in state["first"] and "1.\u00a0Same\u00a0accuracy" in state["first"]
+    assert not state["progress"]
+    for section in ("Per-seed differences", "Sensitivity", "Discrepancies with the paper", "Limitations"):
+        assert section in headings

@@ -1,0 +1,147 @@
+"""The declared tests and their verdicts: labels checked against the suites, confounds found from the runs, the
+overfitting rule, Holm over the primary family, censored convergence, and the committed answer."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from node_transfer.claims import FINETUNE_TESTS, HEAD_TESTS, PRIMARY_STABILITY, STUDIES, Endpoint, Regime, study_of
+from node_transfer.convergence import choose_target, first_reach, times_to_target
+from node_transfer.errors import ConfigError
+from node_transfer.suites import get_suite
+from node_transfer.verdicts import Options, compare, confounds, family_table, paired_seeds, regime_table
+
+FINETUNE = Regime("synthetic", "synthetic, fine-tune", "paper", "cpu", "synthetic", FINETUNE_TESTS)
+HEADS = Regime("synthetic-heads", "synthetic, head-only", "heads", "cpu", "synthetic-heads", HEAD_TESTS)
+
+
+@pytest.mark.parametrize("study", sorted(STUDIES))
+def test_every_declared_label_is_a_configuration_of_its_suite(study):
+    for regime in STUDIES[study].regimes:
+        labels = {run.label for run in get_suite(regime.suite, regime.profile)}
+        for test in regime.tests:
+            assert {test.a, test.b} <= labels, f"{regime.key}: {test.wording()} names a label not in the suite"
+        assert study_of(regime.suite, regime.profile)[1] == regime
+
+
+def test_the_primary_family_is_one_accuracy_and_one_stability_test_per_node_model():
+    for regime in (FINETUNE, HEADS):
+        primary = regime.primary()
+        arms = {test.a for test in primary}
+        assert sorted(test.statistic for test in primary) == sorted(["test_acc", PRIMARY_STABILITY] * len(arms))
+        assert all(test.kind == ("same" if test.statistic == "test_acc" else "better") for test in primary)
+    with pytest.raises(ConfigError, match="statistic"):
+        Endpoint(1, "rk", "fc-adam", "val_loss_wobble")
+    with pytest.raises(ConfigError, match="role"):
+        Endpoint(1, "rk", "fc-adam", "test_acc", "main")
+
+
+def synthetic_suite(wobble: dict[str, float], accs: dict[str, float], seeds: int = 5, epochs: int = 8,
+                    train_wobble: dict[str, float] | None = None, lr: dict[str, list[float]] | None = None,
+                    final_train: dict[str, float] | None = None):
+    """Runs and histories: label -> size of the zig-zag of the validation loss late in training (around a steady
+    descent), test accuracy; optionally the training loss's zig-zag, the learning rate per epoch, and where the
+    training loss ends."""
+    rng = np.random.default_rng(0)
+    runs, histories = [], []
+    for label in wobble:
+        continued = label != "baseline"
+        for seed in range(seeds):
+            zigzag = (-1.0) ** np.arange(epochs) * (1 + 0.1 * seed)
+            loss = np.linspace(1.0, 0.3, epochs) + wobble[label] * zigzag
+            train_end = (final_train or {}).get(label, 0.2)
+            train = np.linspace(0.9, train_end, epochs) + (train_wobble or {}).get(label, 0.0) * zigzag
+            acc = np.linspace(0.80, 0.90, epochs)
+            histories.append(pd.DataFrame({"epoch": range(1, epochs + 1), "val_loss": loss, "val_acc": acc,
+                                           "train_loss": train, "lr": (lr or {}).get(label, [3e-4] * epochs),
+                                           "seconds": 10.0, "label": label, "seed": seed}))
+            runs.append({"label": label, "seed": seed, "group": label, "test_acc": accs[label] + rng.normal(0, 5e-4),
+                         "val_acc": 0.95 if label == "baseline" else acc.max(), "test_nll": 0.3, "test_ece": 0.02,
+                         "init_from": f"x/baseline-s{seed}" if continued else "", "optimizer": "adam", "lr": 3e-4,
+                         "stopped_early": False, "epochs": epochs})
+    return pd.DataFrame(runs), pd.concat(histories, ignore_index=True)
+
+
+def table_of(runs, histories, regime=FINETUNE, options=None):
+    return family_table({regime: (runs, histories)}, options or Options()).set_index("test")
+
+
+def test_matched_controls_are_primary_and_the_ode_is_judged_by_them():
+    labels = ["baseline", "rk", "adjoint", "fc-adam", "fc-sgd", "mlp", "euler", "node-sgd-backprop"]
+    # rk wobbles far less than the baseline, and exactly as little as FC trained on: continued training, not the ODE
+    wobble = dict.fromkeys(labels, 0.0) | {"baseline": 0.05, "adjoint": 0.05, "fc-sgd": 0.05, "node-sgd-backprop": 0.05}
+    accs = dict.fromkeys(labels, 0.90) | {"adjoint": 0.85}
+    table = table_of(*synthetic_suite(wobble, accs))
+    assert table.loc["rk: steadier than fc-adam (val-loss fluctuation)", "role"] == "primary"
+    assert table.loc["rk: steadier than fc-adam (val-loss fluctuation)", "verdict_holm"] == "does not hold"
+    assert table.loc["rk: same test accuracy as fc-adam", "verdict_holm"] == "holds"
+    assert table.loc["adjoint: same test accuracy as fc-sgd", "verdict_holm"] == "does not hold"
+    paper = table.loc["rk: steadier than baseline (val-loss fluctuation)"]
+    assert paper["role"] == "paper" and paper["verdict"] == "holds" and paper["verdict_holm"] == ""
+    assert paper["confound"] == "rk is baseline trained further"
+    assert (table["role"] == "primary").sum() == 4 and table["p_holm"].notna().sum() == 4
+
+
+def test_a_comparison_at_different_learning_rates_is_confounded_and_never_primary():
+    stepped = [0.1, 0.1, 0.1, 0.01, 0.01, 1e-3, 1e-3, 1e-4]
+    runs, histories = synthetic_suite({"rk": 0.0, "fc-adam": 0.02}, {"rk": 0.9, "fc-adam": 0.9},
+                                      lr={"fc-adam": stepped})
+    row = table_of(runs, histories).loc["rk: steadier than fc-adam (val-loss fluctuation)"]
+    assert row["role"] == "exploratory" and row["verdict_holm"] == ""  # declared primary, demoted by the data
+    assert row["confound"] == "learning rate in the window rk 0.0003, fc-adam 0.01 → 0.0001"
+    assert confounds(runs, histories, "rk", "fc-adam", [0, 1], 0) == ""  # the configurations alone look matched
+
+
+def test_a_steadier_validation_loss_with_a_worse_training_fit_overfits_more_slowly():
+    runs, histories = synthetic_suite({"node": 0.0, "mlp": 0.03}, {"node": 0.9, "mlp": 0.9},
+                                      final_train={"node": 0.3, "mlp": 0.15})
+    table = table_of(runs, histories, HEADS)
+    row = table.loc["node: steadier than mlp (val-loss fluctuation)"]
+    assert row["verdict"] == row["verdict_holm"] == "overfits more slowly"
+    assert row["note"].startswith("node's final training loss is higher than mlp's by 0.150")
+    fits = table_of(*synthetic_suite({"node": 0.0, "mlp": 0.03}, {"node": 0.9, "mlp": 0.9}), HEADS)
+    assert fits.loc["node: steadier than mlp (val-loss fluctuation)", "verdict"] == "holds"
+    # the training-loss statistic is never relabelled: it is the fit itself
+    assert table.loc["node: steadier than mlp (train-loss fluctuation)", "verdict"] != "overfits more slowly"
+
+
+def test_the_common_window_is_set_from_the_paired_seeds_only():
+    runs, histories = synthetic_suite({"rk": 0.0, "fc-adam": 0.0}, {"rk": 0.9, "fc-adam": 0.9}, epochs=8)
+    short = histories[(histories["label"] == "rk") & (histories["seed"] == 0)].iloc[:3].assign(seed=9)
+    histories = pd.concat([histories, short], ignore_index=True)  # an unpaired 3-epoch rk run (seed 9)
+    runs = pd.concat([runs, runs.iloc[[0]].assign(label="rk", seed=9)], ignore_index=True)
+    assert compare(runs, histories, "rk", "fc-adam", "val_loss_fluctuation").details["window"] == 4  # not 1
+
+
+def test_seed_filters_and_dropped_early_stops_leave_seeds_out():
+    runs, histories = synthetic_suite({"rk": 0.0, "fc-adam": 0.0}, {"rk": 0.9, "fc-adam": 0.9})
+    runs.loc[(runs["label"] == "fc-adam") & (runs["seed"] == 1), "stopped_early"] = True
+    assert paired_seeds(runs, "rk", "fc-adam") == [0, 1, 2, 3, 4]
+    assert paired_seeds(runs, "rk", "fc-adam", Options(drop_early_stopped=True)) == [0, 2, 3, 4]
+    only = Options(seed_filter=lambda frame: {3, 4})
+    assert paired_seeds(runs, "rk", "fc-adam", only) == [3, 4]
+    assert table_of(runs, histories, options=only).loc["rk: same test accuracy as fc-adam", "seeds"] == "3, 4"
+
+
+def test_convergence_targets_are_reachable_by_the_control_and_censor_the_rest():
+    runs, histories = synthetic_suite({"baseline": 0.0, "rk": 0.0, "fc-adam": 0.0},
+                                      {"baseline": 0.9, "rk": 0.9, "fc-adam": 0.9})
+    target = choose_target(runs, histories, "rk", "fc-adam", [0, 1, 2, 3, 4])
+    # both start from the baseline (val acc 0.95); the curves reach 0.90: a drop of 5 points is the first reached
+    assert target.drop == 0.05 and target.control_reached == 5 and "baseline" in target.reference
+    history = histories[(histories["label"] == "rk") & (histories["seed"] == 0)]
+    assert first_reach(history, 0.85) == (5.0, 50.0, True)
+    assert first_reach(history, 0.99) == (8.0, 80.0, False)  # censored at its budget, not dropped
+    slow = histories.assign(val_acc=np.where(histories["label"] == "rk", 0.5, histories["val_acc"]))
+    times = times_to_target(slow, "rk", target.values)
+    assert len(times) == 5 and not times["reached"].any() and (times["epochs"] == 8).all()
+    row = table_of(runs, slow).loc["rk: quicker to the target than fc-adam"]
+    assert row["reached_a"] == 0 and row["reached_b"] == 5 and row["verdict"] == "does not hold"
+    no_start = choose_target(runs[runs["label"] != "baseline"], histories, "rk", "fc-adam", [0, 1])
+    assert no_start.reference == "fc-adam's best validation accuracy" and no_start.drop == 0.005
+
+
+def test_regimes_without_runs_for_a_label_leave_its_tests_out():
+    runs, histories = synthetic_suite({"rk": 0.0, "fc-adam": 0.0}, {"rk": 0.9, "fc-adam": 0.9})
+    table = regime_table(runs, histories, FINETUNE)
+    assert set(table["b"]) == {"fc-adam"} and len(table) == 1 + 4 + 1  # accuracy, 4 stability, speed

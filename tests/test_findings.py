@@ -1,0 +1,140 @@
+"""The committed answer: what the intro, the reproducing and beyond chapters and the READMEs state comes from the
+committed runs through the package's facts functions, and the committed reports agree with it."""
+
+import re
+
+import jupytext
+import pandas as pd
+import pytest
+
+from node_transfer.answer import answer_facts, claim_sentences, readme_answer
+from node_transfer.chapter_facts import claims_summary, reproducing_facts
+from node_transfer.claims import STUDIES
+from node_transfer.findings import SCENARIOS, load_study, one_cpu_model, primary, sensitivity_table, study_table
+from node_transfer.notebooks import book_dir, results_dir
+from node_transfer.readmes import write_readmes
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    data = load_study(results_dir())
+    return data, study_table(data)
+
+
+def glued_names(page: str) -> set[str]:
+    text = (book_dir() / page).read_text()
+    return set(re.findall(r"\{glue:(?:text|md)\}`(\w+)", text))
+
+
+def test_no_primary_test_compares_arms_that_differ_in_anything_but_the_head(fashion):
+    for key in ("fashion-mnist", "digits"):
+        table = fashion[1] if key == "fashion-mnist" else study_table(load_study(results_dir(), key))
+        assert len(primary(table)) == 6, key  # declared primary tests all present, none demoted
+        assert (primary(table)["confound"] == "").all(), key
+        paper = table[table["role"] == "paper"]
+        assert (paper["confound"] != "").all(), key  # the paper's own comparisons are labelled confounded
+        assert primary(table)["p_holm"].between(0, 1).all() and (table.loc[table["role"] != "primary",
+                                                                           "verdict_holm"] == "").all()
+
+
+def test_the_committed_reports_carry_the_verdicts_the_package_computes(fashion):
+    data, table = fashion
+    for regime in data:
+        committed = pd.read_csv(results_dir() / regime.directory / "report" / "claims.csv", keep_default_na=False)
+        assert {"role", "verdict", "verdict_holm", "p_holm", "minimum_effect", "effect_size", "confound"} <= set(
+            committed.columns)
+        assert committed["role"].str.match("primary|exploratory").all()
+        mine = table[table["regime"] == regime.title]
+        assert list(committed["test"]) == list(mine["test"])
+        assert list(committed["verdict"]) == list(mine["verdict"])
+        assert list(committed["verdict_holm"]) == list(mine["verdict_holm"])
+        assert "val-loss fluctuation" in set(committed["statistic"])
+    stability = pd.read_csv(results_dir() / "paper-fmnist" / "report" / "stability.csv")
+    assert "val-loss fluctuation (95% CI)" in stability.columns
+
+
+def test_the_readmes_say_what_the_committed_results_give():
+    assert write_readmes(book_dir().parent, check=True) == [], "run `node-transfer readme` and commit the READMEs"
+    answer = readme_answer(results_dir())
+    readme = (book_dir().parent / "README.md").read_text()
+    assert answer in readme and readme.index(answer) < readme.index("make demo")  # the answer opens the README
+
+
+def test_the_intro_states_one_sentence_per_claim_with_its_numbers(fashion):
+    facts = answer_facts(results_dir())
+    assert glued_names("intro.md") <= set(facts)
+    sentences = claim_sentences(fashion[1])
+    assert sorted(sentences) == [1, 2, 3, 4]
+    for number, sentence in sentences.items():
+        assert sentence.startswith(f"**{number}. ") and "The paper:" in sentence and "**" in sentence[8:]
+        assert re.search(r"[+-]\d+\.\d+ \[[+-]\d+\.\d+, [+-]\d+\.\d+\]", sentence)  # a difference and its interval
+    assert "Holm" in sentences[1] and "exploratory" in sentences[3]
+    assert "overfits more slowly" in sentences[2]  # the head-only NODE's lower validation-loss rise, relabelled
+    assert "CIFAR-10" in facts["scope"] and "has not been run" in facts["scope"]
+    for number in sentences:  # the first screen's one sentence per claim: the paper, the measurement, the label
+        short = facts[f"claim_{number}"]
+        assert short.startswith(f"**{number}. ") and "The paper:" in short and len(short) < len(sentences[number])
+        assert re.search(r"\*\*(holds|does not hold|undecided|[a-z]+, [a-z ]+ not shown)\*\*", short)
+
+
+def test_the_chapters_glue_only_what_their_facts_functions_return(fashion):
+    from node_transfer.sweeps import beyond_facts
+
+    data, table = fashion
+    facts = reproducing_facts(data, table, results_dir())
+    assert glued_names("reproducing.md") - {"flipping"} <= set(facts)
+    assert glued_names("beyond.md") <= set(beyond_facts(results_dir())[0])
+    assert facts["hd_node_rises_min"] >= 1  # the head-only NODE's training loss does not keep falling
+
+
+@pytest.mark.parametrize("page", ["reproducing.md", "beyond.md", "intro.md"])
+def test_pages_load_call_and_show_in_short_cells(page):
+    notebook = jupytext.read(book_dir() / page)
+    for cell in notebook.cells:
+        if cell.cell_type == "code":
+            assert len(cell.source.splitlines()) <= 12, f"{page}: a code cell of {len(cell.source.splitlines())} lines"
+
+
+def test_the_reproducing_chapter_puts_the_claims_and_real_data_before_the_digits():
+    text = (book_dir() / "reproducing.md").read_text()
+    headings = re.findall(r"^## (.+)$", text, flags=re.M)
+    assert headings[0].startswith("The claims")
+    assert headings.index("Fashion-MNIST, fine-tune") < headings.index("Fashion-MNIST, head-only") < \
+        headings.index("Smoke scale: the digits") == len(headings) - 1
+    assert "suite_progress" not in text and "seeds planned" not in text  # progress lives in results/README.md
+
+
+def test_sensitivity_flags_what_flips_and_the_cpu_filter_keeps_one_model(fashion):
+    data, _ = fashion
+    finetune = next(runs for regime, (runs, _) in data.items() if regime.suite == "paper")
+    seeds = one_cpu_model(finetune)
+    assert seeds and all(finetune.loc[finetune["seed"].isin(seeds), "cpu"].nunique() == 1 for _ in [0])
+    assert finetune.loc[finetune["seed"].isin(seeds), "cpu"].notna().all()
+    table = sensitivity_table(data, SCENARIOS[:2])
+    assert list(table.columns) == ["as declared", "other statistic", "flips under"]
+    for test, row in table.iterrows():
+        assert (row["flips under"] == "none") == (row["as declared"] == row["other statistic"]), test
+
+
+def test_claims_summary_has_one_row_per_claim(fashion):
+    summary = claims_summary(fashion[1])
+    assert list(summary["claim"].str[:2]) == ["1.", "2.", "3.", "4.", "0."]
+    assert summary.loc[0, "reading"].endswith("(primary, Holm-corrected)")
+    assert all(regime.primary() for study in STUDIES.values() for regime in study.regimes)
+
+
+def test_the_readme_command_checks_and_writes(tmp_path, monkeypatch, capsys):
+    from node_transfer.cli import main
+
+    assert main(["readme", "--check"]) == 0  # the committed READMEs are up to date
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n\n<!-- answer: written by `node-transfer readme` from the committed results; do not edit "
+                      "-->\nold\n<!-- /answer -->\n")
+    from node_transfer import readmes
+
+    monkeypatch.setattr(readmes, "sections", lambda root: {readme: {"answer": "new"}})
+    assert readmes.write_readmes(tmp_path, check=True) == [f"{readme}: answer"] and "old" in readme.read_text()
+    assert readmes.write_readmes(tmp_path) == [f"{readme}: answer"] and "\nnew\n" in readme.read_text()
+    readme.write_text("# no markers\n")
+    with pytest.raises(ValueError, match="no answer section"):
+        readmes.write_readmes(tmp_path)
