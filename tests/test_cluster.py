@@ -27,6 +27,9 @@ def suite_files(suite: Path) -> list[str]:
                   if p.is_file() and ".partial-" not in str(p.relative_to(suite)))
 
 
+KILL_TEST_EPOCHS = 30
+
+
 def wait_for(path: Path, process: subprocess.Popen, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while not path.exists():
@@ -38,14 +41,17 @@ def wait_for(path: Path, process: subprocess.Popen, seconds: float) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_the_local_executor_gives_the_default_executors_files_and_resumes_after_a_kill(tmp_path):
-    """`suite smoke --executor local`, killed (SIGTERM) while its second run is going, then `--resume`: the suite
-    completes with the files the default thread pool writes, and the same numbers."""
+    """`suite smoke --executor local`, killed (SIGTERM) after its second run's first epoch, then `--resume`: the
+    suite completes with the files the default thread pool writes, and the same numbers."""
     local, threads = tmp_path / "local", tmp_path / "threads"
+    # Long enough that the NODE run is still going when the signal lands, even on a fast machine (one epoch of
+    # the smoke suite takes well under a second there: killed at `config.json`, the run could finish first).
+    epochs = {"epochs": KILL_TEST_EPOCHS}
     command = [sys.executable, "-m", "node_transfer", "suite", "smoke", "--profile", "cpu", "--seeds", "1",
-               "--executor", "local", "--out", str(local)]
+               "--executor", "local", "--out", str(local), "--set", f"epochs={KILL_TEST_EPOCHS}"]
     suite = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wait_for(local / "fc-s0" / "metrics.json", suite, 400)
-    wait_for(local / "node-s0" / "config.json", suite, 200)  # the second run has started
+    wait_for(local / "node-s0" / "history.csv", suite, 200)  # the second run has finished an epoch
     suite.send_signal(signal.SIGTERM)
     output = suite.communicate(timeout=120)[0]
     assert suite.returncode == 128 + signal.SIGTERM, output
@@ -53,8 +59,8 @@ def test_the_local_executor_gives_the_default_executors_files_and_resumes_after_
     assert list(pd.read_csv(local / "runs.csv")["label"]) == ["fc"]
     assert not (local / "node-s0" / "metrics.json").exists()
 
-    run_suite("smoke", "cpu", 1, local, executor="local", resume=True, progress=False)
-    run_suite("smoke", "cpu", 1, threads, progress=False)
+    run_suite("smoke", "cpu", 1, local, overrides=epochs, executor="local", resume=True, progress=False)
+    run_suite("smoke", "cpu", 1, threads, overrides=epochs, progress=False)
     assert suite_files(local) == suite_files(threads)
     ran, reference = (pd.read_csv(d / "runs.csv").set_index("label") for d in (local, threads))
     assert list(ran.columns) == list(reference.columns)
