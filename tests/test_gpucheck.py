@@ -140,21 +140,44 @@ def test_the_check_runs_what_the_command_line_runs():
         assert config["device"] == "cuda" and config["batch_size"] == 128 and config.get("amp", True) is True
 
 
+class _Images:
+    """What `TensorBatches` reads of an `ImageTensors` split: images, labels and a transform without augmentation."""
+
+    def __init__(self, count: int) -> None:
+        self.images, self.labels = torch.randn(count, 3, 4, 4), torch.zeros(count, dtype=torch.int64)
+        self.transform = type("NoAugmentation", (), {"augment": "none", "__call__": lambda self, x, g=None: x})()
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
 def test_the_observer_sees_dtypes_memory_format_and_loader_batches():
+    """Backbone (timm) weights are checked for channels_last, the package's heads' are not; batches are seen from
+    torch's DataLoader and from `TensorBatches`, not from the DataLoader of positions inside it."""
+    from timm.layers import Conv2dSame
+
     from node_transfer.heads import build_head
+    from node_transfer.tensor_images import TensorBatches
 
     head = build_head("node", 8, 3, ode_width=4, rtol=1e-3, atol=1e-3)
-    conv = torch.nn.Conv2d(3, 8, 3).to(memory_format=torch.channels_last)
+    backbone_conv = Conv2dSame(3, 8, 3).to(memory_format=torch.channels_last)
+    head_conv = torch.nn.Conv2d(3, 8, 3)  # NCHW, as a map head's convolutions stay
     loader = DataLoader(TensorDataset(torch.randn(6, 8), torch.zeros(6)), batch_size=4)
-    original = DataLoader.__iter__
+    batches = TensorBatches(_Images(5), 2, shuffle=False, sampler=None, generator=None, pin_memory=False)
+    original = DataLoader.__iter__, TensorBatches.__iter__
     with Observer() as seen:
         for features, _ in loader:
             head(features)
-        conv(torch.randn(1, 3, 8, 8))
-    assert DataLoader.__iter__ is original
+        for images, _ in batches:
+            backbone_conv(images)
+            head_conv(images)
+    assert (DataLoader.__iter__, TensorBatches.__iter__) == original
     assert seen.dtypes["ode_state"] == {"float32"} and seen.dtypes["head_input"] == {"float32"}
-    assert seen.all_channels_last() and seen.loaders == [{"pin_memory": False, "workers": 0, "pinned": False,
-                                                          "shape": (4, 8)}]
+    assert seen.all_channels_last() and len(seen.channels_last) == 1
+    assert seen.loaders == [{"loader": "DataLoader", "pin_memory": False, "workers": 0, "pinned": False,
+                             "shape": (4, 8)},
+                            {"loader": "TensorBatches", "pin_memory": False, "workers": 0, "pinned": False,
+                             "shape": (2, 3, 4, 4)}]
 
 
 def test_timed_rounds_alternate_the_order_and_take_medians():

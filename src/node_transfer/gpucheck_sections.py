@@ -15,6 +15,7 @@ import os
 import subprocess
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +75,9 @@ def finite(*values: Any) -> bool:
 class Observer:
     """While active, records what the run does without touching its code: the dtype each kind of module returns
     (timm's backbone modules, the package's heads, ODE block, dynamics and the ODE state they see), whether every
-    4-D weight used is channels_last, and each data loader's first batch (pinned or not)."""
+    4-D weight of the backbone is channels_last (what `memory_format` lays out; a head's convolutions stay NCHW),
+    and each loader's first batch (pinned or not): torch's DataLoader, or `TensorBatches` on the tensor data path
+    (whose inner DataLoader of positions is left out)."""
 
     def __init__(self) -> None:
         self.dtypes: dict[str, set[str]] = defaultdict(set)
@@ -84,10 +87,10 @@ class Observer:
     def _hook(self, module: Any, args: tuple, output: Any) -> None:
         import torch
 
-        weight = getattr(module, "weight", None)
-        if isinstance(weight, torch.Tensor) and weight.dim() == 4:
-            self.channels_last[id(module)] = weight.is_contiguous(memory_format=torch.channels_last)
         origin = type(module).__module__
+        weight = getattr(module, "weight", None)
+        if isinstance(weight, torch.Tensor) and weight.dim() == 4 and origin.startswith("timm."):
+            self.channels_last[id(module)] = weight.is_contiguous(memory_format=torch.channels_last)
         key = "backbone" if origin.startswith("timm.") else type(module).__name__ \
             if origin.startswith("node_transfer.") else None
         if key is None:
@@ -106,25 +109,33 @@ class Observer:
         from torch.utils.data import DataLoader
 
         self._handle = torch.nn.modules.module.register_module_forward_hook(self._hook)
-        self._iter = DataLoader.__iter__
-        original, loaders = DataLoader.__iter__, self.loaders
+        from .tensor_images import TensorBatches
 
-        def watched(loader: DataLoader):
-            for index, batch in enumerate(original(loader)):
-                if index == 0:
-                    inputs = batch[0]
-                    loaders.append({"pin_memory": loader.pin_memory, "workers": loader.num_workers,
-                                    "pinned": bool(inputs.is_pinned()), "shape": tuple(inputs.shape)})
-                yield batch
+        self._iters = {DataLoader: DataLoader.__iter__, TensorBatches: TensorBatches.__iter__}
+        loaders = self.loaders
 
-        DataLoader.__iter__ = watched
+        def watching(original: Callable) -> Callable:
+            def watched(loader: Any):
+                if isinstance(getattr(loader, "dataset", None), range):  # TensorBatches' positions
+                    yield from original(loader)
+                    return
+                for index, batch in enumerate(original(loader)):
+                    if index == 0:
+                        inputs = batch[0]
+                        loaders.append({"loader": type(loader).__name__, "pin_memory": loader.pin_memory,
+                                        "workers": getattr(loader, "num_workers", 0),
+                                        "pinned": bool(inputs.is_pinned()), "shape": tuple(inputs.shape)})
+                    yield batch
+            return watched
+
+        for kind, original in self._iters.items():
+            kind.__iter__ = watching(original)
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        from torch.utils.data import DataLoader
-
         self._handle.remove()
-        DataLoader.__iter__ = self._iter
+        for kind, original in self._iters.items():
+            kind.__iter__ = original
 
     def all_channels_last(self) -> bool:
         return bool(self.channels_last) and all(self.channels_last.values())
@@ -267,7 +278,7 @@ def heads(context: Context, findings: Findings) -> None:
                 if not config.cache_features:
                     findings.check(f"{label}: backbone under bf16 autocast", "bfloat16" in seen.dtypes["backbone"],
                                    sorted(seen.dtypes["backbone"]))
-                findings.check(f"{label}: 4-D weights channels_last", seen.all_channels_last(),
+                findings.check(f"{label}: backbone's 4-D weights channels_last", seen.all_channels_last(),
                                f"{sum(seen.channels_last.values())}/{len(seen.channels_last)}")
                 findings.check(f"{label}: batches pinned (pin_memory)", bool(loaders) and all(
                     loader["pinned"] for loader in loaders if loader["pin_memory"]) and any(
