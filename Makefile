@@ -72,7 +72,7 @@ bench: $(STAMP)
 	for script in bench/*.py; do $(PY) $$script; done
 
 # The device check (node_transfer.gpucheck) on a machine with one CUDA GPU: every head and gradient path under bf16
-# autocast and channels_last, torchrun with NCCL, a resume after SIGTERM, predict, throughput; under 10 minutes, a
+# autocast and channels_last, torchrun with NCCL, a resume after SIGTERM, predict, throughput; under 8 minutes, a
 # report (Markdown + JSON) in GPU_CHECK_OUT. Without CUDA it stops at once (exit 2).
 GPU_CHECK_OUT ?= runs/gpu-check-$(shell date +%Y%m%d-%H%M%S)
 gpu-check: $(STAMP) fashion-mnist

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import hashlib
 import importlib
 import json
 import os
@@ -31,7 +32,7 @@ from pathlib import Path
 from .gpucheck_report import Findings, Report, status_of, tail
 
 SRC = Path(__file__).resolve().parents[1]
-DEFAULT_BUDGET = 540.0  # seconds for all sections: the whole check ends inside 10 minutes
+DEFAULT_BUDGET = 460.0  # seconds for all sections: the whole check ends inside 8 minutes
 CPU_BUDGET_SCALE = 6.0  # --device cpu: each section's budget this many times longer (a CPU is far slower)
 MIN_SECTION_SECONDS = 20.0  # a section gets at least this much of the budget, or is skipped
 STOP_GRACE_SECONDS = 15.0  # after SIGTERM at a section's time limit, before SIGKILL
@@ -55,11 +56,11 @@ SECTIONS = (
     Section("environment", "node_transfer.gpucheck_sections:environment", 60, "the GPU, its driver and the libraries"),
     Section("heads", "node_transfer.gpucheck_sections:heads", 150,
             "every head and gradient path under bf16 autocast and channels_last"),
-    # Each new CUDA process pays ~35 s of cuDNN autotuning (benchmark=True) before its first epoch ends (H200,
-    # results/gpu/report.md: the first head's epoch 35.5 s, the next ones 1-3 s): a section that starts processes
-    # has that much per process on top of its work.
-    Section("torchrun", "node_transfer.gpucheck_runs:torchrun", 130, "torchrun --nproc_per_node=1 and NCCL"),
-    Section("resume-predict", "node_transfer.gpucheck_runs:resume_and_predict", 160,
+    # Each new CUDA process pays 20-35 s of cuDNN autotuning (benchmark=True) in its first epoch (H200,
+    # results/gpu: first epochs 35.5 s and 20.7 s, the next ones 0.5-3 s); torchrun and resume-predict, which
+    # start processes, took 92 s each there.
+    Section("torchrun", "node_transfer.gpucheck_runs:torchrun", 110, "torchrun --nproc_per_node=1 and NCCL"),
+    Section("resume-predict", "node_transfer.gpucheck_runs:resume_and_predict", 110,
             "a run stopped by SIGTERM, resumed, then `predict`"),
     Section("throughput", "node_transfer.gpucheck_speed:throughput", 100,
             "images per second of the fine-tuning and head-only steps, NODE/FC, Lite0 at 32 and 224 px"),
@@ -156,11 +157,22 @@ def stop_group(process: subprocess.Popen) -> None:
 
 
 def git_commit() -> str:
+    """HEAD of the checkout the check runs from; a lent machine's copy may sit on an older HEAD with the newer
+    files on top, so `source_digest` says which code ran."""
     try:
         return subprocess.run(["git", "-C", str(SRC.parent), "rev-parse", "HEAD"], capture_output=True, text=True,
                               check=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown (no git checkout)"
+
+
+def source_digest(package: Path = Path(__file__).parent) -> str:
+    """sha256 over the package's .py files (names and contents, in name order): compare with
+    `python -c "from node_transfer.gpucheck import source_digest; print(source_digest())"` at a commit."""
+    digest = hashlib.sha256()
+    for path in sorted(package.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
 
 
 def run_check(args: argparse.Namespace, sections: tuple[Section, ...] = SECTIONS) -> int:
@@ -188,8 +200,8 @@ def run_check(args: argparse.Namespace, sections: tuple[Section, ...] = SECTIONS
     context.save(context_file)
     header = {"command": " ".join(sys.argv), "device": args.device + ("" if args.device == "cuda" else
                                                                        " (a toy-size try of the check itself)"),
-              "budget": f"{args.budget:.0f} s", "commit": git_commit(), "wheels": installed, "Fashion-MNIST": data,
-              "work": str(work)}
+              "budget": f"{args.budget:.0f} s", "commit": git_commit(), "source sha256": source_digest(),
+              "wheels": installed, "Fashion-MNIST": data, "work": str(work)}
     report = Report(out, header)
     log = out / "sections.log"
     deadline = time.monotonic() + args.budget
