@@ -3,7 +3,8 @@
 An **endpoint** (a declared test) compares two configurations of a suite (by their suite labels) on one
 statistic of the registry (`statistics.STATISTICS`) and has a role:
 
-- `primary`: one accuracy and one stability test per NODE model of the paper, each against its *matched
+- `primary`: one accuracy and one stability test per NODE model of the paper (and, where the regime can decide
+  it, one convergence test), each against its *matched
   control*: the same checkpoint, optimizer, learning-rate schedule and epochs, without the ODE (rk against
   `fc-adam`, adjoint against `fc-sgd`, the head-only NODE against the parameter-matched MLP). The primary tests
   of a study form one family, corrected by Holm (`paired.holm`).
