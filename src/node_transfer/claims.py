@@ -3,7 +3,8 @@
 An **endpoint** (a declared test) compares two configurations of a suite (by their suite labels) on one
 statistic of the registry (`statistics.STATISTICS`) and has a role:
 
-- `primary`: one accuracy and one stability test per NODE model of the paper, each against its *matched
+- `primary`: one accuracy and one stability test per NODE model of the paper (and, where the regime can decide
+  it, one convergence test), each against its *matched
   control*: the same checkpoint, optimizer, learning-rate schedule and epochs, without the ODE (rk against
   `fc-adam`, adjoint against `fc-sgd`, the head-only NODE against the parameter-matched MLP). The primary tests
   of a study form one family, corrected by Holm (`paired.holm`).
@@ -133,6 +134,32 @@ HEAD_TESTS: tuple[Endpoint, ...] = (
 )
 
 
+#: The paper's own regime (`overfit` suite): long training on 5,000 images that overfits, windows of 20+ epochs.
+#: Claim 3 gets its decidable test here: the NODE head and the FC head trained side by side from the ImageNet
+#: checkpoint with the baseline's recipe, epochs to a validation accuracy both can reach.
+OVERFIT_TESTS: tuple[Endpoint, ...] = (
+    Endpoint(1, "rk", "fc-adam", "test_acc", "primary"),
+    Endpoint(1, "adjoint", "fc-sgd", "test_acc", "primary"),
+    Endpoint(1, "rk", "baseline", "test_acc", "paper"),
+    Endpoint(1, "adjoint", "baseline", "test_acc", "paper"),
+    Endpoint(1, "rk", "mlp", "test_acc"),
+    Endpoint(1, "rk", "euler", "test_acc"),
+    Endpoint(1, "rk-imagenet", "baseline", "test_acc"),
+    *stability_tests(2, "rk", "fc-adam", "primary"),
+    *stability_tests(2, "adjoint", "fc-sgd", "primary"),
+    *stability_tests(2, "rk", "baseline", "paper"),
+    *stability_tests(2, "adjoint", "baseline", "paper"),
+    *stability_tests(2, "rk", "mlp"),
+    *stability_tests(2, "rk", "euler"),
+    *stability_tests(2, "rk-imagenet", "baseline"),
+    Endpoint(3, "rk-imagenet", "baseline", "epochs_to_target", "primary"),
+    Endpoint(3, "rk", "fc-adam", "epochs_to_target"),
+    Endpoint(3, "adjoint", "fc-sgd", "epochs_to_target"),
+    *stability_tests(4, "adjoint", "rk", "paper"),
+    Endpoint(4, "adjoint", "rk", "val_acc", "paper", kind="better"),
+)
+
+
 @dataclass(frozen=True)
 class Regime:
     """A suite directory under `results/` and the tests run on it."""
@@ -161,6 +188,8 @@ STUDIES: dict[str, Study] = {s.key: s for s in (
     Study("fashion-mnist", "Fashion-MNIST", (
         Regime("fmnist-finetune", "Fashion-MNIST, fine-tune", "paper", "fmnist", "paper-fmnist", FINETUNE_TESTS),
         Regime("fmnist-heads", "Fashion-MNIST, head-only", "heads", "fmnist", "heads-fmnist", HEAD_TESTS),
+        Regime("fmnist-overfit", "Fashion-MNIST, overfitting (the paper's regime)", "overfit", "fmnist",
+               "overfit-fmnist", OVERFIT_TESTS),
     )),
     Study("digits", "scikit-learn's digits (smoke scale)", (
         Regime("digits-finetune", "digits, fine-tune", "paper", "cpu", "paper-cpu", FINETUNE_TESTS),
