@@ -82,4 +82,4 @@ def test_the_chapter_reads_the_files_the_benchmark_writes(tmp_path):
     facts = chapter_cost_facts(tmp_path)
     assert facts["cost_rk_fc_adam"] == pytest.approx(70 / 45)
     assert facts["cost_overfit_rk_fc_adam"] == pytest.approx(25 / 15)
-    assert facts["cost_machine"] == "AMD EPYC (AVX512), 1 thread, 2026-12-05"
+    assert facts["cost_machine"] == "AMD EPYC, torch CPU capability AVX512, 1 thread, 2026-12-05"

@@ -74,7 +74,7 @@ def round_table(rounds: pd.DataFrame, suite: str) -> pd.DataFrame:
     cells = own.assign(cell=[f"{r.epoch_cpu_s:.1f} s ({r.nfe_forward:.0f}/{r.nfe_backward:.0f})"
                              for r in own.itertuples()])
     table = cells.pivot(index="arm", columns="round", values="cell").reindex(list(dict.fromkeys(own["arm"])))
-    return table.rename(columns=lambda number: f"round {number + 1}")
+    return table.rename(columns=lambda number: f"round {number + 1}").rename_axis(columns=None)
 
 
 def ratio_facts(ratios: pd.DataFrame, suite: str, prefix: str) -> dict[str, float]:
@@ -98,11 +98,12 @@ def load_arm_cost(directory: str | Path) -> tuple[pd.DataFrame, pd.DataFrame, di
 
 
 def machine_line(summary: dict[str, Any]) -> str:
-    """'AMD EPYC (AVX512), 1 thread, 2026-...': where and when the benchmark ran."""
+    """'AMD EPYC, torch CPU capability AVX512, 1 thread, 2026-12-04': where and when the benchmark ran."""
     machine = summary["machine"]
     threads = machine["torch_threads"]
     cpu, capability = machine.get("cpu", "CPU model not recorded"), machine.get("cpu_capability", "not recorded")
-    return f"{cpu} ({capability}), {threads} thread{'s' if threads != 1 else ''}, {summary['date'][:10]}"
+    return (f"{cpu}, torch CPU capability {capability}, {threads} thread{'s' if threads != 1 else ''}, "
+            f"{summary['date'][:10]}")
 
 
 def arm_cost_facts(table: pd.DataFrame, ratios: pd.DataFrame, rounds: pd.DataFrame,
