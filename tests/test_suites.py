@@ -347,8 +347,13 @@ def test_performance_facts_name_every_number_the_performance_page_states():
     ceiling = loop["matmul_peak_gflop_per_s"] * 1e3 / loop["mflop_per_image_step"]  # images/s at the matmul peak
     assert facts["loop_ceiling_ips"] == pytest.approx(ceiling)
     assert loop["settings"]["fast"] == {"memory_format": "channels_last", "data_path": "tensor"}
-    for name in ("loop_overhead", "feature_cache"):  # these record the CPU model and the kernels torch used
+    for name in ("loop_overhead", "feature_cache", "arm_cost"):  # these record the CPU model and torch's kernels
         assert summary[name]["machine"]["cpu"] and summary[name]["machine"]["cpu_capability"]
+    cost = summary["arm_cost"]  # every arm timed as a new run is configured today, the ratios from one session
+    assert all(settings == {"memory_format": "channels_last", "data_path": "tensor", "ode_backend": "lean"}
+               for settings in cost["settings"].values())
+    assert facts["ac_rk_fc_adam"] == pytest.approx(cost["value"], abs=1e-3) and cost["value"] == \
+        cost["ratios"]["paper: rk / fc-adam"]["cpu"]
 
 
 def test_strict_reproduction_ignores_where_the_checkout_lives():

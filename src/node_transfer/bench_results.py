@@ -9,6 +9,7 @@ from typing import Any
 
 import pandas as pd
 
+from .epoch_cost import arm_cost_facts
 from .heads import build_head, count_parameters
 
 # The head variants the benchmarks time, by the labels their tables carry (bench/head_cost.py and
@@ -68,7 +69,9 @@ def performance_facts(tables: dict[str, pd.DataFrame], summary: dict[str, dict])
             **_allocator(tables["allocator"], summary["allocator"]),
             **_node_step(tables["node_step"], summary["node_step"]),
             **_node_compile(tables["node_compile"], summary["node_compile"]),
-            **_lean_equivalence(summary["lean_equivalence"])}
+            **_lean_equivalence(summary["lean_equivalence"]),
+            **arm_cost_facts(tables["arm_cost"], tables["arm_cost-ratios"], tables["arm_cost-rounds"],
+                             summary["arm_cost"])}
 
 
 def _verdict(passed: bool) -> str:

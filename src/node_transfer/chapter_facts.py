@@ -16,6 +16,7 @@ import pandas as pd
 from .answer import confound_kinds, target_reach
 from .claims import PAPER, PAPER_CLAIMS, Regime
 from .convergence import LADDER
+from .epoch_cost import chapter_cost_facts
 from .findings import StudyData, one_cpu_model, primary
 from .statistics import by_seed, statistic
 from .suite_results import suite_compute, suite_progress
@@ -94,8 +95,8 @@ def compute_table(results: str | Path, pattern: str = "*-fmnist") -> pd.DataFram
 
 
 def cost_ratios(runs: pd.DataFrame, a: str, b: str) -> pd.Series:
-    """Seconds per epoch of a over b, per seed where both runs recorded the same CPU model (different loads and
-    sessions remain: a range, not a measurement of the head's cost)."""
+    """Seconds per epoch of a over b as the runs recorded them, per seed where both recorded the same CPU model
+    (different loads and sessions remain: a range, not a measurement of the head's cost; `epoch_cost` has that)."""
     same = runs[runs["label"].isin([a, b])].groupby("seed")["cpu"].agg(lambda c: c.notna().all() and c.nunique() == 1)
     seeds = same[same].index
     ratio = by_seed(runs, a, "seconds_per_epoch") / by_seed(runs, b, "seconds_per_epoch")
@@ -182,7 +183,7 @@ def not_finished(results: str | Path, data: StudyData) -> str:
 
 def reproducing_facts(data: StudyData, table: pd.DataFrame, results: str | Path | None = None) -> dict[str, Any]:
     """Every number and phrase the reproducing chapter's prose states, by the name it glues it under (with
-    `results`, also what has not finished)."""
+    `results`, also what has not finished and what a NODE epoch costs, from `results/bench`)."""
     labels = primary(table)["verdict_holm"]
     facts: dict[str, Any] = {
         "primary_tests": len(labels), "margin": statistic("test_acc").minimum * 100,
@@ -215,6 +216,7 @@ def reproducing_facts(data: StudyData, table: pd.DataFrame, results: str | Path 
     facts["runs_total"] = len(cpus)
     if results is not None:
         facts["not_finished"] = not_finished(results, data)
+        facts.update(chapter_cost_facts(Path(results) / "bench"))  # a NODE epoch's cost, from one session
     return facts
 
 

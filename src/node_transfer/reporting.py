@@ -50,8 +50,8 @@ def paper_tables(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
                        "paper train/val/test %": "/".join(f"{paper[k] * 100:.1f}" for k in ("train", "val", "test"))
                        if paper else "–"})
         table2.append({"model": name, "epochs": fmt(group["epochs"], digits=0),
-                       "time (s)": fmt(group["seconds"], digits=1),
-                       "s / epoch": fmt(group["seconds_per_epoch"], digits=2),
+                       "time (s), as recorded": fmt(group["seconds"], digits=1),
+                       "s / epoch, as recorded": fmt(group["seconds_per_epoch"], digits=2),
                        "NFE fwd / batch": fmt(group["nfe_forward"], digits=1),
                        "NFE bwd / batch": fmt(group["nfe_backward"], digits=1),
                        "head params": _params(group),
