@@ -50,7 +50,7 @@ PROFILE_EPOCHS = {
 OVERFIT_EPOCHS = {"cpu": (8, 6), "gpu": (200, 100), "fmnist": (60, 40)}
 # The adjoint arm's SGD (and its control's) in the overfitting regime: odenet_mnist's 0.1 (the paper suite's) wrecks
 # the converged baseline there. Fashion-MNIST seed 0 at 0.1 (results/pilots/overfit-sgd-lr0.1): fc-sgd's training
-# loss went from the baseline's 0.01 to 1.04 by epoch 12 (validation accuracy 0.56), the adjoint arm to NaN at
+# loss went from the baseline's 0.10 to 1.04 by epoch 12 (validation accuracy 0.56), the adjoint arm to NaN at
 # epoch 7; both arms then measure recovery from a broken network, not their heads. 10x lower, for both.
 OVERFIT_SGD_LR = 0.01
 OVERFIT_SCALE: dict[str, dict[str, Any]] = {"fmnist": dict(train_subset=5000), "cpu": {}, "gpu": {}}
