@@ -138,3 +138,13 @@ def test_the_readme_command_checks_and_writes(tmp_path, monkeypatch, capsys):
     readme.write_text("# no markers\n")
     with pytest.raises(ValueError, match="no answer section"):
         readmes.write_readmes(tmp_path)
+
+
+def test_a_difference_from_one_paired_seed_is_shown_without_an_interval():
+    from node_transfer.answer import _interval
+
+    row = {"name": "test_acc", "unit": "points", "difference": 0.01, "ci_low": float("nan"),
+           "ci_high": float("nan"), "n": 1}
+    assert _interval(pd.Series(row)) == "+0.01 points (one seed, no interval)"
+    row.update(n=3, ci_low=-0.2, ci_high=0.25)
+    assert _interval(pd.Series(row)) == "+0.01 [-0.20, +0.25] points"

@@ -24,9 +24,11 @@ BACKBONE_NAMES = {"tf_efficientnet_lite0": "EfficientNet-Lite0", "efficientnet_b
 
 
 def _interval(row: pd.Series) -> str:
-    """'-0.04 [-0.21, +0.12] points' in the statistic's display units."""
+    """'-0.04 [-0.21, +0.12] points' in the statistic's display units; one paired seed has no interval."""
     unit = f" {row['unit']}" if row["unit"] else ""
     digits = statistic(row["name"]).digits
+    if not row["n"] >= 2:
+        return f"{row['difference']:+.{digits}f}{unit} (one seed, no interval)"
     return f"{row['difference']:+.{digits}f} [{row['ci_low']:+.{digits}f}, {row['ci_high']:+.{digits}f}]{unit}"
 
 

@@ -188,7 +188,7 @@ STUDIES: dict[str, Study] = {s.key: s for s in (
     Study("fashion-mnist", "Fashion-MNIST", (
         Regime("fmnist-finetune", "Fashion-MNIST, fine-tune", "paper", "fmnist", "paper-fmnist", FINETUNE_TESTS),
         Regime("fmnist-heads", "Fashion-MNIST, head-only", "heads", "fmnist", "heads-fmnist", HEAD_TESTS),
-        Regime("fmnist-overfit", "Fashion-MNIST, overfitting (the paper's regime)", "overfit", "fmnist",
+        Regime("fmnist-overfit", "Fashion-MNIST, overfitting", "overfit", "fmnist",
                "overfit-fmnist", OVERFIT_TESTS),
     )),
     Study("digits", "scikit-learn's digits (smoke scale)", (
