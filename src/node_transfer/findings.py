@@ -14,20 +14,21 @@ from pathlib import Path
 import pandas as pd
 
 from .claims import ANSWER_STUDY, Regime, study, study_of
-from .suite_results import load_suite, run_cpu
+from .rundir import machine_of
+from .suite_results import load_suite
 from .verdicts import DECLARED, Options, family_table
 
 StudyData = dict[Regime, tuple[pd.DataFrame, pd.DataFrame]]
 
 
 def load_regimes(paths: dict[Regime, Path]) -> StudyData:
-    """Each regime whose directory has finished runs: its runs (with the CPU model each recorded, `cpu`) and
-    histories."""
+    """Each regime whose directory has finished runs: its runs (with the CPU model and capability each recorded,
+    `cpu`) and histories."""
     data = {}
     for regime, path in paths.items():
         runs, histories = load_suite(path)
         if len(runs):
-            runs["cpu"] = [run_cpu(path, run_dir) for run_dir in runs["run_dir"]]
+            runs["cpu"] = [machine_of(path / run_dir) for run_dir in runs["run_dir"]]
             data[regime] = (runs, histories)
     return data
 

@@ -12,10 +12,13 @@ from pathlib import Path
 import pandas as pd
 
 from .answer import readme_answer
-from .suite_results import suite_compute, suite_progress
+from .rundir import machine_of
+from .suite_results import load_suite, suite_compute, suite_progress
 
 ANSWER = "answer"
 PROGRESS = "progress"
+MACHINES = "machines"
+NOT_RECORDED = "not recorded"
 
 
 def markers(name: str) -> tuple[str, str]:
@@ -39,11 +42,36 @@ def progress_markdown(results: str | Path) -> str:
     return pd.DataFrame(rows).to_markdown(index=False)
 
 
+def seeds_by_machine(suite_dir: Path) -> dict[str, list[int]]:
+    """{machine: seeds} of a suite's finished runs: a seed's machine is the CPU model and capability its runs
+    recorded ("not recorded" where none did; two machines joined by " + " where its runs disagree)."""
+    runs, _ = load_suite(suite_dir)
+    machines: dict[str, list[int]] = {}
+    for seed, group in runs.groupby("seed") if len(runs) else ():
+        made_on = sorted({machine_of(suite_dir / run_dir) or NOT_RECORDED for run_dir in group["run_dir"]})
+        recorded = [m for m in made_on if m != NOT_RECORDED]
+        key = " + ".join(recorded) + (f" ({NOT_RECORDED} for some runs)" if NOT_RECORDED in made_on else "") \
+            if recorded else NOT_RECORDED
+        machines.setdefault(key, []).append(int(seed))
+    return machines
+
+
+def machines_markdown(results: str | Path) -> str:
+    """Per committed suite, which machine (CPU model and torch's capability, as the runs recorded) made which
+    seeds: a seed's runs are paired with each other, so one machine per seed."""
+    rows = []
+    for suite_dir in sorted(path.parent for path in Path(results).glob("*/suite.json")):
+        for machine, seeds in seeds_by_machine(suite_dir).items():
+            rows.append({"suite": suite_dir.name, "made on": machine, "seeds": ", ".join(map(str, seeds))})
+    return pd.DataFrame(rows).to_markdown(index=False)
+
+
 def sections(root: str | Path) -> dict[Path, dict[str, str]]:
     """What each README's generated sections should hold: {path: {marker name: text}}."""
     root = Path(root)
     return {root / "README.md": {ANSWER: readme_answer(root / "results")},
-            root / "results" / "README.md": {PROGRESS: progress_markdown(root / "results")}}
+            root / "results" / "README.md": {PROGRESS: progress_markdown(root / "results"),
+                                             MACHINES: machines_markdown(root / "results")}}
 
 
 def section_text(text: str, name: str) -> str | None:

@@ -247,3 +247,11 @@ def epoch_line(record: dict[str, Any], epochs: int) -> str:
     nfe = f", NFE {record['nfe_forward']:.1f}" if record["solver"] != "none" else ""
     return (f"epoch {record['epoch']}/{epochs}: train loss {record['train_loss']:.4f} acc {record['train_acc']:.3f}, "
             f"val loss {record['val_loss']:.4f} acc {record['val_acc']:.3f}{nfe}, {record['seconds']:.1f} s")
+
+
+def machine_of(run_dir: Path) -> str | None:
+    """The CPU model and torch's CPU capability a run was made on ("MODEL (CAPABILITY)"), None when unrecorded."""
+    if not (run_dir / "config.json").is_file():
+        return None
+    versions = read_json(run_dir / "config.json", "run configuration").get("versions", {})
+    return f"{versions['cpu']} ({versions.get('cpu_capability', '?')})" if versions.get("cpu") else None

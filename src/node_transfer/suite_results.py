@@ -6,7 +6,6 @@ recorded, the seeds planned against those finished, its compute, and its data an
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pandas as pd
@@ -68,12 +67,6 @@ def load_suite(suite_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         return pd.DataFrame(), pd.DataFrame()
     runs = pd.read_csv(path)
     return runs, load_histories(Path(suite_dir), runs)
-
-
-def run_cpu(suite_dir: Path, run_dir: str) -> str | None:
-    """The CPU model a run recorded in its config.json (`versions.cpu`); None for runs made before it was."""
-    path = Path(suite_dir) / run_dir / "config.json"
-    return json.loads(path.read_text()).get("versions", {}).get("cpu") if path.is_file() else None
 
 
 def suite_compute(suite_dir: str | Path) -> dict[str, float | int | str]:

@@ -21,7 +21,7 @@ from .config import ExperimentConfig
 from .errors import ConfigError
 from .experiment import cpu_description
 from .rebuild import needs_rebuild, rebuild_dir
-from .rundir import lock, read_history, read_json, unlock
+from .rundir import lock, machine_of, read_history, read_json, unlock
 from .scheduling import Scheduler, Task
 from .speed import FAST, LEGACY
 from .statistics import stability_statistics
@@ -189,14 +189,6 @@ def _tasks(name: str, out: Path, planned: list[tuple[SuiteRun, int, ExperimentCo
     for task in tasks.values():
         task.after &= set(tasks)  # bases finished earlier are no dependency
     return list(tasks.values())
-
-
-def machine_of(run_dir: Path) -> str | None:
-    """The CPU model and torch's CPU capability a run was made on ("MODEL (CAPABILITY)"), None when unrecorded."""
-    if not (run_dir / "config.json").is_file():
-        return None
-    versions = read_json(run_dir / "config.json", "run configuration").get("versions", {})
-    return f"{versions['cpu']} ({versions.get('cpu_capability', '?')})" if versions.get("cpu") else None
 
 
 def check_one_machine_per_seed(out: Path, seeds: set[int], machine: dict[str, str]) -> None:
