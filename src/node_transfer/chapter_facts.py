@@ -18,6 +18,7 @@ from .claims import PAPER, PAPER_CLAIMS, Regime
 from .convergence import LADDER
 from .epoch_cost import chapter_cost_facts
 from .findings import StudyData, one_cpu_model, primary
+from .overfit_facts import overfit_facts
 from .statistics import by_seed, statistic
 from .suite_results import suite_compute, suite_progress
 
@@ -204,6 +205,12 @@ def reproducing_facts(data: StudyData, table: pd.DataFrame, results: str | Path 
     if len(heads[0]):
         facts.update(_heads_facts(*heads))
         facts["hd_one_cpu_seeds"] = ", ".join(map(str, sorted(one_cpu_model(heads[0])))) or "none"
+    overfit = regime_data(data, "overfit")
+    if len(overfit[0]):
+        directory = next(regime.directory for regime in data if regime.suite == "overfit")
+        planned = int(suite_progress(Path(results) / directory)["seeds planned"].max()) if results is not None \
+            else int(overfit[0]["seed"].nunique())
+        facts.update(overfit_facts(*overfit, planned))
     reach = target_reach(data)
     arms = {(regime.title, label) for regime in data for test in regime.primary() for label in (test.a, test.b)}
     facts["paper_target_reach"] = ", ".join(f"{label} {text}" for (title, label), text in reach.items()
