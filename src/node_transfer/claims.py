@@ -99,7 +99,9 @@ def stability_tests(claim: int, a: str, b: str, role: str = "exploratory") -> tu
                  for name in STABILITY)
 
 
-FINETUNE_TESTS: tuple[Endpoint, ...] = (
+#: Claims 1 and 2 for the paper's two NODE models continued from the baseline, in both regimes that continue them:
+#: against their matched controls (primary), the baseline (the paper's comparison) and the other heads.
+CONTINUED_ARM_TESTS: tuple[Endpoint, ...] = (
     Endpoint(1, "rk", "fc-adam", "test_acc", "primary"),
     Endpoint(1, "adjoint", "fc-sgd", "test_acc", "primary"),
     Endpoint(1, "rk", "baseline", "test_acc", "paper"),
@@ -112,6 +114,10 @@ FINETUNE_TESTS: tuple[Endpoint, ...] = (
     *stability_tests(2, "adjoint", "baseline", "paper"),
     *stability_tests(2, "rk", "mlp"),
     *stability_tests(2, "rk", "euler"),
+)
+
+FINETUNE_TESTS: tuple[Endpoint, ...] = (
+    *CONTINUED_ARM_TESTS,
     Endpoint(3, "rk", "fc-adam", "epochs_to_target"),
     Endpoint(3, "adjoint", "fc-sgd", "epochs_to_target"),
     *stability_tests(4, "adjoint", "rk", "paper"),
@@ -141,19 +147,8 @@ HEAD_TESTS: tuple[Endpoint, ...] = (
 #: Claim 3 gets its decidable test here: the NODE head and the FC head trained side by side from the ImageNet
 #: checkpoint with the baseline's recipe, epochs to a validation accuracy both can reach.
 OVERFIT_TESTS: tuple[Endpoint, ...] = (
-    Endpoint(1, "rk", "fc-adam", "test_acc", "primary"),
-    Endpoint(1, "adjoint", "fc-sgd", "test_acc", "primary"),
-    Endpoint(1, "rk", "baseline", "test_acc", "paper"),
-    Endpoint(1, "adjoint", "baseline", "test_acc", "paper"),
-    Endpoint(1, "rk", "mlp", "test_acc"),
-    Endpoint(1, "rk", "euler", "test_acc"),
+    *CONTINUED_ARM_TESTS,
     Endpoint(1, "rk-imagenet", "baseline", "test_acc"),
-    *stability_tests(2, "rk", "fc-adam", "primary"),
-    *stability_tests(2, "adjoint", "fc-sgd", "primary"),
-    *stability_tests(2, "rk", "baseline", "paper"),
-    *stability_tests(2, "adjoint", "baseline", "paper"),
-    *stability_tests(2, "rk", "mlp"),
-    *stability_tests(2, "rk", "euler"),
     *stability_tests(2, "rk-imagenet", "baseline"),
     Endpoint(3, "rk-imagenet", "baseline", "epochs_to_target", "primary"),
     Endpoint(3, "rk", "fc-adam", "epochs_to_target"),
