@@ -158,6 +158,13 @@ def _heads_facts(runs: pd.DataFrame, histories: pd.DataFrame) -> dict[str, Any]:
     facts.update(hd_fc_train_final=float(last["fc"]), hd_mlp_train_final=float(last["mlp"]),
                  hd_fc_still_falling="still falling in every seed over its last five epochs: at this learning rate it "
                  "has not converged" if falling["fc"] else "levelling off over its last five epochs")
+    converged = runs[runs["label"] == "fc-converged"]  # the linear probe trained until its val loss stops falling
+    if len(converged):
+        facts.update(hd_converged_seeds=", ".join(map(str, sorted(converged["seed"]))),
+                     hd_converged_epochs_min=int(converged["epochs"].min()),
+                     hd_converged_epochs_max=int(converged["epochs"].max()),
+                     hd_converged_gain=float((by_seed(runs, "fc-converged", "test_acc")
+                                              - by_seed(runs, "fc", "test_acc")).dropna().mean() * 100))
     adjoint = runs[runs["label"] == "node-adjoint"]
     facts["hd_adjoint_seeds"] = len(adjoint)
     facts["hd_adjoint_max_seed"] = int(adjoint.loc[adjoint["nfe_forward"].idxmax(), "seed"])
