@@ -57,7 +57,7 @@ def _measured(rows: pd.DataFrame, corrected: bool) -> str:
     for regime, group in rows.groupby("regime", sort=False):
         seeds = sorted(set(group["n"]))
         count = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
-        groups.append(f"{regime.split(', ')[-1]} ({count} seeds): " +
+        groups.append(f"{regime.split(', ')[-1]} ({count} seed{'' if count == '1' else 's'}): " +
                       ", ".join(_piece(row, corrected) for _, row in group.iterrows()))
     return "; ".join(groups)
 
