@@ -76,6 +76,9 @@ def test_the_intro_states_one_sentence_per_claim_with_its_numbers(fashion):
     assert "Holm" in sentences[1] and ("exploratory" in sentences[3]) != claim_3_primary
     assert "overfits more slowly" in sentences[2]  # the head-only NODE's lower validation-loss rise, relabelled
     assert "CIFAR-10" in facts["scope"] and "has not been run" in facts["scope"]
+    line = facts["bottom_line"]  # the answer in one sentence, first: primary tests counted by their Holm label
+    assert line.startswith("**In short:**") and f"Of the {facts['primary_tests']} primary tests" in line
+    assert f"{facts['primary_undecided']} are undecided" in line
     for number in sentences:  # the first screen's one sentence per claim: the paper, the measurement, the label
         short = facts[f"claim_{number}"]
         assert short.startswith(f"**{number}. ") and "The paper:" in short and len(short) < len(sentences[number])

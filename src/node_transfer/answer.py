@@ -186,6 +186,26 @@ def scope_sentence(data: StudyData) -> str:
             "scale, CIFAR-10 with EfficientNet-B0 on a GPU, has not been run.")
 
 
+def bottom_line(table: pd.DataFrame) -> str:
+    """The answer in one sentence: the primary tests by their Holm label, naming those that decided something and
+    counting those that rest on one paired seed so far."""
+    rows = primary(table)
+    decided = rows[rows["verdict_holm"] != "undecided"]
+    named = "; ".join(f"{row['a']} − {row['b']} ({row['regime'].split(', ')[-1]}, {row['statistic']}): "
+                      f"**{row['verdict_holm']}**" for _, row in decided.iterrows())
+    one_seed = int(((rows["verdict_holm"] == "undecided") & (rows["n"] < 2)).sum())
+    undecided = int((rows["verdict_holm"] == "undecided").sum())
+    waiting = f", {one_seed} of them on one paired seed so far" if one_seed else ""
+    # the paper's claims 2-4 say the NODE is better, so "holds" there is a gain; claim 1 says "the same"
+    better = rows[((rows["claim"] != 1) & (rows["verdict_holm"] == "holds"))
+                  | ((rows["claim"] == 1) & rows["verdict_holm"].str.startswith("higher"))]
+    gains = (f"{len(better)} primary test{'s' if len(better) != 1 else ''} found the NODE block better than its "
+             f"matched control" if len(better) else "No primary test found the NODE block better than its matched "
+             "control")
+    return (f"**In short:** {gains}. Of the {len(rows)} primary tests, {len(decided)} decided something "
+            f"({named or 'none'}) and {undecided} are undecided{waiting}.")
+
+
 def answer_facts(results: str | Path) -> dict[str, str | int]:
     """What the intro states, by the name it glues it under: per numbered claim one sentence for the first screen
     (`claim_1`...) and the full account (`detail_1`...), the claims as a numbered list (`claims_list`), the scope,
@@ -197,6 +217,7 @@ def answer_facts(results: str | Path) -> dict[str, str | int]:
     facts.update({f"detail_{n}": text for n, text in claim_sentences(table, target_reach(data)).items()})
     facts["claims_list"] = "\n".join(f"{n}. **{c.title}**: {c.paper}." for n, c in PAPER_CLAIMS.items() if n)
     labels = primary(table)["verdict_holm"]
+    facts["bottom_line"] = bottom_line(table)
     facts.update(scope=scope_sentence(data), primary_tests=len(labels), primary_hold=int((labels == "holds").sum()),
                  primary_fail=int((labels == "does not hold").sum()),
                  primary_undecided=int((labels == "undecided").sum()),
@@ -211,5 +232,5 @@ def readme_answer(results: str | Path) -> str:
     claims = " ".join(str(facts[key]) for key in sorted(k for k in facts if k.startswith("claim_")))
     return (f"**What we found**, testing each claim of the paper against its matched control (the same training "
             f"without the ODE; seed-paired differences with 95 % intervals, primary tests Holm-corrected over "
-            f"{facts['primary_tests']}): {claims} {facts['scope']} The book's introduction says what each label "
-            "means and how sure each is.")
+            f"{facts['primary_tests']}): {facts['bottom_line']} {claims} {facts['scope']} The book's introduction "
+            "says what each label means and how sure each is.")
