@@ -7,10 +7,8 @@ so a run's own test images are classified exactly as its test accuracy counted t
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,16 +135,3 @@ def write_csv(predictions: list[Prediction], handle) -> None:
     for prediction in predictions:
         writer.writerow([prediction.path] + [v for _, name, p in prediction.top for v in (name, f"{p:.6f}")])
 
-
-def main_predict(args: argparse.Namespace) -> int:
-    paths = image_paths(args.images)
-    predictions = predict(load_predictor(args.run_dir, args.device), paths, args.top, args.batch_size)
-    if args.csv == "-":
-        write_csv(predictions, sys.stdout)
-    else:
-        for prediction in predictions:
-            print(format_prediction(prediction))
-        if args.csv:
-            with open(args.csv, "w", newline="") as handle:
-                write_csv(predictions, handle)
-    return 0
