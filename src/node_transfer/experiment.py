@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import torch.distributed as torch_dist
 
-from . import rundir
+from . import __version__, rundir
 from .backbones import create_backbone
 from .config import ExperimentConfig
 from .data import DataSplits, build_datasets
@@ -43,8 +43,6 @@ def library_versions() -> dict[str, str]:
     import timm
     import torchdiffeq
     import torchvision
-
-    from . import __version__
 
     return {"python": sys.version.split()[0], "torch": torch.__version__, "torchvision": torchvision.__version__,
             "timm": timm.__version__, "torchdiffeq": getattr(torchdiffeq, "__version__", "unknown"),

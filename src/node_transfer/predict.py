@@ -15,8 +15,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 
+from .backbones import create_backbone
+from .checkpoints import load_checkpoint
+from .config import ExperimentConfig
+from .data import make_transforms
 from .errors import ConfigError, DataError
+from .model import TransferModel, apply_memory_format, head_from_config
+from .speed import settle
+from .tensor_images import BatchTransform
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
@@ -42,14 +50,6 @@ class Prediction:
 
 def load_predictor(run_dir: str | Path, device: str = "auto", checkpoint: str = "best.pt") -> Predictor:
     """Rebuild a run's model from `config.json` and `checkpoint` (no pretrained weights are fetched)."""
-    from .backbones import create_backbone
-    from .checkpoints import load_checkpoint
-    from .config import ExperimentConfig
-    from .data import make_transforms
-    from .model import TransferModel, apply_memory_format, head_from_config
-    from .speed import settle
-    from .tensor_images import BatchTransform
-
     run_dir = Path(run_dir)
     config_path, weights_path = run_dir / "config.json", run_dir / checkpoint
     if not config_path.is_file() or not weights_path.is_file():
@@ -91,9 +91,7 @@ def image_paths(inputs: Iterable[str | Path]) -> list[Path]:
     return paths
 
 
-def _load_image(path: Path):
-    from PIL import Image, UnidentifiedImageError
-
+def _load_image(path: Path) -> Image.Image:
     try:
         with Image.open(path) as image:
             return image.convert("RGB")
