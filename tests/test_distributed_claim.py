@@ -33,6 +33,7 @@ except Exception as exc:
 outcome["seconds"] = time.perf_counter() - started
 with open(f"{folder}/rank{rank}.json", "w") as handle:
     json.dump(outcome, handle)
+dist.destroy_process_group()
 """
 
 

@@ -112,6 +112,7 @@ def main_rank_decides(dist: DistInfo, action: Callable[[], T], what: str,
         outcome = [None if error is None else f"{error.__class__.__name__}: {error}"]
         try:
             torch_dist.broadcast_object_list(outcome, src=0, group=group)
+            torch_dist.barrier(group=group)  # every rank has the answer before any tears the group down
         except RuntimeError as exc:  # gloo's timeout, or rank 0 gone
             if dist.is_main:
                 if error is not None:
