@@ -1,8 +1,11 @@
-"""The package's shape: no import cycle among its modules (function-local imports included), small modules,
-and a config that imports no torch."""
+"""The package's shape: no import cycle among its modules (function-local imports included), imports that only
+go down its layers, small modules, and a config (and the result readers) that load no torch."""
 
 import ast
 import copy
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,8 +17,33 @@ MAX_LINES = 300
 TOO_LONG: set[str] = set()
 CYCLE_EDGES: set[tuple[str, str]] = set()  # (importer, imported): function-local imports that close a cycle
 
-# The config and what it imports must stay light: `import node_transfer.config` loads no torch by itself.
-TORCH_FREE = ("choices", "config", "errors", "solvers", "speed")
+# Modules that must load no torch when imported (in a fresh interpreter, through the package's __init__): the
+# config and what it imports, the command line's parser, and the readers of committed results.
+TORCH_FREE = ("choices", "cli", "config", "errors", "solvers", "speed", "suite_results", "reporting", "suites")
+
+# The config and what it imports at module level (checked statically below, beside the run-time check).
+CONFIG_SIDE = ("choices", "config", "errors", "solvers", "speed")
+
+# The layers, lowest first: a module imports (at module level or inside a function) only modules of its own layer
+# or of a lower one. A new module is declared here, or the test below fails.
+LAYERS: dict[str, tuple[str, ...]] = {
+    "foundations": ("errors", "choices", "solvers", "speed", "config", "checkpoints", "rundir", "distributed",
+                    "memory", "calibration"),
+    "ODE numerics": ("lean_rk", "lean_backend", "torchdiffeq_backend", "torchode_backend", "dynamics", "ode"),
+    "model": ("backbones", "heads", "model", "tensor_images", "data"),
+    "one run": ("features", "optim", "resume", "rebuild", "training", "experiment", "predict"),
+    "many runs": ("suites", "notebooks", "scheduling", "cluster", "suite_runner", "suite_results"),
+    "analysis": ("statistics", "paired", "claims", "convergence", "verdicts", "findings", "plots", "sweeps",
+                 "answer", "epoch_cost", "bench_results", "chapter_facts", "reporting"),
+    "pages and CLI": ("readmes", "book_cache", "commands", "cli", "__main__", "gpucheck", "gpucheck_carry",
+                      "gpucheck_report", "gpucheck_runs", "gpucheck_sections", "gpucheck_speed"),
+}
+# (importer, imported) -> why it goes up: each a known exception, to be removed when the code moves.
+UPWARD_EDGES = {
+    ("config", "backbones"): "validate() asks timm whether the backbone exists (imported there: config loads no "
+                             "torch)",
+    ("suite_runner", "statistics"): "runs.csv carries each run's stability statistics, computed as it is written",
+}
 
 
 def _modules() -> dict[str, ast.Module]:
@@ -128,9 +156,47 @@ def test_modules_stay_small(name):
     assert lines <= MAX_LINES, f"{name}.py has {lines} lines (at most {MAX_LINES}): split it"
 
 
+def layer_of() -> dict[str, int]:
+    return {module: rank for rank, modules in enumerate(LAYERS.values()) for module in modules}
+
+
+def upward_imports(graph: dict[str, set[str]], layers: dict[str, int]) -> list[str]:
+    """Every import of a module from a higher layer than the importer's, as 'a (layer) -> b (layer)'."""
+    names = list(LAYERS)
+    return [f"{a} ({names[layers[a]]}) -> {b} ({names[layers[b]]})" for a in sorted(graph) for b in sorted(graph[a])
+            if a in layers and b in layers and layers[b] > layers[a] and (a, b) not in UPWARD_EDGES]
+
+
+def test_every_module_has_one_layer():
+    declared = [m for modules in LAYERS.values() for m in modules]
+    assert len(declared) == len(set(declared)), "a module is declared in two layers"
+    assert set(declared) == {p.stem for p in PACKAGE.glob("*.py")} - {"__init__"}
+
+
+def test_the_layer_rule_sees_an_upward_import():
+    layers = {"errors": 0, "training": 3}
+    assert upward_imports({"errors": {"training"}, "training": {"errors"}}, layers) == [
+        "errors (foundations) -> training (one run)"]
+
+
+def test_imports_only_go_down_the_layers():
+    assert upward_imports(import_graph(), layer_of()) == []
+    graph = import_graph()
+    stale = [edge for edge in UPWARD_EDGES if edge[1] not in graph.get(edge[0], set())]
+    assert not stale, f"exceptions that no longer exist: remove them from UPWARD_EDGES: {stale}"
+
+
+@pytest.mark.parametrize("name", TORCH_FREE)
+def test_light_modules_load_no_torch(name):
+    """Imported in a fresh interpreter (the package __init__ included), the module leaves torch unloaded."""
+    code = f"import sys, node_transfer.{name}; sys.exit('torch' in sys.modules)"
+    env = {**os.environ, "PYTHONPATH": str(PACKAGE.parent) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    assert subprocess.run([sys.executable, "-c", code], env=env).returncode == 0, f"{name} imports torch"
+
+
 def test_the_config_side_imports_no_torch_at_module_level():
     trees = _modules()
-    for name in TORCH_FREE:
+    for name in CONFIG_SIDE:
         for node in trees[name].body:  # module level only: a function may import torch when it runs
             imported = []
             if isinstance(node, ast.Import):
@@ -139,4 +205,4 @@ def test_the_config_side_imports_no_torch_at_module_level():
                 imported = [node.module or ""]
             assert not [m for m in imported if m.split(".")[0] in ("torch", "torchdiffeq", "torchode", "timm")], name
             if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
-                assert node.module in TORCH_FREE, f"{name} imports .{node.module}, which is not torch-free"
+                assert node.module in CONFIG_SIDE, f"{name} imports .{node.module}, which is not torch-free"

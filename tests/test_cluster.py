@@ -122,7 +122,7 @@ def test_slurm_options_from_the_command_line():
     args = build_parser().parse_args(["suite", "paper", "--executor", "slurm", "--slurm-partition", "gpu",
                                       "--slurm-time", "90", "--slurm-setup", "module load cuda", "--slurm-option",
                                       "account=proj", "--slurm-option=--qos=long"])
-    options = slurm_options(args)
+    options = slurm_options(**{k: v for k, v in vars(args).items() if k.startswith("slurm_")})
     assert (options.partition, options.time_min, options.gpus_per_job, options.setup, options.extra) == (
         "gpu", 90, 1, ["module load cuda"], {"account": "proj", "qos": "long"})
     assert args.jobs is None  # no limit on SLURM unless --jobs is given

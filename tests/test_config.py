@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from node_transfer.cli import build_parser, config_from_args, main
+from node_transfer.cli import build_parser, config_options, main
 from node_transfer.config import ExperimentConfig
 from node_transfer.errors import ConfigError
 
@@ -118,9 +118,10 @@ def test_config_round_trips_through_json_and_the_cli(tmp_path):
     assert ExperimentConfig.from_json(path) == config
     args = build_parser().parse_args(["run", "--head", "fc", "--lr", "0.05", "--target-val-acc", "0.9",
                                       "--adjoint", "--step-size", "0.1"])
-    assert config_from_args(args) == config
+    assert ExperimentConfig.from_dict(config_options(args)) == config
     args = build_parser().parse_args(["run", "--no-adjoint", "--init-from", "none"])
-    assert config_from_args(args).adjoint is False and config_from_args(args).init_from is None
+    parsed = ExperimentConfig.from_dict(config_options(args))
+    assert parsed.adjoint is False and parsed.init_from is None
 
 
 def test_defaults_are_valid_and_ints_are_accepted_for_floats():
@@ -146,5 +147,5 @@ def test_help_shows_one_spelling_and_both_are_accepted(capsys):
     assert out.count("--data-dir DATA_DIR") == 2 and "--data_dir" not in out  # usage line + option list
     assert out.count("--freeze-backbone, --no-freeze-backbone") == 1 and "--freeze_backbone" not in out
     args = build_parser().parse_args(["run", "--data_dir", "d", "--freeze_backbone", "--no-cache_features"])
-    config = config_from_args(args)
+    config = ExperimentConfig.from_dict(config_options(args))
     assert config.data_dir == "d" and config.freeze_backbone and not config.cache_features

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from node_transfer import gpucheck
-from node_transfer.cli import build_parser, config_from_args
+from node_transfer.cli import build_parser, config_options
 from node_transfer.config import ExperimentConfig
 from node_transfer.gpucheck import Section, main, run_check
 from node_transfer.gpucheck_report import Findings, Report, markdown_table
@@ -136,7 +136,7 @@ def test_the_check_runs_what_the_command_line_runs():
     for label, changes in HEAD_PATHS:
         config = check_config(context, label, changes)
         args = build_parser().parse_args(["run", *cli_arguments(config)])
-        assert config_from_args(args) == ExperimentConfig.from_dict(config)
+        assert ExperimentConfig.from_dict(config_options(args)) == ExperimentConfig.from_dict(config)
         assert config["device"] == "cuda" and config["batch_size"] == 128 and config.get("amp", True) is True
 
 

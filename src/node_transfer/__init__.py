@@ -15,15 +15,43 @@ How the paper's claims are tested (each module's docstring has the details):
   README state, `chapter_facts` and `sweeps` what the results chapters glue.
 """
 
-from .config import ExperimentConfig
-from .dynamics import ConvDynamics, MLPDynamics
-from .errors import BackboneError, ConfigError, DataError, ODESolveError, TrainingError
-from .heads import FCHead, NODEHead, build_head, count_parameters
-from .ode import ODEBlock
-from .solvers import solver_names
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+#: Public name -> the module that defines it. Resolved on first use (PEP 562), so `import node_transfer.config`
+#: or `node_transfer.errors` loads no torch: the CLI's parser, suite listings and config checks stay light.
+_EXPORTS = {
+    "ExperimentConfig": "config", "ConvDynamics": "dynamics", "MLPDynamics": "dynamics",
+    "BackboneError": "errors", "ConfigError": "errors", "DataError": "errors", "ODESolveError": "errors",
+    "TrainingError": "errors", "FCHead": "heads", "NODEHead": "heads", "build_head": "heads",
+    "count_parameters": "heads", "ODEBlock": "ode", "solver_names": "solvers",
+}
 __all__ = [
     "BackboneError", "ConfigError", "ConvDynamics", "DataError", "ExperimentConfig", "FCHead", "MLPDynamics",
     "NODEHead", "ODEBlock", "ODESolveError", "TrainingError", "build_head", "count_parameters", "solver_names",
 ]
+
+if TYPE_CHECKING:
+    from .config import ExperimentConfig
+    from .dynamics import ConvDynamics, MLPDynamics
+    from .errors import BackboneError, ConfigError, DataError, ODESolveError, TrainingError
+    from .heads import FCHead, NODEHead, build_head, count_parameters
+    from .ode import ODEBlock
+    from .solvers import solver_names
+
+
+def __getattr__(name: str) -> Any:
+    """`node_transfer.NAME` for a public name: import its module now (and keep the value for next time)."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

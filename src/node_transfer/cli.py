@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import typing
 from dataclasses import MISSING, fields
-from pathlib import Path
 from typing import Any
 
 from .config import ExperimentConfig
@@ -46,17 +44,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
                                     default=argparse.SUPPRESS, help=shown, metavar=f.name.upper())
 
 
-def config_from_args(namespace: argparse.Namespace) -> ExperimentConfig:
-    """The options given; with --resume, the run's saved configuration (last.pt, else config.json) overridden
-    by those given."""
+def config_options(namespace: argparse.Namespace) -> dict[str, Any]:
+    """The config options given on the command line (those not given are left to the config's defaults)."""
     names = set(ExperimentConfig.field_names())
-    given = {k: v for k, v in vars(namespace).items() if k in names}
-    if given.get("resume") and given.get("out"):
-        from .rundir import saved_config
-
-        stored = saved_config(Path(given["out"]))
-        given = {**{k: stored[k] for k in names if k in stored}, **given}
-    return ExperimentConfig.from_dict(given)
+    return {k: v for k, v in vars(namespace).items() if k in names}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,10 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     suite.add_argument("--seeds", type=int, default=1, help="runs per configuration (with --resume: as "
                        "many as the suite has, or more to extend it)")
     suite.add_argument("--out", default=None, help="suite directory (must not exist, unless --resume)")
-    suite.add_argument("--list", action="store_true", help="list suites and their configurations")
+    suite.add_argument("--list", dest="list_suites", action="store_true",
+                       help="list suites and their configurations")
     suite.add_argument("--resume", action="store_true",
                        help="continue an interrupted suite in --out: keep finished runs, resume the rest")
-    suite.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+    suite.add_argument("--set", dest="overrides", action="append", default=[], metavar="NAME=VALUE",
                        help="override a parameter in every configuration (JSON value), e.g. --set epochs=2")
     suite.add_argument("--only", nargs="+", metavar="LABEL", default=None,
                        help="run only these configurations of the suite (see --list)")
@@ -111,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("run_dir", help="a finished run directory (config.json, best.pt)")
     predict.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files or folders of images")
     predict.add_argument("--top", type=int, default=3, help="classes shown per image (default: 3)")
-    predict.add_argument("--csv", nargs="?", const="-", default=None, metavar="FILE",
+    predict.add_argument("--csv", dest="csv_file", nargs="?", const="-", default=None, metavar="FILE",
                          help="also write CSV (path, class_1, probability_1, ...) to FILE; without FILE, print "
                          "CSV instead of lines")
     predict.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="(default: auto)")
@@ -128,52 +120,25 @@ def build_parser() -> argparse.ArgumentParser:
     notebooks = sub.add_parser("notebooks", help="convert the book's jupytext pages to .ipynb (for nbval), or "
                                "strip images from executed notebooks")
     notebooks.add_argument("--out", help="folder for the converted pages")
-    notebooks.add_argument("--strip-images", nargs="+", metavar="NOTEBOOK", help="executed notebooks to strip")
+    notebooks.add_argument("--strip-images", dest="strip_images_from", nargs="+", metavar="NOTEBOOK",
+                           help="executed notebooks to strip")
     notebooks.add_argument("--scripts", metavar="DIR", help="also write the pages' code cells as scripts (for ruff)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse, then hand the arguments to the command's handler in `commands`; errors become messages and exit codes."""
     args = build_parser().parse_args(argv)
+    from . import commands  # here, not at the top: parsing and --help load no torch
+
+    arguments = {k: v for k, v in vars(args).items() if k != "command"}
+    handlers = {"suite": commands.suite_command, "report": commands.report_command,
+                "predict": commands.predict_command, "readme": commands.readme_command,
+                "demo": commands.demo_command, "notebooks": commands.notebooks_command}
     try:
         if args.command == "run":
-            from .experiment import run_experiment
-
-            run_dir = run_experiment(config_from_args(args), progress=not args.quiet)
-            if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, the run directory is printed once
-                print(run_dir)
-        elif args.command == "suite":
-            from .commands import main_suite
-
-            return main_suite(args)
-        elif args.command == "report":
-            from .commands import main_report
-
-            return main_report(args)
-        elif args.command == "predict":
-            from .predict import main_predict
-
-            return main_predict(args)
-        elif args.command == "readme":
-            from .notebooks import book_dir
-            from .readmes import write_readmes
-
-            stale = write_readmes(book_dir().parent, check=args.check)
-            for section in stale:
-                print(f"{'out of date' if args.check else 'written'}: {section}")
-            return 1 if args.check and stale else 0
-        elif args.command == "demo":
-            from .commands import main_demo
-
-            return main_demo(args)
-        elif args.command == "notebooks":
-            from .notebooks import book_scripts, convert_book, strip_images
-
-            for path in args.strip_images or []:
-                print(f"{path}: {strip_images(path)} output(s) removed")
-            for path in (convert_book(args.out) if args.out else []) + (book_scripts(args.scripts) if args.scripts
-                                                                        else []):
-                print(path)
+            return commands.run_command(config_options(args), quiet=args.quiet)
+        return handlers[args.command](**arguments)
     except ConfigError as exc:
         print(f"node-transfer: error: {exc}", file=sys.stderr)
         return 2
@@ -183,7 +148,6 @@ def main(argv: list[str] | None = None) -> int:
     except Interrupted as exc:
         print(f"node-transfer: {exc}", file=sys.stderr)
         return 128 + exc.signum
-    return 0
 
 
 if __name__ == "__main__":

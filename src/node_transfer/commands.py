@@ -1,60 +1,98 @@
-"""The handlers of `node-transfer suite`, `demo` and `report`: they run suites and print their tables."""
+"""The handlers of every `node-transfer` subcommand, each taking plain arguments (`cli.py` only parses).
+
+Each handler's parameters are named as the parser's destinations, so `cli.main` passes them through by name;
+each prints what the command shows and returns its exit status.
+"""
 
 from __future__ import annotations
 
-import argparse
+import os
+import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from .cluster import SlurmOptions
+from .config import ExperimentConfig
 from .errors import ConfigError, DataError
+from .experiment import run_experiment
+from .notebooks import book_dir, book_scripts, convert_book, strip_images
+from .predict import format_prediction, image_paths, load_predictor, predict, write_csv
+from .readmes import write_readmes
 from .reporting import paper_tables, write_report, write_run_report
+from .rundir import saved_config
 from .suite_runner import parse_overrides, run_suite
 from .suites import CPU_BASE, PAPER_MODELS, SUITES
 
 
-def main_suite(args: argparse.Namespace) -> int:
-    if args.list or not args.name:
-        for name, builder in SUITES.items():
-            print(f"{name}: {builder.__doc__.strip()}")
-            for run in builder(args.profile):
+def config_for_run(options: dict[str, Any]) -> ExperimentConfig:
+    """The options given; with resume, the run's saved configuration (last.pt, else config.json) overridden
+    by those given."""
+    if options.get("resume") and options.get("out"):
+        stored = saved_config(Path(options["out"]))
+        options = {**{k: stored[k] for k in ExperimentConfig.field_names() if k in stored}, **options}
+    return ExperimentConfig.from_dict(options)
+
+
+def run_command(options: dict[str, Any], quiet: bool = False) -> int:
+    """`node-transfer run`: one experiment from its config options; prints its run directory last."""
+    run_dir = run_experiment(config_for_run(options), progress=not quiet)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, the run directory is printed once
+        print(run_dir)
+    return 0
+
+
+def suite_command(name: str | None, profile: str = "cpu", seeds: int = 1, out: str | None = None,
+                  list_suites: bool = False, resume: bool = False, overrides: list[str] | None = None,
+                  only: list[str] | None = None, only_seeds: list[int] | None = None, jobs: int | None = None,
+                  in_process: bool = False, executor: str = "threads", slurm_partition: str | None = None,
+                  slurm_gpus_per_job: int = 1, slurm_cpus_per_job: int | None = None, slurm_time: int | None = None,
+                  slurm_setup: list[str] | None = None, slurm_option: list[str] | None = None) -> int:
+    """`node-transfer suite`: list the suites, or run one (papermill or in process, on threads or submitit)."""
+    if list_suites or not name:
+        for suite_name, builder in SUITES.items():
+            print(f"{suite_name}: {builder.__doc__.strip()}")
+            for run in builder(profile):
                 print(f"    {run.label:18s} " + ", ".join(f"{k}={v}" for k, v in sorted(run.params.items())
                                                           if k not in CPU_BASE or k == "epochs"))
         return 0
-    out = run_suite(args.name, args.profile, args.seeds, args.out, parse_overrides(args.set),
-                    use_papermill=not args.in_process, resume=args.resume,
-                    labels=tuple(args.only) if args.only else None, jobs=args.jobs,
-                    only_seeds=tuple(args.only_seeds) if args.only_seeds else None, executor=args.executor,
-                    slurm=slurm_options(args))
+    slurm = slurm_options(slurm_partition, slurm_gpus_per_job, slurm_cpus_per_job, slurm_time, slurm_setup or [],
+                          slurm_option or [])
+    out = run_suite(name, profile, seeds, out, parse_overrides(overrides or []),
+                    use_papermill=not in_process, resume=resume,
+                    labels=tuple(only) if only else None, jobs=jobs,
+                    only_seeds=tuple(only_seeds) if only_seeds else None, executor=executor,
+                    slurm=slurm)
     print(out)
     return 0
 
 
-def slurm_options(args: argparse.Namespace) -> SlurmOptions:
+def slurm_options(slurm_partition: str | None = None, slurm_gpus_per_job: int = 1,
+                  slurm_cpus_per_job: int | None = None, slurm_time: int | None = None,
+                  slurm_setup: list[str] | None = None, slurm_option: list[str] | None = None) -> SlurmOptions:
     """The --slurm-* options; each --slurm-option NAME=VALUE is passed to sbatch as --NAME=VALUE."""
     extra = {}
-    for item in args.slurm_option:
+    for item in slurm_option or []:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
             raise ConfigError("slurm_option", item, "NAME=VALUE, e.g. account=myproject")
         extra[name.strip().removeprefix("--")] = value
-    for name in ("slurm_gpus_per_job", "slurm_cpus_per_job", "slurm_time"):
-        value = getattr(args, name)
+    for name, value in (("slurm_gpus_per_job", slurm_gpus_per_job), ("slurm_cpus_per_job", slurm_cpus_per_job),
+                        ("slurm_time", slurm_time)):
         if value is not None and value < (0 if name == "slurm_gpus_per_job" else 1):
             raise ConfigError(name, value, "a positive integer" + (" or 0" if name == "slurm_gpus_per_job" else ""))
-    return SlurmOptions(partition=args.slurm_partition, gpus_per_job=args.slurm_gpus_per_job,
-                        cpus_per_job=args.slurm_cpus_per_job, time_min=args.slurm_time, setup=list(args.slurm_setup),
-                        extra=extra)
+    return SlurmOptions(partition=slurm_partition, gpus_per_job=slurm_gpus_per_job, cpus_per_job=slurm_cpus_per_job,
+                        time_min=slurm_time, setup=list(slurm_setup or []), extra=extra)
 
 
-def main_demo(args: argparse.Namespace) -> int:
+def demo_command(out: str | None = None, seeds: int = 1) -> int:
     """`make demo`: the paper's three models at small scale, offline, and its Tables I and II."""
-    out = Path(args.out) if args.out else Path("runs") / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
+    out = Path(out) if out else Path("runs") / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
     started = time.perf_counter()
-    run_suite("paper", "cpu", args.seeds, out, use_papermill=False, labels=PAPER_MODELS)
+    run_suite("paper", "cpu", seeds, out, use_papermill=False, labels=PAPER_MODELS)
     tables = paper_tables(pd.read_csv(out / "runs.csv"))
     for title, table in tables.items():
         print(f"\n{title}\n{table.to_markdown(index=False)}")
@@ -63,12 +101,47 @@ def main_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def main_report(args: argparse.Namespace) -> int:
-    directory = Path(args.directory)
+def report_command(directory: str, out: str | None = None) -> int:
+    """`node-transfer report`: the tables and figures of a suite directory, or of one run directory."""
+    directory = Path(directory)
     if not directory.is_dir():
         raise DataError(f"{str(directory)!r} is not a suite or run directory")
     single = not (directory / "suite.json").exists() and (directory / "metrics.json").exists()
-    out = write_run_report(directory, args.out) if single else write_report(directory, args.out)
+    out = write_run_report(directory, out) if single else write_report(directory, out)
     print((out / "tables.md").read_text())
     print(out)
+    return 0
+
+
+def predict_command(run_dir: str, images: list[str], top: int = 3, csv_file: str | None = None,
+                    device: str = "auto", batch_size: int = 64) -> int:
+    """`node-transfer predict`: per image its top classes, as lines or CSV (`csv_file` "-": CSV on stdout)."""
+    paths = image_paths(images)
+    predictions = predict(load_predictor(run_dir, device), paths, top, batch_size)
+    if csv_file == "-":
+        write_csv(predictions, sys.stdout)
+    else:
+        for prediction in predictions:
+            print(format_prediction(prediction))
+        if csv_file:
+            with open(csv_file, "w", newline="") as handle:
+                write_csv(predictions, handle)
+    return 0
+
+
+def readme_command(check: bool = False) -> int:
+    """`node-transfer readme`: rewrite (or with `check`, only compare) the README sections made from results."""
+    stale = write_readmes(book_dir().parent, check=check)
+    for section in stale:
+        print(f"{'out of date' if check else 'written'}: {section}")
+    return 1 if check and stale else 0
+
+
+def notebooks_command(out: str | None = None, strip_images_from: list[str] | None = None,
+                      scripts: str | None = None) -> int:
+    """`node-transfer notebooks`: convert the book's pages to .ipynb (or scripts), or strip images from notebooks."""
+    for path in strip_images_from or []:
+        print(f"{path}: {strip_images(path)} output(s) removed")
+    for path in (convert_book(out) if out else []) + (book_scripts(scripts) if scripts else []):
+        print(path)
     return 0

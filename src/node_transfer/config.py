@@ -16,14 +16,12 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .choices import ACTIVATIONS, HEADS, NODE_STATES, REGULARIZATIONS
+from .choices import ACTIVATIONS, HEADS, NODE_STATES, OPTIMIZERS, REGULARIZATIONS, SCHEDULES
 from .errors import ConfigError
 from .solvers import DEFAULT_BACKEND, FAILURE_POLICIES, ODE_BACKENDS, SolverSettings, check_adjoint, check_fallback
 from .speed import DATA_PATHS, MEMORY_FORMATS, with_legacy
 
 DATASETS = ("cifar10", "digits", "fashion-mnist", "imagefolder")  # data.py imports this one list
-OPTIMIZERS = ("adam", "sgd")
-SCHEDULES = ("none", "cosine", "step")
 DEVICES = ("auto", "cpu", "cuda")
 
 

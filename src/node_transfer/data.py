@@ -27,6 +27,7 @@ from torchvision.transforms import InterpolationMode
 
 from .config import DATASETS  # the one list of names (config stays light: it does not import this module)
 from .errors import ConfigError, DataError
+from .tensor_images import BatchTransform, tensor_split
 
 __all__ = ["DATASETS", "DataSplits", "build_datasets", "make_transforms"]
 
@@ -268,8 +269,6 @@ def build_datasets(dataset: str, data_dir: str, download: bool, image_size: int,
     train_tf = make_transforms(data_config, image_size, train=augment, dataset=dataset)
     eval_tf = make_transforms(data_config, image_size, train=False, dataset=dataset)
     if data_path == "tensor":  # decoded once with the evaluation transform's resize; the rest on the batch
-        from .tensor_images import BatchTransform, tensor_split
-
         resize, train_t, eval_t = (eval_tf.transforms[0], BatchTransform.for_dataset(data_config, dataset, augment),
                                    BatchTransform.for_dataset(data_config, dataset, False))
         return DataSplits(train=tensor_split(train_base, train_idx, resize, train_t),

@@ -5,11 +5,20 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import TypeVar
 
 import torch
 import torch.distributed as torch_dist
+
+from .errors import RunDirError
+
+T = TypeVar("T")
+#: How long the other ranks wait to hear whether rank 0 claimed the run directory (mkdir and a lock: seconds at
+#: most, even on a shared file system); past it they stop with a message instead of waiting for ever.
+CLAIM_TIMEOUT_S = 120.0
 
 
 @dataclass
@@ -81,3 +90,42 @@ def main_rank_first(dist: DistInfo) -> Iterator[None]:
     yield
     if dist.active and dist.is_main:
         torch_dist.barrier()
+
+
+def main_rank_decides(dist: DistInfo, action: Callable[[], T], what: str,
+                      timeout_s: float = CLAIM_TIMEOUT_S) -> T | None:
+    """Rank 0 runs `action` (the other ranks get None); every rank learns within `timeout_s` whether it worked.
+
+    When it fails, rank 0 raises its own error and every other rank a RunDirError that carries it; when rank 0
+    says nothing in time (it died or hangs), the others raise a RunDirError saying so. The answer travels on a
+    gloo group of its own with that timeout, so the run's long collectives keep the process group's."""
+    if not dist.active:
+        return action()
+    group = torch_dist.new_group(backend="gloo", timeout=timedelta(seconds=timeout_s))
+    try:
+        result, error = None, None
+        if dist.is_main:
+            try:
+                result = action()
+            except Exception as exc:  # every rank must hear of it, whatever it is
+                error = exc
+        outcome = [None if error is None else f"{error.__class__.__name__}: {error}"]
+        try:
+            torch_dist.broadcast_object_list(outcome, src=0, group=group)
+            torch_dist.barrier(group=group)  # every rank has the answer before any tears the group down
+        except RuntimeError as exc:  # gloo's timeout, or rank 0 gone
+            if dist.is_main:
+                if error is not None:
+                    raise error from None
+                raise RunDirError(f"rank 0: the other ranks did not hear within {timeout_s:g} s that it could {what} "
+                                  f"({exc.__class__.__name__}: {str(exc)[:200]})") from None
+            raise RunDirError(f"rank {dist.rank}: rank 0 did not say within {timeout_s:g} s whether it could "
+                              f"{what} ({exc.__class__.__name__}: {str(exc)[:200]}); see rank 0's output") from None
+        if error is not None:
+            raise error
+        if outcome[0] is not None:
+            raise RunDirError(f"rank {dist.rank}: rank 0 could not {what}: {outcome[0]}")
+        return result
+    finally:
+        with contextlib.suppress(Exception):
+            torch_dist.destroy_process_group(group)

@@ -22,11 +22,11 @@ from typing import Any
 import torch
 import torch.distributed as torch_dist
 
-from . import rundir
+from . import __version__, rundir
 from .backbones import create_backbone
 from .config import ExperimentConfig
 from .data import DataSplits, build_datasets
-from .distributed import DistInfo, init_distributed, main_rank_first, resolve_device
+from .distributed import DistInfo, init_distributed, main_rank_decides, main_rank_first, resolve_device
 from .errors import BackboneError, ConfigError, DataError, Interrupted, RunDirError, TrainingError
 from .features import cached_feature_sets
 from .memory import peak_memory_mb
@@ -43,8 +43,6 @@ def library_versions() -> dict[str, str]:
     import timm
     import torchdiffeq
     import torchvision
-
-    from . import __version__
 
     return {"python": sys.version.split()[0], "torch": torch.__version__, "torchvision": torchvision.__version__,
             "timm": timm.__version__, "torchdiffeq": getattr(torchdiffeq, "__version__", "unknown"),
@@ -181,9 +179,9 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> Path:
             print(f"{run_dir} is finished ({resume_point['epoch']} epochs): nothing to do, metrics.json kept; "
                   f"pass a larger epochs (or another target_val_acc or patience) to extend it", file=sys.stderr)
             return run_dir
-    handle, created = rundir.claim_run_dir(run_dir, resume_point is not None) if dist.is_main else (None, False)
-    if dist.active:
-        torch_dist.barrier()
+    claimed = main_rank_decides(dist, lambda: rundir.claim_run_dir(run_dir, resume_point is not None),
+                                f"claim the run directory {run_dir}")
+    handle, created = claimed if claimed is not None else (None, False)
     try:
         try:
             with signals_as_errors():

@@ -12,6 +12,7 @@ import torch
 from torch.utils.data import Dataset, TensorDataset
 from tqdm.auto import tqdm
 
+from .checkpoints import atomic_save
 from .config import ExperimentConfig
 from .model import TransferModel
 from .speed import LEGACY, uses_channels_last
@@ -68,8 +69,6 @@ def feature_cache_key(config: ExperimentConfig, pool: bool, device: str = "cpu",
 
 def cached_feature_sets(prepared: Prepared, progress: bool = True) -> list[torch.utils.data.TensorDataset]:
     """Train/val/test features of the frozen backbone, from `feature_cache` when it holds them."""
-    from .checkpoints import atomic_save
-
     config, model, splits = prepared.config, prepared.model, prepared.splits
     pool = config.head == "fc" or config.node_state == "vector"
     batch_size = max(config.batch_size, MIN_FEATURE_BATCH)

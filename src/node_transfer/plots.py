@@ -8,6 +8,8 @@ import matplotlib.pyplot as plt
 import matplotlib.ticker
 import pandas as pd
 
+from .statistics import statistic
+
 CURVES = [("train_acc", "train accuracy"), ("train_loss", "train loss"), ("val_acc", "validation accuracy"),
           ("val_loss", "validation loss")]
 
@@ -85,8 +87,6 @@ def plot_estimation(tests: pd.DataFrame, columns: int = 3, verdict_column: str =
     """Per test (a row of `verdicts.family_table`, its `result` holding the per-seed differences): each seed's
     paired difference a - b as a point (labelled by seed), the mean with its 95% interval, zero, and the band of
     ± the minimum effect of interest (the equivalence margin), one panel per test, in display units."""
-    from .statistics import statistic
-
     rows = list(tests.iterrows())
     columns = max(1, min(columns, len(rows)))
     lines = max(1, -(-len(rows) // columns))

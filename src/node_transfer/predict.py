@@ -7,18 +7,24 @@ so a run's own test images are classified exactly as its test accuracy counted t
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, UnidentifiedImageError
 
+from .backbones import create_backbone
+from .checkpoints import load_checkpoint
+from .config import ExperimentConfig
+from .data import make_transforms
 from .errors import ConfigError, DataError
+from .model import TransferModel, apply_memory_format, head_from_config
+from .speed import settle
+from .tensor_images import BatchTransform
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
@@ -44,14 +50,6 @@ class Prediction:
 
 def load_predictor(run_dir: str | Path, device: str = "auto", checkpoint: str = "best.pt") -> Predictor:
     """Rebuild a run's model from `config.json` and `checkpoint` (no pretrained weights are fetched)."""
-    from .backbones import create_backbone
-    from .checkpoints import load_checkpoint
-    from .config import ExperimentConfig
-    from .data import make_transforms
-    from .model import TransferModel, apply_memory_format, head_from_config
-    from .speed import settle
-    from .tensor_images import BatchTransform
-
     run_dir = Path(run_dir)
     config_path, weights_path = run_dir / "config.json", run_dir / checkpoint
     if not config_path.is_file() or not weights_path.is_file():
@@ -93,9 +91,7 @@ def image_paths(inputs: Iterable[str | Path]) -> list[Path]:
     return paths
 
 
-def _load_image(path: Path):
-    from PIL import Image, UnidentifiedImageError
-
+def _load_image(path: Path) -> Image.Image:
     try:
         with Image.open(path) as image:
             return image.convert("RGB")
@@ -137,16 +133,3 @@ def write_csv(predictions: list[Prediction], handle) -> None:
     for prediction in predictions:
         writer.writerow([prediction.path] + [v for _, name, p in prediction.top for v in (name, f"{p:.6f}")])
 
-
-def main_predict(args: argparse.Namespace) -> int:
-    paths = image_paths(args.images)
-    predictions = predict(load_predictor(args.run_dir, args.device), paths, args.top, args.batch_size)
-    if args.csv == "-":
-        write_csv(predictions, sys.stdout)
-    else:
-        for prediction in predictions:
-            print(format_prediction(prediction))
-        if args.csv:
-            with open(args.csv, "w", newline="") as handle:
-                write_csv(predictions, handle)
-    return 0
