@@ -14,7 +14,6 @@ from pathlib import Path
 import pandas as pd
 
 from .claims import ANSWER_STUDY, Regime, study, study_of
-from .rundir import machine_of
 from .suite_results import load_suite
 from .verdicts import DECLARED, Options, family_table
 
@@ -24,6 +23,8 @@ StudyData = dict[Regime, tuple[pd.DataFrame, pd.DataFrame]]
 def load_regimes(paths: dict[Regime, Path]) -> StudyData:
     """Each regime whose directory has finished runs: its runs (with the CPU model and capability each recorded,
     `cpu`) and histories."""
+    from .rundir import machine_of  # rundir loads torch (checkpoints); the analysis stays light without it
+
     data = {}
     for regime, path in paths.items():
         runs, histories = load_suite(path)

@@ -12,7 +12,6 @@ from pathlib import Path
 import pandas as pd
 
 from .answer import readme_answer
-from .rundir import machine_of
 from .suite_results import load_suite, suite_compute, suite_progress
 
 ANSWER = "answer"
@@ -45,6 +44,8 @@ def progress_markdown(results: str | Path) -> str:
 def seeds_by_machine(suite_dir: Path) -> dict[str, list[int]]:
     """{machine: seeds} of a suite's finished runs: a seed's machine is the CPU model and capability its runs
     recorded ("not recorded" where none did; two machines joined by " + " where its runs disagree)."""
+    from .rundir import machine_of  # rundir loads torch (checkpoints)
+
     runs, _ = load_suite(suite_dir)
     machines: dict[str, list[int]] = {}
     for seed, group in runs.groupby("seed") if len(runs) else ():
