@@ -7,12 +7,12 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import pandas as pd
-
 from .cluster import SlurmOptions
 from .errors import ConfigError, DataError
 from .reporting import paper_tables, write_report, write_run_report
+from .rundir import METRICS
 from .suite_runner import parse_overrides, run_suite
+from .suitedir import RUNS_ROOT, SUITE_META, TABLES, read_runs_table
 from .suites import CPU_BASE, PAPER_MODELS, SUITES
 
 
@@ -52,10 +52,10 @@ def slurm_options(args: argparse.Namespace) -> SlurmOptions:
 
 def main_demo(args: argparse.Namespace) -> int:
     """`make demo`: the paper's three models at small scale, offline, and its Tables I and II."""
-    out = Path(args.out) if args.out else Path("runs") / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
+    out = Path(args.out) if args.out else RUNS_ROOT / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
     started = time.perf_counter()
     run_suite("paper", "cpu", args.seeds, out, use_papermill=False, labels=PAPER_MODELS)
-    tables = paper_tables(pd.read_csv(out / "runs.csv"))
+    tables = paper_tables(read_runs_table(out))
     for title, table in tables.items():
         print(f"\n{title}\n{table.to_markdown(index=False)}")
     print(f"\ndemo wall time: {time.perf_counter() - started:.0f} s")
@@ -67,8 +67,8 @@ def main_report(args: argparse.Namespace) -> int:
     directory = Path(args.directory)
     if not directory.is_dir():
         raise DataError(f"{str(directory)!r} is not a suite or run directory")
-    single = not (directory / "suite.json").exists() and (directory / "metrics.json").exists()
+    single = not (directory / SUITE_META).exists() and (directory / METRICS).exists()
     out = write_run_report(directory, args.out) if single else write_report(directory, args.out)
-    print((out / "tables.md").read_text())
+    print((out / TABLES).read_text())
     print(out)
     return 0

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from .errors import ConfigError, DataError
+from .rundir import BEST, CONFIG
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 
@@ -42,7 +43,7 @@ class Prediction:
     top: list[tuple[int, str, float]]
 
 
-def load_predictor(run_dir: str | Path, device: str = "auto", checkpoint: str = "best.pt") -> Predictor:
+def load_predictor(run_dir: str | Path, device: str = "auto", checkpoint: str = BEST) -> Predictor:
     """Rebuild a run's model from `config.json` and `checkpoint` (no pretrained weights are fetched)."""
     from .backbones import create_backbone
     from .checkpoints import load_checkpoint
@@ -53,9 +54,9 @@ def load_predictor(run_dir: str | Path, device: str = "auto", checkpoint: str = 
     from .tensor_images import BatchTransform
 
     run_dir = Path(run_dir)
-    config_path, weights_path = run_dir / "config.json", run_dir / checkpoint
+    config_path, weights_path = run_dir / CONFIG, run_dir / checkpoint
     if not config_path.is_file() or not weights_path.is_file():
-        raise ConfigError("run_dir", str(run_dir), f"a finished run directory holding config.json and {checkpoint}")
+        raise ConfigError("run_dir", str(run_dir), f"a finished run directory holding {CONFIG} and {checkpoint}")
     resolved = json.loads(config_path.read_text())
     config = settle(ExperimentConfig.from_saved(resolved), None)  # a run made before a setting: as it was made
     backbone, _ = create_backbone(config.backbone, "none")  # every weight comes from the checkpoint

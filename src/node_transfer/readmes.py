@@ -12,7 +12,9 @@ from pathlib import Path
 import pandas as pd
 
 from .answer import readme_answer
+from .atomic import atomic_write_text
 from .suite_results import suite_compute, suite_progress
+from .suitedir import SUITE_META
 
 ANSWER = "answer"
 PROGRESS = "progress"
@@ -28,7 +30,7 @@ def progress_markdown(results: str | Path) -> str:
     """Per committed suite: its configurations grouped by seeds finished against planned, and its compute."""
     results = Path(results)
     rows = []
-    for suite_dir in sorted(path.parent for path in results.glob("*/suite.json")):
+    for suite_dir in sorted(path.parent for path in results.glob(f"*/{SUITE_META}")):
         progress = suite_progress(suite_dir)
         groups = progress.groupby(["seeds finished", "seeds planned"], sort=False)["configuration"].apply(list)
         finished = "; ".join(f"{', '.join(labels)}: {done} of {planned}"
@@ -67,5 +69,5 @@ def write_readmes(root: str | Path, check: bool = False) -> list[str]:
                 begin, end = markers(name)
                 text = text.replace(f"{begin}\n{current}\n{end}", f"{begin}\n{body}\n{end}")
         if not check:
-            path.write_text(text)
+            atomic_write_text(text, path)
     return stale
