@@ -2,14 +2,13 @@
 
 The one writer of every file the package leaves behind (checkpoints, run and suite metadata, histories, the
 feature cache, reports): a kill or a full disk at any moment leaves the old file or the new one, never a torn one
-and no temporary file. A write that fails raises `FileWriteError` naming the file and the cause ("no space left on
+and no temporary file. A write that fails raises `FileWriteError` naming the file and the cause ("No space left on
 device" for a full disk), which the command line reports with exit code 1.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import signal
 import tempfile
@@ -62,7 +61,8 @@ def os_error_in(exc: BaseException) -> OSError | None:
 
 def write_failure(path: Path, cause: OSError, existed: bool) -> FileWriteError:
     """The error for a file that could not be written: its path, the cause in words, what is kept."""
-    reason = "no space left on device" if cause.errno == errno.ENOSPC else (cause.strerror or str(cause))
+    # the system's words: "No space left on device" for a full disk (ENOSPC)
+    reason = cause.strerror or (os.strerror(cause.errno) if cause.errno else str(cause))
     kept = f"the previous {path.name} is kept" if existed else "nothing was written"
     return FileWriteError(f"cannot write {path}: {reason} ({kept})")
 

@@ -1,4 +1,5 @@
-"""The run directory: its file names, their atomic writing and reading, its lock, and the checkpoint pair's consistency.
+"""The run directory: its file names, their reading and writing (atomic, through `atomic`), its lock, and the
+checkpoint pair's consistency.
 
 `last.pt` is written before `best.pt`, and a `best.pt` always holds the epoch that `last.pt` names as best once
 both are written. A kill between the two writes leaves `last.pt` naming as best its own epoch, whose weights
