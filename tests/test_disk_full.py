@@ -151,4 +151,4 @@ def test_a_full_disk_while_a_report_or_suite_file_is_written_exits_1(tmp_path, c
     with monkeypatch.context() as patch:
         refused = refuse_writes_to(patch, lambda path: path.name == "suite.json")
         ends_cleanly(capsys, ["suite", "smoke", "--in-process", "--out", str(suite)], str(suite / "suite.json"))
-        assert refused == ["suite.json"] and not (suite / "suite.json").exists() and no_temp_files(suite)
+        assert refused == ["suite.json"] and not suite.exists()  # nothing left: the same command can start again

@@ -130,12 +130,15 @@ def run_suite(name: str, profile: str = "cpu", seeds: int = 1, out: str | Path |
                           "(or pass resume=True / --resume to continue the suite in it)")
     scheduler = Scheduler(out, meta, jobs, use_papermill, progress) if executor == "threads" else \
         SubmititScheduler(out, meta, jobs, progress, executor, slurm)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     handle = lock(out, "suite")  # two suite processes in one directory would overwrite each other's suite.json
     try:
         _run_planned(name, out, meta, planned, resume, scheduler)
     finally:
         unlock(handle, out)
+        if created and not any(out.iterdir()):  # failed before its first file (a full disk): the suite can start again
+            out.rmdir()
     return out
 
 
