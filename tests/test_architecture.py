@@ -27,8 +27,8 @@ CONFIG_SIDE = ("choices", "config", "errors", "solvers", "speed")
 # The layers, lowest first: a module imports (at module level or inside a function) only modules of its own layer
 # or of a lower one. A new module is declared here, or the test below fails.
 LAYERS: dict[str, tuple[str, ...]] = {
-    "foundations": ("errors", "choices", "solvers", "speed", "config", "checkpoints", "rundir", "distributed",
-                    "memory", "calibration"),
+    "foundations": ("errors", "atomic", "choices", "solvers", "speed", "config", "checkpoints", "rundir", "distributed",
+                    "suitedir", "memory", "calibration"),
     "ODE numerics": ("lean_rk", "lean_backend", "torchdiffeq_backend", "torchode_backend", "dynamics", "ode"),
     "model": ("backbones", "heads", "model", "tensor_images", "data"),
     "one run": ("features", "optim", "resume", "rebuild", "training", "experiment", "predict"),

@@ -21,6 +21,7 @@ from .findings import StudyData, one_cpu_model, primary
 from .overfit_facts import overfit_facts
 from .statistics import by_seed, statistic
 from .suite_results import suite_compute, suite_progress
+from .suitedir import SUITE_META
 
 
 def regime_data(data: StudyData, suite: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -91,7 +92,7 @@ def seed_table(data: StudyData) -> pd.DataFrame:
 def compute_table(results: str | Path, pattern: str = "*-fmnist") -> pd.DataFrame:
     """Per suite directory under `results` matching `pattern`: runs finished, hours of run time added up (every
     run's own wall time) and of the suite's wall time (less where runs went two at a time)."""
-    rows = [suite_compute(path.parent) for path in sorted(Path(results).glob(f"{pattern}/suite.json"))]
+    rows = [suite_compute(path.parent) for path in sorted(Path(results).glob(f"{pattern}/{SUITE_META}"))]
     return pd.DataFrame(rows).round({"run hours": 1, "wall hours": 1})
 
 

@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = sub.add_parser("predict", help="classify images with a finished run: per image its top classes and "
                              "probabilities")
-    predict.add_argument("run_dir", help="a finished run directory (config.json, best.pt)")
+    predict.add_argument("run_dir", help="a finished run directory (its configuration and best checkpoint)")
     predict.add_argument("images", nargs="+", metavar="IMAGE_OR_FOLDER", help="image files or folders of images")
     predict.add_argument("--top", type=int, default=3, help="classes shown per image (default: 3)")
     predict.add_argument("--csv", dest="csv_file", nargs="?", const="-", default=None, metavar="FILE",

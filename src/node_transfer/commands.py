@@ -13,8 +13,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from .cluster import SlurmOptions
 from .config import ExperimentConfig
 from .errors import ConfigError, DataError
@@ -23,8 +21,9 @@ from .notebooks import book_dir, book_scripts, convert_book, strip_images
 from .predict import format_prediction, image_paths, load_predictor, predict, write_csv
 from .readmes import write_readmes
 from .reporting import paper_tables, write_report, write_run_report
-from .rundir import saved_config
+from .rundir import METRICS, saved_config
 from .suite_runner import parse_overrides, run_suite
+from .suitedir import RUNS_ROOT, SUITE_META, TABLES, read_runs_table
 from .suites import CPU_BASE, PAPER_MODELS, SUITES
 
 
@@ -90,10 +89,10 @@ def slurm_options(slurm_partition: str | None = None, slurm_gpus_per_job: int = 
 
 def demo_command(out: str | None = None, seeds: int = 1) -> int:
     """`make demo`: the paper's three models at small scale, offline, and its Tables I and II."""
-    out = Path(out) if out else Path("runs") / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
+    out = Path(out) if out else RUNS_ROOT / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
     started = time.perf_counter()
     run_suite("paper", "cpu", seeds, out, use_papermill=False, labels=PAPER_MODELS)
-    tables = paper_tables(pd.read_csv(out / "runs.csv"))
+    tables = paper_tables(read_runs_table(out))
     for title, table in tables.items():
         print(f"\n{title}\n{table.to_markdown(index=False)}")
     print(f"\ndemo wall time: {time.perf_counter() - started:.0f} s")
@@ -106,9 +105,9 @@ def report_command(directory: str, out: str | None = None) -> int:
     directory = Path(directory)
     if not directory.is_dir():
         raise DataError(f"{str(directory)!r} is not a suite or run directory")
-    single = not (directory / "suite.json").exists() and (directory / "metrics.json").exists()
+    single = not (directory / SUITE_META).exists() and (directory / METRICS).exists()
     out = write_run_report(directory, out) if single else write_report(directory, out)
-    print((out / "tables.md").read_text())
+    print((out / TABLES).read_text())
     print(out)
     return 0
 

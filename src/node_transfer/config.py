@@ -203,24 +203,24 @@ class ExperimentConfig:
             raise ConfigError("feature_cache", self.feature_cache, "a directory (or None), not a file")
 
     def _validate_paths(self) -> None:
-        from .rundir import is_restartable
+        from .rundir import HISTORY, LAST, is_restartable
 
         self.validate_inputs()
         if self.init_from is not None and not Path(self.init_from).exists():
             raise ConfigError("init_from", self.init_from, "an existing run directory or checkpoint file")
-        if self.reproduce_run is not None and not (Path(self.reproduce_run) / "history.csv").is_file():
-            raise ConfigError("reproduce_run", self.reproduce_run, "a finished run directory (with history.csv), "
+        if self.reproduce_run is not None and not (Path(self.reproduce_run) / HISTORY).is_file():
+            raise ConfigError("reproduce_run", self.reproduce_run, f"a finished run directory (with {HISTORY}), "
                               "or None")
         if self.out is not None:
             out = Path(self.out)
             if out.exists() and not out.is_dir():
                 raise ConfigError("out", self.out, "a run directory, not a file")
-            has_checkpoint = (out / "last.pt").is_file()
+            has_checkpoint = (out / LAST).is_file()
             if out.exists() and not self.resume and not is_restartable(out):
                 raise ConfigError("out", self.out, "a directory that does not exist yet "
                                   "(pass resume=True to continue the run in it)")
             if self.resume and not has_checkpoint and not is_restartable(out):
-                raise ConfigError("resume", True, f"False: {self.out!r} holds no last.pt to resume from")
+                raise ConfigError("resume", True, f"False: {self.out!r} holds no {LAST} to resume from")
             _check_creatable(out)
         elif self.resume:
             raise ConfigError("resume", True, "False unless out names the run directory to continue")

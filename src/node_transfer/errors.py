@@ -38,6 +38,11 @@ class RunDirError(RuntimeError):
     """The run directory cannot be written (full disk, permissions); what was complete before is kept."""
 
 
+class FileWriteError(RunDirError):
+    """A file (checkpoint, metadata, history, feature cache, report, suite file) cannot be written: the message
+    names it and the cause ("no space left on device"); the file it would have replaced is kept."""
+
+
 class Interrupted(BaseException):
     """The run was stopped by a signal (SIGTERM, SIGINT); the last complete epoch is kept for `resume`.
 

@@ -27,16 +27,15 @@ from .backbones import create_backbone
 from .config import ExperimentConfig
 from .data import DataSplits, build_datasets
 from .distributed import DistInfo, init_distributed, main_rank_decides, main_rank_first, resolve_device
-from .errors import BackboneError, ConfigError, DataError, Interrupted, RunDirError, TrainingError
+from .errors import BackboneError, ConfigError, DataError, FileWriteError, Interrupted, RunDirError, TrainingError
 from .features import cached_feature_sets
 from .memory import peak_memory_mb
 from .model import TransferModel, apply_memory_format, head_from_config, load_initial_weights
 from .resume import check_resume, early_stop_reason, is_finished
 from .speed import settle
+from .suitedir import RUNS_ROOT, run_dir_name
 from .tensor_images import make_loader
 from .training import Trainer, TrainState, seed_everything
-
-RUNS_ROOT = Path("runs")
 
 
 def library_versions() -> dict[str, str]:
@@ -65,7 +64,7 @@ def new_run_dir(config: ExperimentConfig, root: Path = RUNS_ROOT) -> Path:
     """A fresh directory name under `root`; never an existing one."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     label = config.head if config.head == "fc" else f"node-{config.solver}{'-adjoint' if config.adjoint else ''}"
-    base = root / f"{stamp}-{config.dataset}-{label}-s{config.seed}"
+    base = root / run_dir_name(f"{stamp}-{config.dataset}-{label}", config.seed)
     candidate, n = base, 1
     while candidate.exists():
         n += 1
@@ -176,7 +175,7 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> Path:
         config = settle(config, resume_point.get("config") or {})  # `auto`: as the run was started
         check_resume(config, resume_point, run_dir)
         if is_finished(run_dir, resume_point, config):
-            print(f"{run_dir} is finished ({resume_point['epoch']} epochs): nothing to do, metrics.json kept; "
+            print(f"{run_dir} is finished ({resume_point['epoch']} epochs): nothing to do, {rundir.METRICS} kept; "
                   f"pass a larger epochs (or another target_val_acc or patience) to extend it", file=sys.stderr)
             return run_dir
     claimed = main_rank_decides(dist, lambda: rundir.claim_run_dir(run_dir, resume_point is not None),
@@ -190,6 +189,8 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> Path:
             raise Interrupted(signal.SIGINT, f"interrupted by SIGINT; {_kept(run_dir)}") from None
         except Interrupted as exc:
             raise Interrupted(exc.signum, f"{exc}; {_kept(run_dir)}") from None
+        except FileWriteError as exc:  # the message names the file and the cause ("no space left on device")
+            raise RunDirError(f"{exc}; {_kept(run_dir)}") from None
         except OSError as exc:
             raise RunDirError(f"cannot write the run directory {run_dir} ({exc.__class__.__name__}: {exc}); "
                               f"{_kept(run_dir)}") from None

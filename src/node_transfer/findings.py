@@ -7,14 +7,15 @@ with Holm over the primary ones; `sensitivity_table` recomputes the primary fami
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 
 from .claims import ANSWER_STUDY, Regime, study, study_of
+from .rundir import machine_of
 from .suite_results import load_suite
+from .suitedir import has_suite_meta, read_suite_meta
 from .verdicts import DECLARED, Options, family_table
 
 StudyData = dict[Regime, tuple[pd.DataFrame, pd.DataFrame]]
@@ -23,8 +24,6 @@ StudyData = dict[Regime, tuple[pd.DataFrame, pd.DataFrame]]
 def load_regimes(paths: dict[Regime, Path]) -> StudyData:
     """Each regime whose directory has finished runs: its runs (with the CPU model and capability each recorded,
     `cpu`) and histories."""
-    from .rundir import machine_of  # rundir loads torch (checkpoints); the analysis stays light without it
-
     data = {}
     for regime, path in paths.items():
         runs, histories = load_suite(path)
@@ -49,9 +48,8 @@ def sibling_regimes(suite_dir: str | Path, suite: str, profile: str) -> StudyDat
     paths = {}
     for regime in found[0].regimes:
         path = suite_dir if regime == found[1] else suite_dir.parent / regime.directory
-        meta = path / "suite.json"
-        if meta.is_file() and (json.loads(meta.read_text()).get("suite"), json.loads(meta.read_text()).get(
-                "profile")) == (regime.suite, regime.profile):
+        meta = read_suite_meta(path) if has_suite_meta(path) else {}
+        if (meta.get("suite"), meta.get("profile")) == (regime.suite, regime.profile):
             paths[regime] = path
     return load_regimes(paths)
 

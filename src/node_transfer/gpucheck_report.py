@@ -11,12 +11,13 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import traceback
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+
+from .atomic import atomic_write_text
 
 TRACEBACK_LINES = 25  # the tail of a traceback or of a section's log kept in the report
 
@@ -28,9 +29,7 @@ def tail(text: str, lines: int = TRACEBACK_LINES) -> str:
 
 def write_json_atomic(data: Any, path: Path) -> None:
     """Write JSON so that a kill leaves the old file or the new one (never half of one)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(json.dumps(data, indent=2, default=str) + "\n", path)
 
 
 def _plain(value: Any) -> Any:
@@ -135,7 +134,7 @@ class Report:
         self.md, self.json = out / "report.md", out / "report.json"
         self.data: dict[str, Any] = {"started": now(), "header": _plain(header), "sections": [], "finished": None}
         lines = ["# Device check of node-transfer", ""] + [f"- {k}: {v}" for k, v in header.items()] + [""]
-        self.md.write_text("\n".join(lines) + "\n")
+        atomic_write_text("\n".join(lines) + "\n", self.md)
         write_json_atomic(self.data, self.json)
 
     def add(self, name: str, title: str, status: str, seconds: float, findings: dict[str, Any] | None,

@@ -4,7 +4,6 @@ on CUDA), and a run stopped by SIGTERM, resumed, then used by `predict`, each as
 from __future__ import annotations
 
 import csv
-import json
 import os
 import signal
 import subprocess
@@ -17,6 +16,7 @@ from typing import Any
 from .gpucheck import Context
 from .gpucheck_report import Findings, tail
 from .gpucheck_sections import check_config, cli_arguments, finite, nccl_version, read_run
+from .rundir import CONFIG, ERROR, HISTORY, LAST, METRICS, TEMP_PATTERN, read_json
 from .suites import NODE_RK
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1"]  # = torchrun
@@ -61,7 +61,7 @@ def torchrun(context: Context, findings: Findings) -> None:
                        result.returncode == 0 and last_line(result.stdout) == str(run_dir),
                        f"exit code {result.returncode}, last line {last_line(result.stdout)!r}")
         metrics, history = read_run(run_dir)
-        resolved = json.loads((run_dir / "config.json").read_text())
+        resolved = read_json(run_dir / CONFIG, "run configuration")
         findings.check("torchrun run: finished with finite losses", len(history) == config["epochs"]
                        and finite(metrics["test_loss"], metrics["train_loss"]),
                        f"{len(history)} epochs, test acc {metrics['test_acc']:.3f}, NFE {metrics['nfe_forward']:.1f}")
@@ -129,7 +129,7 @@ def stop_after_first_epoch(command: list[str], context: Context, run_dir: Path, 
     reader.start()
     deadline, signalled = time.monotonic() + timeout, False
     while process.poll() is None and time.monotonic() < deadline:
-        if (run_dir / "last.pt").is_file() and history_rows(run_dir):  # epoch 1 saved, history written
+        if (run_dir / LAST).is_file() and history_rows(run_dir):  # epoch 1 saved, history written
             process.send_signal(signal.SIGTERM)
             signalled = True
             break
@@ -156,10 +156,10 @@ def resume_and_predict(context: Context, findings: Findings) -> None:
         findings.check("SIGTERM after the first epoch: exit code 143, finished epochs kept", stopped["signalled"]
                        and stopped["exit_code"] == 143 and 1 <= len(history) < epochs,
                        f"exit code {stopped['exit_code']}, {len(history)} epoch(s) kept of {epochs}")
-        error = (run_dir / "error.txt").read_text() if (run_dir / "error.txt").is_file() else ""
-        findings.check("stopped run keeps last.pt, says why, leaves no temporary file",
-                       (run_dir / "last.pt").is_file() and "SIGTERM" in error and not list(run_dir.glob(".*.tmp"))
-                       and not (run_dir / "metrics.json").exists(), error.strip()[:200])
+        error = (run_dir / ERROR).read_text() if (run_dir / ERROR).is_file() else ""
+        findings.check(f"stopped run keeps {LAST}, says why, leaves no temporary file",
+                       (run_dir / LAST).is_file() and "SIGTERM" in error and not list(run_dir.glob(TEMP_PATTERN))
+                       and not (run_dir / METRICS).exists(), error.strip()[:200])
     with findings.guard("run resumed"):
         result = package_command(context, ["run", "--out", str(run_dir), "--resume"], timeout=240)
         metrics, history = read_run(run_dir)
@@ -180,9 +180,9 @@ def resume_and_predict(context: Context, findings: Findings) -> None:
 
 def history_rows(run_dir: Path) -> list[dict[str, str]]:
     """The history rows of a run that may not have finished (none if it has no history.csv)."""
-    if not (run_dir / "history.csv").is_file():
+    if not (run_dir / HISTORY).is_file():
         return []
-    with open(run_dir / "history.csv", newline="") as handle:
+    with open(run_dir / HISTORY, newline="") as handle:
         return list(csv.DictReader(handle))
 
 

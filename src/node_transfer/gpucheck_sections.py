@@ -9,7 +9,6 @@ workers) with Lite0 and its offline ImageNet weights instead of B0, whose weight
 from __future__ import annotations
 
 import csv
-import json
 import math
 import os
 import subprocess
@@ -22,6 +21,8 @@ from typing import Any
 from .gpucheck import Context
 from .gpucheck_carry import SEED, TRAIN_IMAGES, VAL_SIZE
 from .gpucheck_report import Findings
+from .rundir import HISTORY, METRICS, read_json
+from .suitedir import RUNS_ROOT
 from .suites import FROZEN, GPU_BASE, NODE_ADJOINT, NODE_RK
 
 #: (label, changes to the check's base configuration): every head, gradient method and ODE backend.
@@ -42,7 +43,7 @@ def check_config(context: Context, label: str, changes: dict[str, Any]) -> dict[
             "backbone": "tf_efficientnet_lite0", "weights": "imagenet", "val_size": VAL_SIZE, "seed": SEED,
             "train_subset": 128 if context.small else 1024, "epochs": 1, "device": context.device,
             "num_workers": 0 if context.small else GPU_BASE["num_workers"],
-            "out": str(Path(context.work) / "runs" / label)}
+            "out": str(Path(context.work) / RUNS_ROOT / label)}
     return {**base, **changes}
 
 
@@ -60,8 +61,8 @@ def cli_arguments(config: dict[str, Any]) -> list[str]:
 
 def read_run(run_dir: Path) -> tuple[dict[str, Any], list[dict[str, str]]]:
     """A finished run's metrics.json and history.csv rows."""
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    with open(run_dir / "history.csv", newline="") as handle:
+    metrics = read_json(run_dir / METRICS, "run metrics")
+    with open(run_dir / HISTORY, newline="") as handle:
         return metrics, list(csv.DictReader(handle))
 
 

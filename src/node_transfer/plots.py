@@ -8,6 +8,7 @@ import matplotlib.pyplot as plt
 import matplotlib.ticker
 import pandas as pd
 
+from .rundir import read_history
 from .statistics import statistic
 
 CURVES = [("train_acc", "train accuracy"), ("train_loss", "train loss"), ("val_acc", "validation accuracy"),
@@ -36,7 +37,7 @@ def plot_curves(histories: pd.DataFrame, labels: list[str] | None = None, title:
 
 def plot_history(run_dir: str | Path) -> plt.Figure:
     """The curves of a single run directory."""
-    history = pd.read_csv(Path(run_dir) / "history.csv").assign(label=Path(run_dir).name, seed=0)
+    history = read_history(Path(run_dir)).assign(label=Path(run_dir).name, seed=0)
     return plot_curves(history)
 
 

@@ -23,6 +23,7 @@ from .config import ExperimentConfig
 from .data import make_transforms
 from .errors import ConfigError, DataError
 from .model import TransferModel, apply_memory_format, head_from_config
+from .rundir import BEST, CONFIG
 from .speed import settle
 from .tensor_images import BatchTransform
 
@@ -48,12 +49,12 @@ class Prediction:
     top: list[tuple[int, str, float]]
 
 
-def load_predictor(run_dir: str | Path, device: str = "auto", checkpoint: str = "best.pt") -> Predictor:
+def load_predictor(run_dir: str | Path, device: str = "auto", checkpoint: str = BEST) -> Predictor:
     """Rebuild a run's model from `config.json` and `checkpoint` (no pretrained weights are fetched)."""
     run_dir = Path(run_dir)
-    config_path, weights_path = run_dir / "config.json", run_dir / checkpoint
+    config_path, weights_path = run_dir / CONFIG, run_dir / checkpoint
     if not config_path.is_file() or not weights_path.is_file():
-        raise ConfigError("run_dir", str(run_dir), f"a finished run directory holding config.json and {checkpoint}")
+        raise ConfigError("run_dir", str(run_dir), f"a finished run directory holding {CONFIG} and {checkpoint}")
     resolved = json.loads(config_path.read_text())
     config = settle(ExperimentConfig.from_saved(resolved), None)  # a run made before a setting: as it was made
     backbone, _ = create_backbone(config.backbone, "none")  # every weight comes from the checkpoint

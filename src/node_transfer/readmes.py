@@ -12,7 +12,10 @@ from pathlib import Path
 import pandas as pd
 
 from .answer import readme_answer
+from .atomic import atomic_write_text
+from .rundir import machine_of
 from .suite_results import load_suite, suite_compute, suite_progress
+from .suitedir import SUITE_META
 
 ANSWER = "answer"
 PROGRESS = "progress"
@@ -30,7 +33,7 @@ def progress_markdown(results: str | Path) -> str:
     """Per committed suite: its configurations grouped by seeds finished against planned, and its compute."""
     results = Path(results)
     rows = []
-    for suite_dir in sorted(path.parent for path in results.glob("*/suite.json")):
+    for suite_dir in sorted(path.parent for path in results.glob(f"*/{SUITE_META}")):
         progress = suite_progress(suite_dir)
         groups = progress.groupby(["seeds finished", "seeds planned"], sort=False)["configuration"].apply(list)
         finished = "; ".join(f"{', '.join(labels)}: {done} of {planned}"
@@ -44,8 +47,6 @@ def progress_markdown(results: str | Path) -> str:
 def seeds_by_machine(suite_dir: Path) -> dict[str, list[int]]:
     """{machine: seeds} of a suite's finished runs: a seed's machine is the CPU model and capability its runs
     recorded ("not recorded" where none did; two machines joined by " + " where its runs disagree)."""
-    from .rundir import machine_of  # rundir loads torch (checkpoints)
-
     runs, _ = load_suite(suite_dir)
     machines: dict[str, list[int]] = {}
     for seed, group in runs.groupby("seed") if len(runs) else ():
@@ -61,7 +62,7 @@ def machines_markdown(results: str | Path) -> str:
     """Per committed suite, which machine (CPU model and torch's capability, as the runs recorded) made which
     seeds: a seed's runs are paired with each other, so one machine per seed."""
     rows = []
-    for suite_dir in sorted(path.parent for path in Path(results).glob("*/suite.json")):
+    for suite_dir in sorted(path.parent for path in Path(results).glob(f"*/{SUITE_META}")):
         for machine, seeds in seeds_by_machine(suite_dir).items():
             rows.append({"suite": suite_dir.name, "made on": machine, "seeds": ", ".join(map(str, seeds))})
     return pd.DataFrame(rows).to_markdown(index=False)
@@ -96,5 +97,5 @@ def write_readmes(root: str | Path, check: bool = False) -> list[str]:
                 begin, end = markers(name)
                 text = text.replace(f"{begin}\n{current}\n{end}", f"{begin}\n{body}\n{end}")
         if not check:
-            path.write_text(text)
+            atomic_write_text(text, path)
     return stale

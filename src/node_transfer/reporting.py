@@ -6,7 +6,6 @@ declared tests in `claims`, their verdicts in `verdicts` and `findings`, a suite
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from pathlib import Path
@@ -14,12 +13,31 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from .atomic import atomic_write_text
 from .claims import PAPER
 from .errors import DataError
 from .findings import claims_frame, sensitivity_table, sibling_regimes, study_table
 from .plots import plot_cost_accuracy, plot_curves, plot_estimation, plot_history, plot_sweep
+from .rundir import CONFIG, HISTORY, METRICS, read_json
 from .statistics import mean_ci, statistic
 from .suite_results import load_histories
+from .suitedir import (
+    ALL_CURVES,
+    COST_ACCURACY,
+    ESTIMATION,
+    REPORT_DIR,
+    RUN_CURVES,
+    RUNS_TABLE,
+    TABLES,
+    TOLERANCE,
+    curves_name,
+    read_runs_table,
+    read_suite_meta,
+    save_figure,
+    table_name,
+    write_csv,
+    write_runs_table,
+)
 
 __all__ = ["PAPER", "paper_tables", "sweep_table", "write_report", "write_run_report", "show_table", "metrics_frame"]
 
@@ -115,16 +133,15 @@ CLAIM_COLUMNS = ["claim", "test", "role", "measured", "verdict", "verdict_holm",
 
 def write_report(suite_dir: str | Path, out: str | Path | None = None) -> Path:
     """Tables (Markdown + CSV) and figures (PNG) for a suite directory."""
-    from .rundir import read_json
     from .suite_runner import collect_runs
 
     suite_dir = Path(suite_dir)
-    meta = read_json(suite_dir / "suite.json", "suite description")
-    out = Path(out) if out else suite_dir / "report"
+    meta = read_suite_meta(suite_dir)
+    out = Path(out) if out else suite_dir / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     runs = collect_runs(suite_dir)
     if runs.empty:
-        raise DataError(f"no finished runs (metrics.json) under {suite_dir}")
+        raise DataError(f"no finished runs ({METRICS}) under {suite_dir}")
     refresh_runs_csv(suite_dir, runs)
     histories = load_histories(suite_dir, runs)
     tables = paper_tables(runs) if meta["suite"] == "paper" else {"Results": sweep_table(runs)}
@@ -143,29 +160,29 @@ def write_report(suite_dir: str | Path, out: str | Path | None = None) -> Path:
         primary = mine[mine["role"] == "primary"]
         if len(primary):
             fig = plot_estimation(primary)
-            fig.savefig(out / "estimation.png", dpi=110)
+            save_figure(fig, out / ESTIMATION)
             plt.close(fig)
     for title, table in tables.items():
         stem = title.split(":")[0].lower().replace(" ", "-")
-        table.to_csv(out / f"{stem}.csv", index=False, float_format="%.6g")
+        write_csv(table, out / table_name(stem), float_format="%.6g")
         shown = table[CLAIM_COLUMNS] if stem == "claims" else table
         lines += [f"## {title}\n", shown.to_markdown(index=False), ""]
-    (out / "tables.md").write_text("\n".join(lines) + "\n")
+    atomic_write_text("\n".join(lines) + "\n", out / TABLES)
     if meta["suite"] == "paper":
         for label in dict.fromkeys(runs["label"]):
             fig = plot_curves(histories, [label], title=label)
-            fig.savefig(out / f"curves-{label}.png", dpi=110)
+            save_figure(fig, out / curves_name(label))
             plt.close(fig)
     fig = plot_curves(histories, title=f"{meta['suite']} suite")
-    fig.savefig(out / "curves-all.png", dpi=110)
+    save_figure(fig, out / ALL_CURVES)
     plt.close(fig)
     if meta["suite"] == "tolerance":
         fig = plot_sweep(runs[runs["head"] == "node"], "rtol", "rtol = atol")
-        fig.savefig(out / "tolerance.png", dpi=110)
+        save_figure(fig, out / TOLERANCE)
         plt.close(fig)
     if meta["suite"] != "paper":
         fig = plot_cost_accuracy(runs)
-        fig.savefig(out / "cost-accuracy.png", dpi=110)
+        save_figure(fig, out / COST_ACCURACY)
         plt.close(fig)
     return out
 
@@ -173,37 +190,35 @@ def write_report(suite_dir: str | Path, out: str | Path | None = None) -> Path:
 def refresh_runs_csv(suite_dir: Path, runs: pd.DataFrame) -> bool:
     """Write `runs.csv` again from the run directories when it is missing, unreadable, lists other runs or lacks a
     column they now give (a statistic added to the registry)."""
-    path = suite_dir / "runs.csv"
+    path = suite_dir / RUNS_TABLE
     try:
-        listed = pd.read_csv(path)
+        listed = read_runs_table(suite_dir)
         current = set(listed["run_dir"]) == set(runs["run_dir"]) and set(runs.columns) <= set(listed.columns)
     except (OSError, ValueError, KeyError, pd.errors.ParserError):
         current = False
     if current:
         return False
-    runs.to_csv(path, index=False)
+    write_runs_table(runs, suite_dir)
     print(f"{path} was missing, unreadable or out of date: written again from the run directories", file=sys.stderr)
     return True
 
 
 def write_run_report(run_dir: str | Path, out: str | Path | None = None) -> Path:
     """Curves (`curves.png`) and the metrics table (`tables.md`) of a single run directory."""
-    from .rundir import CONFIG, HISTORY, METRICS
-
     run_dir = Path(run_dir)
-    out = Path(out) if out else run_dir / "report"
+    out = Path(out) if out else run_dir / REPORT_DIR
     metrics = metrics_frame(run_dir)
     try:
         fig = plot_history(run_dir)
     except (OSError, ValueError, KeyError, pd.errors.ParserError) as exc:
         raise DataError(f"{str(run_dir / HISTORY)!r} is missing or unreadable ({exc})") from None
-    config = json.loads((run_dir / CONFIG).read_text()) if (run_dir / CONFIG).is_file() else {}
+    config = read_json(run_dir / CONFIG, "run configuration") if (run_dir / CONFIG).is_file() else {}
     described = ", ".join(f"{k} {config[k]}" for k in ("dataset", "image_size", "backbone", "head", "solver", "seed")
                           if k in config and (k != "solver" or config.get("head") == "node"))
     out.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out / "curves.png", dpi=110)
+    save_figure(fig, out / RUN_CURVES)
     plt.close(fig)
-    (out / "tables.md").write_text(f"# {run_dir.name}\n\n{described}\n\n{metrics.to_markdown()}\n\n(from {METRICS})\n")
+    atomic_write_text(f"# {run_dir.name}\n\n{described}\n\n{metrics.to_markdown()}\n\n(from {METRICS})\n", out / TABLES)
     return out
 
 
@@ -241,7 +256,5 @@ def show_table(frame: pd.DataFrame | pd.Series) -> Table:
 
 def metrics_frame(run_dir: str | Path) -> pd.DataFrame:
     """metrics.json of a run as a one-column table (index: metric name)."""
-    from .rundir import read_json
-
-    metrics = read_json(Path(run_dir) / "metrics.json", "run metrics")
+    metrics = read_json(Path(run_dir) / METRICS, "run metrics")
     return pd.DataFrame({"value": pd.Series(metrics, dtype=object)})

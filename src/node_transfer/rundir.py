@@ -1,4 +1,5 @@
-"""The run directory: its file names, their atomic writing and reading, its lock, and the checkpoint pair's consistency.
+"""The run directory: its file names, their reading and writing (atomic, through `atomic`), its lock, and the
+checkpoint pair's consistency.
 
 `last.pt` is written before `best.pt`, and a `best.pt` always holds the epoch that `last.pt` names as best once
 both are written. A kill between the two writes leaves `last.pt` naming as best its own epoch, whose weights
@@ -13,15 +14,14 @@ import fcntl
 import io
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import IO, Any
 
 import pandas as pd
 
-from .checkpoints import atomic_save, load_checkpoint, signals_deferred
-from .errors import ConfigError, DataError
+from .atomic import TEMP_SUFFIX, atomic_write_text
+from .checkpoints import atomic_save, load_checkpoint
+from .errors import ConfigError, DataError, FileWriteError
 from .speed import with_legacy
 
 CONFIG = "config.json"
@@ -32,29 +32,9 @@ BEST = "best.pt"
 ERROR = "error.txt"
 LOCK = ".lock"
 RUN_FILES = (CONFIG, HISTORY, METRICS, LAST, BEST, ERROR, LOCK)
-TEMP_PATTERN = ".*.tmp"
+TEMP_PATTERN = f".*{TEMP_SUFFIX}"
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "nfe_forward",
                    "nfe_backward", "nfe_eval", "reg_kinetic", "reg_jacobian", "images_per_s", "solver"]
-
-
-def atomic_write_text(text: str, path: Path) -> None:
-    """Write a text file so that a kill leaves the old file or the new one, and no temporary file behind."""
-    with signals_deferred():
-        _atomic_write_text(text, path)
-
-
-def _atomic_write_text(text: str, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(fd, 0o666 & ~umask)  # as open() would make it (mkstemp's files are private)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def finite_json(value: Any) -> Any:
@@ -90,7 +70,7 @@ def write_error(run_dir: Path, message: str) -> None:
     """Best effort: the message in `error.txt` (a full disk may refuse even that)."""
     try:
         atomic_write_text(f"{message}\n", run_dir / ERROR)
-    except OSError:
+    except (OSError, FileWriteError):
         pass
 
 
@@ -109,7 +89,7 @@ def is_restartable(run_dir: Path) -> bool:
     names = {p.name for p in run_dir.iterdir()}
     if LAST in names or METRICS in names:
         return False
-    return all(name in RUN_FILES or (name.startswith(".") and name.endswith(".tmp")) for name in names)
+    return all(name in RUN_FILES or (name.startswith(".") and name.endswith(TEMP_SUFFIX)) for name in names)
 
 
 def clear_for_restart(run_dir: Path) -> None:
@@ -167,7 +147,11 @@ def load_last(run_dir: Path, repair: bool = True) -> dict[str, Any]:
 def load_init_from(source: Path) -> dict[str, Any]:
     """The checkpoint `init_from` names: a file, or a run directory's best epoch (from `last.pt` when a kill left
     `best.pt` one improvement behind)."""
-    if not (source.is_dir() and (source / LAST).is_file()):
+    if source.is_dir() and not (source / LAST).is_file():
+        if not (source / BEST).is_file():
+            raise ConfigError("init_from", str(source), f"a run directory holding {BEST} or {LAST}")
+        return load_checkpoint(source / BEST, parameter="init_from")
+    if not source.is_dir():
         return load_checkpoint(source, parameter="init_from")
     last = load_checkpoint(source / LAST, parameter="init_from")
     best = load_checkpoint(source / BEST, parameter="init_from") if (source / BEST).is_file() else {}
@@ -251,7 +235,7 @@ def epoch_line(record: dict[str, Any], epochs: int) -> str:
 
 def machine_of(run_dir: Path) -> str | None:
     """The CPU model and torch's CPU capability a run was made on ("MODEL (CAPABILITY)"), None when unrecorded."""
-    if not (run_dir / "config.json").is_file():
+    if not (run_dir / CONFIG).is_file():
         return None
-    versions = read_json(run_dir / "config.json", "run configuration").get("versions", {})
+    versions = read_json(run_dir / CONFIG, "run configuration").get("versions", {})
     return f"{versions['cpu']} ({versions.get('cpu_capability', '?')})" if versions.get("cpu") else None

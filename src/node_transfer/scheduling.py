@@ -9,7 +9,6 @@ GPUs each kernel is given one of them (`CUDA_VISIBLE_DEVICES`: the least busy of
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import sys
@@ -25,6 +24,8 @@ from .config import ExperimentConfig
 from .errors import ConfigError, Interrupted, SuiteRunError, TrainingError
 from .notebooks import kernel_environment, stop_kernels_on_signal
 from .rebuild import rebuild_failed, verify_rebuild
+from .rundir import LAST, METRICS, read_json
+from .suitedir import notebook_name, run_dir_name, write_suite_meta
 from .suites import SuiteRun
 
 
@@ -111,7 +112,7 @@ class Scheduler:
             yield
 
     def _write_meta(self) -> None:
-        (self.out / "suite.json").write_text(json.dumps(self.meta, indent=2) + "\n")
+        write_suite_meta(self.meta, self.out)
 
     def _announce(self, task: Task, index: int, total: int, device: str | None) -> None:
         what = f"rebuild of {task.rebuild_of.name} (its checkpoints)" if task.rebuild_of else task.run.label
@@ -190,13 +191,13 @@ def execute_task(task: Task, out: Path, use_papermill: bool = True, progress: bo
     checked against the committed run."""
     config, run_dir = task.config, Path(task.config.out)
     if run_dir.exists():
-        if (run_dir / "last.pt").is_file():
+        if (run_dir / LAST).is_file():
             config = replace(config, resume=True)
         else:
             set_aside(run_dir)
     if task.run.target_from:
-        config = replace(config, target_val_acc=reference_val_acc(out / f"{task.run.target_from}-s{task.seed}"))
-    notebook = out / f"{task.key}.ipynb"
+        config = replace(config, target_val_acc=reference_val_acc(out / run_dir_name(task.run.target_from, task.seed)))
+    notebook = out / notebook_name(task.key)
     if use_papermill:
         from papermill.exceptions import PapermillExecutionError
 
@@ -243,11 +244,11 @@ def visible_devices(environ: Mapping[str, str] = os.environ) -> list[str]:
 def reference_val_acc(run_dir: Path) -> float:
     """The validation accuracy a finished run reached (its selected epoch's): the target of runs continued
     from it."""
-    path = run_dir / "metrics.json"
+    path = run_dir / METRICS
     if not path.is_file():
-        raise ConfigError("target_from", str(run_dir), "a finished run (with metrics.json) of the same seed, "
+        raise ConfigError("target_from", str(run_dir), f"a finished run (with {METRICS}) of the same seed, "
                           "run before the runs that stop at its validation accuracy")
-    return float(json.loads(path.read_text())["val_acc"])
+    return float(read_json(path, "run metrics")["val_acc"])
 
 
 def set_aside(run_dir: Path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import DataError
+from .suitedir import RUNS_TABLE, read_runs_table, read_suite_meta
 
 #: How the pages name each data set.
 DATASET_NAMES = {"digits": "scikit-learn's 8x8 digits", "fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10",
@@ -23,11 +24,11 @@ def suite_scale(suite_dir: str | Path, runs: pd.DataFrame) -> str:
 
     A page glues this instead of stating the scale by hand, so the prose follows the committed runs.
     """
-    from .rundir import read_json  # rundir imports torch; reading results should not
+    from .rundir import CONFIG, read_json  # rundir imports torch; reading results should not
 
     if runs.empty:
         raise DataError(f"suite {str(suite_dir)!r} has no finished runs to describe")
-    config = read_json(Path(suite_dir) / runs["run_dir"].iloc[0] / "config.json", "run configuration")
+    config = read_json(Path(suite_dir) / runs["run_dir"].iloc[0] / CONFIG, "run configuration")
     sizes = config["sizes"]
     seeds = runs.groupby("label")["seed"].nunique()  # a suite run in chunks may have more seeds of some configurations
     seed_count = str(seeds.min()) if seeds.min() == seeds.max() else f"{seeds.min()}-{seeds.max()}"
@@ -39,10 +40,8 @@ def suite_scale(suite_dir: str | Path, runs: pd.DataFrame) -> str:
 
 def suite_progress(suite_dir: str | Path) -> pd.DataFrame:
     """Per configuration of a suite: the seeds planned and those finished (committed suites run in chunks)."""
-    from .rundir import read_json
-
     suite_dir = Path(suite_dir)
-    planned = pd.DataFrame(read_json(suite_dir / "suite.json", "suite description")["runs"])
+    planned = pd.DataFrame(read_suite_meta(suite_dir)["runs"])
     finished = {(row["label"], row["seed"]) for _, row in load_suite(suite_dir)[0].iterrows()}
     planned["finished"] = [(label, seed) in finished for label, seed in zip(planned["label"], planned["seed"])]
     table = planned.groupby("label", sort=False).agg(group=("group", "first"), planned=("seed", "size"),
@@ -53,27 +52,26 @@ def suite_progress(suite_dir: str | Path) -> pd.DataFrame:
 
 def load_histories(suite_dir: Path, runs: pd.DataFrame) -> pd.DataFrame:
     """All history.csv rows of a suite, tagged with label and seed."""
+    from .rundir import read_history
+
     frames = []
     for _, row in runs.iterrows():
-        history = pd.read_csv(suite_dir / row["run_dir"] / "history.csv")
+        history = read_history(suite_dir / row["run_dir"])
         frames.append(history.assign(label=row["label"], seed=row["seed"]))
     return pd.concat(frames, ignore_index=True)
 
 
 def load_suite(suite_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """A committed or finished suite's `runs.csv` and all its histories (empty frames when it is absent)."""
-    path = Path(suite_dir) / "runs.csv"
-    if not path.is_file():
+    if not (Path(suite_dir) / RUNS_TABLE).is_file():
         return pd.DataFrame(), pd.DataFrame()
-    runs = pd.read_csv(path)
+    runs = read_runs_table(suite_dir)
     return runs, load_histories(Path(suite_dir), runs)
 
 
 def suite_compute(suite_dir: str | Path) -> dict[str, float | int | str]:
     """What a suite cost, from `suite.json`: its runs' wall times added up and its own wall time, in hours."""
-    from .rundir import read_json
-
-    meta = read_json(Path(suite_dir) / "suite.json", "suite description")
-    runs = pd.read_csv(Path(suite_dir) / "runs.csv") if (Path(suite_dir) / "runs.csv").is_file() else pd.DataFrame()
+    meta = read_suite_meta(suite_dir)
+    runs = read_runs_table(suite_dir) if (Path(suite_dir) / RUNS_TABLE).is_file() else pd.DataFrame()
     return {"suite": Path(suite_dir).name, "runs": len(runs), "run hours": meta.get("seconds", 0.0) / 3600,
             "wall hours": meta.get("wall_seconds", meta.get("seconds", 0.0)) / 3600}

@@ -21,10 +21,19 @@ from .config import ExperimentConfig
 from .errors import ConfigError
 from .experiment import cpu_description
 from .rebuild import needs_rebuild, rebuild_dir
-from .rundir import lock, machine_of, read_history, read_json, unlock
+from .rundir import CONFIG, METRICS, lock, machine_of, read_history, read_json, unlock
 from .scheduling import Scheduler, Task
 from .speed import FAST, LEGACY
 from .statistics import stability_statistics
+from .suitedir import (
+    RUNS_ROOT,
+    SUITE_META,
+    has_suite_meta,
+    read_suite_meta,
+    run_dir_name,
+    write_runs_table,
+    write_suite_meta,
+)
 from .suites import SuiteRun, get_suite
 
 
@@ -65,9 +74,9 @@ def plan(name: str, profile: str, seeds: int, out: Path, overrides: dict[str, An
     for seed in range(seeds):
         for run in runs:
             params = {**(speed or {}).get(seed, {}), **run.params, **(overrides or {}), "seed": seed,
-                      "out": str(out / f"{run.label}-s{seed}")}
+                      "out": str(out / run_dir_name(run.label, seed))}
             if run.init_from:
-                params["init_from"] = str(out / f"{run.init_from}-s{seed}")
+                params["init_from"] = str(out / run_dir_name(run.init_from, seed))
             config = ExperimentConfig.from_dict(params)
             config.validate(check_paths=False)
             config.validate_inputs()
@@ -95,7 +104,7 @@ def run_suite(name: str, profile: str = "cpu", seeds: int = 1, out: str | Path |
     checkpoints are missing (committed results on a new machine) is trained again when a run continues from it,
     and its checkpoints are used only if it reproduces the committed numbers (`rebuild`).
     """
-    out = Path(out) if out else Path("runs") / f"suite-{name}-{profile}-{datetime.now():%Y%m%d-%H%M%S}"
+    out = Path(out) if out else RUNS_ROOT / f"suite-{name}-{profile}-{datetime.now():%Y%m%d-%H%M%S}"
     check_executor(executor, use_papermill)
     if jobs is not None and (not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1):
         raise ConfigError("jobs", jobs, "a positive integer (configurations run at once)")
@@ -121,12 +130,15 @@ def run_suite(name: str, profile: str = "cpu", seeds: int = 1, out: str | Path |
                           "(or pass resume=True / --resume to continue the suite in it)")
     scheduler = Scheduler(out, meta, jobs, use_papermill, progress) if executor == "threads" else \
         SubmititScheduler(out, meta, jobs, progress, executor, slurm)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     handle = lock(out, "suite")  # two suite processes in one directory would overwrite each other's suite.json
     try:
         _run_planned(name, out, meta, planned, resume, scheduler)
     finally:
         unlock(handle, out)
+        if created and not any(out.iterdir()):  # failed before its first file (a full disk): the suite can start again
+            out.rmdir()
     return out
 
 
@@ -135,11 +147,10 @@ def suite_speed(out: Path, resume: bool, seeds: int) -> dict[int, dict[str, str]
     keeps one loop: a seed that already has runs in a resumed suite keeps the settings suite.json records for it,
     or, for a suite started before the settings existed, those of its runs (`speed.LEGACY`: also torchdiffeq's
     backend, the default before `lean`); a new seed gets the fast ones (`speed.FAST`)."""
-    recorded = read_json(out / "suite.json", "suite description").get("speed", {}) \
-        if resume and (out / "suite.json").is_file() else {}
+    recorded = read_suite_meta(out).get("speed", {}) if resume and has_suite_meta(out) else {}
     speeds = {}
     for seed in range(seeds):
-        started = resume and any((run_dir / "config.json").is_file() for run_dir in out.glob(f"*-s{seed}"))
+        started = resume and any((run_dir / CONFIG).is_file() for run_dir in out.glob(run_dir_name("*", seed)))
         if str(seed) in recorded:
             speeds[seed] = dict(recorded[str(seed)])
         elif started:
@@ -151,20 +162,20 @@ def suite_speed(out: Path, resume: bool, seeds: int) -> dict[int, dict[str, str]
 
 def _run_planned(name: str, out: Path, meta: dict[str, Any], planned: list[tuple[SuiteRun, int, ExperimentConfig]],
                  resume: bool, scheduler: Scheduler) -> None:
-    previous = read_json(out / "suite.json", "suite description") if resume else {}
+    previous = read_suite_meta(out) if resume else {}
     # seconds: the runs' wall times added up; wall_seconds: the suite's own wall time (less with jobs > 1)
     meta["seconds"] = float(previous.get("seconds", 0.0))
     meta["wall_seconds"] = float(previous.get("wall_seconds", previous.get("seconds", 0.0)))
     meta["rebuilt"] = list(previous.get("rebuilt", []))
     meta["placement"] = dict(previous.get("placement", {}))  # run -> the GPU its kernel was given
-    (out / "suite.json").write_text(json.dumps(meta, indent=2) + "\n")
+    write_suite_meta(meta, out)
     tasks = _tasks(name, out, planned, resume)
     check_one_machine_per_seed(out, {task.seed for task in tasks}, cpu_description())
     try:
         if tasks:
             scheduler.run(tasks)
     finally:  # also when a run failed: runs.csv lists every run that has finished
-        collect_runs(out).to_csv(out / "runs.csv", index=False)
+        write_runs_table(collect_runs(out), out)
 
 
 def _tasks(name: str, out: Path, planned: list[tuple[SuiteRun, int, ExperimentConfig]],
@@ -173,12 +184,13 @@ def _tasks(name: str, out: Path, planned: list[tuple[SuiteRun, int, ExperimentCo
     tasks: dict[str, Task] = {}
     for index, (run, seed, config) in enumerate(planned, 1):
         run_dir = Path(config.out)
-        if resume and (run_dir / "metrics.json").is_file():
+        if resume and (run_dir / METRICS).is_file():
             print(f"[{index}/{len(planned)}] {name}: {run.label} seed {seed} done, kept", file=sys.stderr)
             continue
-        task = Task(f"{run.label}-s{seed}", run, seed, config)
+        task = Task(run_dir_name(run.label, seed), run, seed, config)
         for base in {run.init_from, run.target_from} - {None}:
-            base_key, base_dir = f"{base}-s{seed}", out / f"{base}-s{seed}"
+            base_key = run_dir_name(base, seed)
+            base_dir = out / base_key
             if needs_rebuild(base_dir) and run.init_from == base:
                 rebuild_key = f"{base_key}.rebuild"
                 if rebuild_key not in tasks:
@@ -199,10 +211,10 @@ def check_one_machine_per_seed(out: Path, seeds: set[int], machine: dict[str, st
     recording of the CPU are not evidence either way; a baseline rebuilt for them must reproduce bit for bit.
     """
     here = f"{machine['cpu']} ({machine['cpu_capability']})"
-    meta = read_json(out / "suite.json", "suite description") if (out / "suite.json").is_file() else {}
+    meta = read_suite_meta(out) if has_suite_meta(out) else {}
     for entry in meta.get("runs", []):
-        run_dir = out / f"{entry['label']}-s{entry['seed']}"
-        if entry["seed"] not in seeds or not (run_dir / "metrics.json").is_file():
+        run_dir = out / run_dir_name(entry["label"], entry["seed"])
+        if entry["seed"] not in seeds or not (run_dir / METRICS).is_file():
             continue
         made_on = machine_of(run_dir)
         if made_on is not None and made_on != here:
@@ -214,7 +226,7 @@ def check_one_machine_per_seed(out: Path, seeds: set[int], machine: dict[str, st
 
 def _rebuild_task(key: str, run: SuiteRun, seed: int, base_dir: Path) -> Task:
     """Train a finished run again (from its own config.json) into NAME.rebuild, to recover its checkpoints."""
-    config = ExperimentConfig.from_json(base_dir / "config.json").replace(
+    config = ExperimentConfig.from_json(base_dir / CONFIG).replace(
         out=str(rebuild_dir(base_dir)), resume=False, reproduce_run=str(base_dir))
     return Task(key, SuiteRun(f"{base_dir.name}.rebuild", {}, group=run.group), seed, config, rebuild_of=base_dir)
 
@@ -222,10 +234,9 @@ def _rebuild_task(key: str, run: SuiteRun, seed: int, base_dir: Path) -> Task:
 def _check_resumable(out: Path, meta: dict[str, Any]) -> None:
     """Refuse to resume into a directory that holds a different suite (it would mix results); more seeds than
     before extend the suite (its runs so far stay valid), fewer would drop finished runs from suite.json."""
-    path = out / "suite.json"
-    if not path.is_file():
-        raise ConfigError("resume", True, f"False: {str(out)!r} holds no suite.json to resume from")
-    previous = read_json(path, "suite description")
+    if not has_suite_meta(out):
+        raise ConfigError("resume", True, f"False: {str(out)!r} holds no {SUITE_META} to resume from")
+    previous = read_suite_meta(out)
     for key in ("suite", "profile", "overrides"):
         if previous.get(key) != meta[key]:
             raise ConfigError(key, meta[key], f"{previous.get(key)!r}, as the suite being resumed in {str(out)!r}")
@@ -236,15 +247,15 @@ def _check_resumable(out: Path, meta: dict[str, Any]) -> None:
 
 def collect_runs(suite_dir: Path) -> pd.DataFrame:
     """One row per run directory in a suite: label, seed, group, every parameter, metrics, stability."""
-    meta = read_json(suite_dir / "suite.json", "suite description")
+    meta = read_suite_meta(suite_dir)
     rows = []
     for entry in meta.get("runs", []):
-        run_dir = suite_dir / f"{entry['label']}-s{entry['seed']}"
-        if not (run_dir / "metrics.json").is_file():
+        run_dir = suite_dir / run_dir_name(entry["label"], entry["seed"])
+        if not (run_dir / METRICS).is_file():
             continue
-        config = read_json(run_dir / "config.json", "run configuration")
+        config = read_json(run_dir / CONFIG, "run configuration")
         params = {k: config[k] for k in ExperimentConfig.field_names() if k in config}
-        metrics = read_json(run_dir / "metrics.json", "run metrics")
+        metrics = read_json(run_dir / METRICS, "run metrics")
         history = read_history(run_dir)
         rows.append({"label": entry["label"], "seed": entry["seed"], "group": entry["group"],
                      "run_dir": run_dir.name, **params, **metrics, **stability_statistics(history)})

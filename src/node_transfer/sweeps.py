@@ -14,6 +14,7 @@ import pandas as pd
 from .paired import HOLDS, UNDECIDED, verdict
 from .statistics import statistic
 from .suite_results import load_suite, suite_scale
+from .suitedir import read_runs_table
 from .verdicts import compare, describe, overfitting_rule
 
 #: The target set for the beyond study before any run: within the reference's seed SD in test accuracy, at least
@@ -77,7 +78,7 @@ def beyond_facts(results: str | Path) -> tuple[dict[str, Any], dict[str, pd.Data
     facts: dict[str, Any] = {f"scale_{name}": suite_scale(results / SWEEP_SUITES[name], runs)
                              for name, (runs, _) in sweeps.items()}
     every = pd.concat([runs for runs, _ in sweeps.values()], ignore_index=True)
-    long_node = pd.read_csv(results / "heads-fmnist" / "runs.csv").query("label == 'node'")  # runs only
+    long_node = read_runs_table(results / "heads-fmnist").query("label == 'node'")  # runs only
     facts.update(sweep_configs=sum(runs["label"].nunique() for runs, _ in sweeps.values()),
                  sweep_hours=float(every["seconds"].sum() / 3600),
                  long_budget=f"{long_node['train_subset'].max():,.0f} training images, {long_node['epochs'].max()} "
