@@ -32,7 +32,6 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir  # noqa: E402
 
-from node_transfer.distributed import keep_freed_memory
 from node_transfer.experiment import cpu_description  # noqa: E402
 from node_transfer.heads import build_head  # noqa: E402
 
@@ -136,8 +135,6 @@ def main() -> None:
     torch._inductor.config.fx_graph_cache = False  # every arm compiles from scratch: honest compile times
     torch._functorch.config.enable_autograd_cache = False
     device = _lib.resolve_device(args.device, args.threads)
-    if device.type == "cpu":
-        keep_freed_memory()  # as every CPU run of the package does (bench/allocator.py)
     features = _lib.cached_features(args, device)["train"]
     num_features = features.tensors[0].shape[1]
     x, y = features.tensors[0][:BATCH].to(device), features.tensors[1][:BATCH].to(device)

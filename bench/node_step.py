@@ -30,7 +30,6 @@ import pandas as pd
 import torch
 from torch import nn
 
-from node_transfer.distributed import keep_freed_memory
 from node_transfer.dynamics import MLPDynamics
 from node_transfer.experiment import cpu_description
 from node_transfer.ode import ODEBlock
@@ -107,8 +106,6 @@ def main() -> None:
     if args.quick:
         args.reps, args.warmup, args.slow_reps = 3, 1, 1
     device = _lib.resolve_device(args.device, args.threads)
-    if device.type == "cpu":
-        keep_freed_memory()  # as every CPU run of the package does (bench/allocator.py)
     features = _lib.cached_features(args, device)["train"]
     num_features = features.tensors[0].shape[1]
     rows = []

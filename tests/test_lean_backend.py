@@ -14,7 +14,7 @@ from node_transfer.lean_rk import _dense_weights, tableau
 from node_transfer.ode import ODEBlock
 from node_transfer.solvers import fixed_step_solvers, solver_names
 
-from dynamics import Explodes, LinearDynamics
+from known_dynamics import Explodes, LinearDynamics
 
 ADAPTIVE = ["dopri5", "bosh3", "adaptive_heun", "fehlberg2", "dopri8"]
 MATRIX = torch.tensor([[-0.5, 1.0], [-1.0, -0.5]], dtype=torch.float64)  # damped rotation

@@ -10,7 +10,7 @@ from node_transfer.errors import ConfigError, ODESolveError
 from node_transfer.ode import ODEBlock
 from node_transfer.solvers import FIXED_STEP_NFE, check_solver, fixed_step_solvers, solver_names
 
-from dynamics import Explodes, LinearDynamics
+from known_dynamics import Explodes, LinearDynamics
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from node_transfer.ode import ODEBlock
 from node_transfer.solvers import FIXED_STEP_NFE, fixed_step_solvers, solver_names
 from node_transfer.torchode_backend import TorchodeBackend
 
-from dynamics import Explodes, LinearDynamics
+from known_dynamics import Explodes, LinearDynamics
 
 
 class PerSampleDecay(nn.Module):

@@ -17,20 +17,15 @@ import torch
 
 from node_transfer import ExperimentConfig
 from node_transfer.errors import ConfigError, TrainingError
-from node_transfer.experiment import prepare, run_experiment
+from node_transfer.experiment import prepare
 from node_transfer.resume import early_stop_reason
 from node_transfer.rundir import HISTORY_COLUMNS
 
+from tiny_runs import LEARNING_NODE, LEARNING_RUN, comparable, run
+
 METRIC_KEYS = {"train_acc", "val_acc", "test_acc", "train_loss", "val_loss", "test_loss", "epochs", "seconds",
                "params_total", "params_head", "nfe_forward", "nfe_backward"}
-FAST = dict(dataset="digits", image_size=32, freeze_backbone=True, cache_features=True, augment=False,
-            batch_size=64, epochs=3, lr=3e-3)
-NODE = dict(head="node", ode_width=64, solver="dopri5", rtol=1e-3, atol=1e-3)
 REPO = Path(__file__).resolve().parents[1]
-
-
-def run(tmp_path, name, **params):
-    return run_experiment(ExperimentConfig(out=str(tmp_path / name), **params), progress=False)
 
 
 def cli(*args, timeout=600):
@@ -39,13 +34,9 @@ def cli(*args, timeout=600):
                           timeout=timeout, env=env)
 
 
-def comparable(history: pd.DataFrame) -> pd.DataFrame:
-    return history.drop(columns=["seconds", "images_per_s"])
-
-
 @pytest.mark.parametrize("head", ["fc", "node"])
 def test_each_head_learns_far_above_chance_and_writes_a_run_directory(tmp_path, head):
-    run_dir = run(tmp_path, head, **{**FAST, **(NODE if head == "node" else {}), "head": head})
+    run_dir = run(tmp_path, head, **{**LEARNING_RUN, **(LEARNING_NODE if head == "node" else {}), "head": head})
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert METRIC_KEYS <= set(metrics)
     assert metrics["test_acc"] > 0.6  # ten classes: chance is 0.1
@@ -65,7 +56,8 @@ def test_each_head_learns_far_above_chance_and_writes_a_run_directory(tmp_path, 
 
 
 def test_adjoint_run_counts_backward_evaluations(tmp_path):
-    run_dir = run(tmp_path, "adjoint", **{**FAST, **NODE, "adjoint": True, "optimizer": "sgd", "lr": 0.05, "epochs": 1})
+    run_dir = run(tmp_path, "adjoint", **{**LEARNING_RUN, **LEARNING_NODE, "adjoint": True, "optimizer": "sgd",
+                                          "lr": 0.05, "epochs": 1})
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["nfe_backward"] > 0 and metrics["test_acc"] > 0.3
 
@@ -79,11 +71,11 @@ def test_full_fine_tune_improves_on_chance(tmp_path):
 
 
 def test_init_from_a_trained_baseline_starts_the_node_model_where_the_baseline_ended(tmp_path):
-    baseline = run(tmp_path, "baseline", head="fc", **{**FAST, "epochs": 2})
-    node_config = ExperimentConfig(**FAST, **NODE, zero_init=True, init_from=str(baseline))
+    baseline = run(tmp_path, "baseline", head="fc", **{**LEARNING_RUN, "epochs": 2})
+    node_config = ExperimentConfig(**LEARNING_RUN, **LEARNING_NODE, zero_init=True, init_from=str(baseline))
     prepared = prepare(node_config)
     assert prepared.resolved["init_from_head_tensors"] == ["head.fc.weight", "head.fc.bias"]
-    base_prepared = prepare(ExperimentConfig(**FAST, head="fc", init_from=str(baseline)))
+    base_prepared = prepare(ExperimentConfig(**LEARNING_RUN, head="fc", init_from=str(baseline)))
     images = torch.stack([prepared.splits.test[i][0] for i in range(8)])
     prepared.model.eval()
     base_prepared.model.eval()
@@ -92,14 +84,14 @@ def test_init_from_a_trained_baseline_starts_the_node_model_where_the_baseline_e
 
 
 def test_init_from_a_different_backbone_is_refused(tmp_path):
-    other = run(tmp_path, "other", **{**FAST, "epochs": 1}, head="fc", backbone="test_efficientnet",
+    other = run(tmp_path, "other", **{**LEARNING_RUN, "epochs": 1}, head="fc", backbone="test_efficientnet",
                 weights="none")
     with pytest.raises(ConfigError, match="init_from"):
-        prepare(ExperimentConfig(**FAST, head="fc", init_from=str(other)))
+        prepare(ExperimentConfig(**LEARNING_RUN, head="fc", init_from=str(other)))
 
 
 def test_target_val_acc_stops_early(tmp_path):
-    run_dir = run(tmp_path, "target", head="fc", **{**FAST, "epochs": 6}, target_val_acc=0.2)
+    run_dir = run(tmp_path, "target", head="fc", **{**LEARNING_RUN, "epochs": 6}, target_val_acc=0.2)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs"] == 1 and metrics["stopped_early"] is True
     assert "target_val_acc=0.2" in metrics["stop_reason"]
@@ -107,7 +99,7 @@ def test_target_val_acc_stops_early(tmp_path):
 
 def test_solver_failure_stops_with_context_and_keeps_what_was_done(tmp_path):
     with pytest.raises(TrainingError) as info:
-        run(tmp_path, "stiff", **FAST, **{**NODE, "rtol": 1e-9, "atol": 1e-9}, max_num_steps=2)
+        run(tmp_path, "stiff", **LEARNING_RUN, **{**LEARNING_NODE, "rtol": 1e-9, "atol": 1e-9}, max_num_steps=2)
     message = str(info.value)
     for fragment in ("epoch 1, batch 1", "dopri5", "rtol=1e-09", "function evaluations", "fallback"):
         assert fragment in message
@@ -116,8 +108,8 @@ def test_solver_failure_stops_with_context_and_keeps_what_was_done(tmp_path):
 
 def test_solver_failure_can_fall_back_to_a_fixed_step_solver(tmp_path):
     with pytest.warns(UserWarning, match="falling back to rk4"):
-        run_dir = run(tmp_path, "fallback", **FAST, **{**NODE, "rtol": 1e-9, "atol": 1e-9}, max_num_steps=2,
-                      on_solver_failure="fallback", fallback_solver="rk4", fallback_step_size=0.25)
+        run_dir = run(tmp_path, "fallback", **LEARNING_RUN, **{**LEARNING_NODE, "rtol": 1e-9, "atol": 1e-9},
+                      max_num_steps=2, on_solver_failure="fallback", fallback_solver="rk4", fallback_step_size=0.25)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     history = pd.read_csv(run_dir / "history.csv")
     assert metrics["fallbacks"] == 1 and set(history["solver"]) == {"rk4"}
@@ -137,7 +129,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
 
     monkeypatch.setattr(training.Trainer, "train_epoch", poison_second_epoch)
     with pytest.raises(TrainingError, match=r"non-finite loss .* epoch 2, batch 1"):
-        run(tmp_path, "nan", head="fc", **FAST)
+        run(tmp_path, "nan", head="fc", **LEARNING_RUN)
     checkpoint = torch.load(tmp_path / "nan" / "last.pt", weights_only=True)
     assert checkpoint["epoch"] == 1 and torch.isfinite(checkpoint["model"]["head.fc.weight"]).all()
     assert len(pd.read_csv(tmp_path / "nan" / "history.csv")) == 1
@@ -191,7 +183,7 @@ def test_a_kill_while_writing_a_checkpoint_leaves_the_previous_one_loadable(tmp_
 
 
 def test_a_second_run_never_overwrites_the_first(tmp_path):
-    first = run(tmp_path, "same", head="fc", **{**FAST, "epochs": 1})
+    first = run(tmp_path, "same", head="fc", **{**LEARNING_RUN, "epochs": 1})
     before = (first / "metrics.json").read_text()
     result = cli("run", "--out", str(first), "--head", "fc", "--epochs", "1")
     assert result.returncode == 2 and "invalid parameter out=" in result.stderr
@@ -206,7 +198,7 @@ def test_checkpoints_refuse_pickled_code(tmp_path):
     bad = tmp_path / "evil.pt"
     torch.save({"model": {}, "payload": Payload()}, bad)
     with pytest.raises(ConfigError, match="init_from"):
-        prepare(ExperimentConfig(**FAST, head="fc", init_from=str(bad)))
+        prepare(ExperimentConfig(**LEARNING_RUN, head="fc", init_from=str(bad)))
 
 
 def test_torchrun_two_process_gloo_run(tmp_path):
@@ -227,15 +219,15 @@ def test_torchrun_two_process_gloo_run(tmp_path):
 
 def test_feature_cache_is_reused_and_changes_nothing(tmp_path):
     cache = tmp_path / "features"
-    first = run(tmp_path, "first", head="fc", **{**FAST, "epochs": 2}, feature_cache=str(cache))
+    first = run(tmp_path, "first", head="fc", **{**LEARNING_RUN, "epochs": 2}, feature_cache=str(cache))
     files = list(cache.glob("*.pt"))
     assert len(files) == 1
     stamp = files[0].stat().st_mtime_ns
-    second = run(tmp_path, "second", head="fc", **{**FAST, "epochs": 2}, feature_cache=str(cache))
+    second = run(tmp_path, "second", head="fc", **{**LEARNING_RUN, "epochs": 2}, feature_cache=str(cache))
     assert files[0].stat().st_mtime_ns == stamp  # read, not rewritten
     pd.testing.assert_frame_equal(comparable(pd.read_csv(first / "history.csv")),
                                   comparable(pd.read_csv(second / "history.csv")))
-    other_seed = run(tmp_path, "third", head="fc", **{**FAST, "epochs": 1}, feature_cache=str(cache), seed=1)
+    other_seed = run(tmp_path, "third", head="fc", **{**LEARNING_RUN, "epochs": 1}, feature_cache=str(cache), seed=1)
     assert len(list(cache.glob("*.pt"))) == 2 and (other_seed / "metrics.json").is_file()  # another split
 
 
@@ -291,7 +283,7 @@ def test_patience_stops_once_the_val_loss_has_not_improved_for_that_many_epochs(
 
 def test_patience_stops_a_run_early(tmp_path):
     # lr so large the val loss cannot keep falling on the tiny fixture: stops after `patience` epochs
-    run_dir = run(tmp_path, "patient", head="fc", **{**FAST, "epochs": 8, "lr": 5.0}, patience=1)
+    run_dir = run(tmp_path, "patient", head="fc", **{**LEARNING_RUN, "epochs": 8, "lr": 5.0}, patience=1)
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["stopped_early"] is True and metrics["epochs"] < 8
     assert "patience=1" in metrics["stop_reason"]

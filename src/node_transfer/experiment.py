@@ -149,6 +149,23 @@ def signals_as_errors() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def threads_as_saved(resume_point: dict[str, Any] | None) -> Iterator[None]:
+    """A resumed run computes with the intra-op thread count it was started with, restored afterwards: the CPU
+    kernels split their sums by thread, so another count moves the last bits (1 vs 2 threads: test_loss in the
+    8th digit), and a resume would no longer equal the uninterrupted run."""
+    saved = (resume_point or {}).get("torch_threads")
+    before = torch.get_num_threads()
+    if not isinstance(saved, int) or saved == before:  # a checkpoint from before it was recorded: as given
+        yield
+        return
+    torch.set_num_threads(saved)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def _kept(run_dir: Path) -> str:
     if (run_dir / rundir.LAST).is_file():
         return (f"the last complete epoch is kept in {run_dir / rundir.LAST}; continue with "
@@ -183,7 +200,7 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> Path:
     handle, created = claimed if claimed is not None else (None, False)
     try:
         try:
-            with signals_as_errors():
+            with signals_as_errors(), threads_as_saved(resume_point):
                 return _run(config, run_dir, dist, resume_point, progress)
         except KeyboardInterrupt:
             raise Interrupted(signal.SIGINT, f"interrupted by SIGINT; {_kept(run_dir)}") from None

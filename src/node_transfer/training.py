@@ -102,7 +102,7 @@ class Trainer:
                 "history": self.state.history, "best_val_acc": self.state.best_val_acc,
                 "best_epoch": self.state.best_epoch, "fallbacks": self.state.fallbacks,
                 "stopped_early": self.state.stopped_early, "config": self.config.to_dict(),
-                "num_classes": self.model.head.fc.out_features,
+                "num_classes": self.model.head.fc.out_features, "torch_threads": torch.get_num_threads(),
                 "solvers": [{"solver": b.settings.solver, "step_size": b.settings.step_size,
                              "fallback_used": b.fallback_used} for b in self.blocks]}
 
