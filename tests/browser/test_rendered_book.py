@@ -155,16 +155,19 @@ def test_the_intro_opens_with_the_answer_to_each_claim(browser):
         const where = start => { const p = find(start); return p ? {top: p.getBoundingClientRect().bottom,
                                                                     text: p.innerText} : null; };
         return {height: window.innerHeight,
-                claims: ['1. ', '2. ', '3. ', '4. '].map(where), scope: where('Scope:'),
+                claims: ['1. ', '2. ', '3. ', '4. '].map(where), scope: where('Scope:'), short: where('In short:'),
                 headings: Array.from(main.querySelectorAll('h2')).map(h => h.innerText.replace('#', '').trim())};""")
     browser.screenshot(SHOTS / "intro-first-screen.png")
     for number, claim in enumerate(state["claims"], 1):
         assert claim is not None, f"claim {number} has no paragraph of its own"
         assert claim["top"] <= state["height"], f"claim {number} is below the first screen"
-        assert "The paper:" in claim["text"] and re.search(r"[+-]\d+\.\d+ \[[+-]\d+\.\d+, [+-]\d+\.\d+\]",
-                                                           claim["text"]), claim["text"][:200]
+        assert "The paper:" in claim["text"] and re.search(  # a difference with its interval, or why it has none
+            r"[+-]\d+\.\d+ (\[[+-]\d+\.\d+, [+-]\d+\.\d+\]|(\w+ )?\(one seed, no interval\))", claim["text"]), \
+            claim["text"][:200]
         assert re.search(r"holds|does not hold|undecided|not shown", claim["text"])
     assert state["scope"] and state["scope"]["top"] <= state["height"] and "CIFAR-10" in state["scope"]["text"]
+    assert state["short"] and state["short"]["top"] <= state["claims"][0]["top"]  # the answer in one line, first
+    assert "primary tests" in state["short"]["text"]
     assert state["headings"][:4] == ["Scope of reproducibility", "Methodology", "Results", "What was easy"]
 
 
