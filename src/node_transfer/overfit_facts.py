@@ -45,5 +45,4 @@ def overfit_facts(runs: pd.DataFrame, histories: pd.DataFrame, planned_seeds: in
                  ov_val_loss_end=float(_end(histories, "baseline", "val_loss").mean()))
     for label, own in runs.groupby("label"):
         facts[f"ov_{label.replace('-', '_')}_test"] = float(own["test_acc"].mean() * 100)
-    facts["ov_fallbacks"] = int(runs["fallbacks"].sum()) if "fallbacks" in runs else 0
     return facts
