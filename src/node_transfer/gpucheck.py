@@ -62,9 +62,11 @@ SECTIONS = (
     Section("torchrun", "node_transfer.gpucheck_runs:torchrun", 110, "torchrun --nproc_per_node=1 and NCCL"),
     Section("resume-predict", "node_transfer.gpucheck_runs:resume_and_predict", 110,
             "a run stopped by SIGTERM, resumed, then `predict`"),
-    Section("throughput", "node_transfer.gpucheck_speed:throughput", 100,
+    # The speed sections build three models per image size (each build plus 3 warm-up steps with autotuning took
+    # ~26 s on the H200: 78 s for the three at 32 px, results/gpu), then time 6 steps x 25: two sizes need ~240 s.
+    Section("throughput", "node_transfer.gpucheck_speed:throughput", 240,
             "images per second of the fine-tuning and head-only steps, NODE/FC, Lite0 at 32 and 224 px"),
-    Section("b0", "node_transfer.gpucheck_speed:b0", 60, "EfficientNet-B0: its ImageNet weights if on disk, "
+    Section("b0", "node_transfer.gpucheck_speed:b0", 150, "EfficientNet-B0: its ImageNet weights if on disk, "
                                                           "and its step time"),
 )
 
