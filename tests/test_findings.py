@@ -51,6 +51,8 @@ def test_the_committed_reports_carry_the_verdicts_the_package_computes(fashion):
         assert list(committed["test"]) == list(mine["test"])
         assert list(committed["verdict"]) == list(mine["verdict"])
         assert list(committed["verdict_holm"]) == list(mine["verdict_holm"])
+        planned = pd.to_numeric(committed["seeds_low"].replace("", None)).fillna(-1)  # the seeds-to-decide plan
+        assert list(planned) == list(mine["seeds_low"].fillna(-1))
         assert "val-loss fluctuation" in set(committed["statistic"])
     stability = pd.read_csv(results_dir() / "paper-fmnist" / "report" / "stability.csv")
     assert "val-loss fluctuation (95% CI)" in stability.columns
@@ -79,6 +81,12 @@ def test_the_intro_states_one_sentence_per_claim_with_its_numbers(fashion):
     line = facts["bottom_line"]  # the answer in one sentence, first: primary tests counted by their Holm label
     assert line.startswith("**In short:**") and f"Of the {facts['primary_tests']} primary tests" in line
     assert f"{facts['primary_undecided']} are undecided" in line
+    outlook = re.search(r"the (\d+) undecided primary tests would need from (\d+) to (\d+) paired seeds each",
+                        facts["seeds_outlook"])  # a plan for the next runs, from the measured spreads
+    plannable = primary(fashion[1]).query("verdict_holm == 'undecided' and n >= 2")
+    assert outlook and int(outlook[1]) == len(plannable) and int(outlook[2]) <= int(outlook[3])
+    assert int(outlook[2]) == plannable["seeds_low"].min()
+    assert "planning estimate, not a result" in facts["seeds_outlook"]
     for number in sentences:  # the first screen's one sentence per claim: the paper, the measurement, the label
         short = facts[f"claim_{number}"]
         assert short.startswith(f"**{number}. ") and "The paper:" in short and len(short) < len(sentences[number])

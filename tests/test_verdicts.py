@@ -12,8 +12,10 @@ from node_transfer.paired import (
     holm,
     not_shown,
     paired_compare,
+    seeds_to_decide,
     verdict,
 )
+from node_transfer.verdicts import planned_seeds
 
 
 def test_paired_test_sees_a_consistent_difference_that_intervals_miss():
@@ -88,3 +90,39 @@ def test_seeds_are_paired_by_index_not_position():
     result = paired_compare(a, b, higher_is_better=False)
     assert result.mean_diff == pytest.approx(-0.1) and result.ci_low == result.ci_high  # identical differences
     assert result.outcome == "a better" and result.n == 3 and result.seeds == [0, 1, 2]
+
+
+def test_seeds_to_decide_is_where_the_same_mean_and_spread_would_decide():
+    zero = pd.Series(0.0, index=range(4))
+    # an SD of about 0.7 points around zero, margin 0.5 (like adjoint vs fc-sgd): about 9 seeds at alpha
+    d = pd.Series([0.0066, -0.0066, 0.0033, -0.0033]) * 1.2
+    close = paired_compare(d, zero, margin=0.005)
+    n = seeds_to_decide(close, "same")
+
+    def with_same_mean_and_sd(seeds: int) -> pd.Series:
+        spread = np.linspace(-1, 1, seeds)
+        return pd.Series(close.mean_diff + close.sd_diff * spread / spread.std(ddof=1))
+
+    def label(seeds: int, alpha: float = 0.05) -> str:
+        return verdict(paired_compare(with_same_mean_and_sd(seeds), pd.Series(0.0, index=range(seeds)),
+                                      margin=0.005), "same", alpha=alpha)
+
+    assert 6 <= n <= 12 and label(n) == HOLDS and label(n - 1) == UNDECIDED
+    strict = seeds_to_decide(close, "same", alpha=0.05 / 11)  # Holm's first step asks for more
+    assert strict > n and label(strict, 0.05 / 11) == HOLDS and label(strict - 1, 0.05 / 11) == UNDECIDED
+    # a superiority claim far beyond its margin is decided by the seeds it has; one just below it never is
+    clear = paired_compare(pd.Series([1.0, 1.2, 0.9]), pd.Series([0.0, 0.0, 0.0]), margin=0.5)
+    assert seeds_to_decide(clear, "better") <= 3
+    edge = paired_compare(pd.Series([0.44, 0.54, 0.49, 0.51]), pd.Series(0.0, index=range(4)), margin=0.5)
+    assert seeds_to_decide(edge, "better", most=30) is None
+    assert seeds_to_decide(paired_compare(pd.Series([0.9]), pd.Series([0.8]), margin=0.005), "same") is None
+
+
+def test_planned_seeds_run_from_holms_last_step_to_its_first():
+    noisy = paired_compare(pd.Series([0.004, -0.003, 0.006, -0.005]), pd.Series(0.0, index=range(4)), margin=0.005)
+    low, high = planned_seeds(noisy, "same", family=11)
+    assert low == seeds_to_decide(noisy, "same") and high == seeds_to_decide(noisy, "same", alpha=0.05 / 11)
+    assert 4 < low < high
+    assert all(np.isnan(planned_seeds(paired_compare(pd.Series([0.9]), pd.Series([0.8]), margin=0.005), "same", 11)))
+    edge = paired_compare(pd.Series([0.44, 0.54, 0.49, 0.51]), pd.Series(0.0, index=range(4)), margin=0.5)
+    assert planned_seeds(edge, "better", 11) == (np.inf, np.inf)

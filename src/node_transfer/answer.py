@@ -15,7 +15,7 @@ import pandas as pd
 
 from .claims import PAPER, PAPER_CLAIMS
 from .findings import StudyData, load_study, primary, study_table
-from .paired import OVERFITS_MORE_SLOWLY
+from .paired import MOST_SEEDS_PLANNED, OVERFITS_MORE_SLOWLY
 from .statistics import statistic
 from .suite_results import DATASET_NAMES
 
@@ -206,6 +206,25 @@ def bottom_line(table: pd.DataFrame) -> str:
             f"({named or 'none'}) and {undecided} are undecided{waiting}.")
 
 
+def seeds_outlook(table: pd.DataFrame) -> str:
+    """How many paired seeds would settle the undecided primary tests, were their measured means and spreads to
+    stay (`verdicts.planned_seeds`), against the seeds they have."""
+    rows = primary(table)
+    rows = rows[(rows["verdict_holm"] == "undecided") & rows["seeds_low"].notna()]
+    if rows.empty:
+        return ""
+    finite = rows[rows["seeds_high"] < float("inf")]
+    beyond = len(rows) - len(finite)
+    span = (f"from {int(finite['seeds_low'].min())} to {int(finite['seeds_high'].max())} paired seeds each"
+            if len(finite) else f"more than {MOST_SEEDS_PLANNED} paired seeds each")
+    tail = f" ({beyond} more than {MOST_SEEDS_PLANNED})" if beyond and len(finite) else ""
+    return (f"**How many seeds would settle them.** If each kept the mean difference and spread measured so far, "
+            f"the {len(rows)} undecided primary tests would need {span}{tail}, against the {int(rows['n'].min())} "
+            f"to {int(rows['n'].max())} they have (the range runs from Holm's last step to its first). This is a "
+            "planning estimate, not a result: new seeds move both the mean and the spread. The reproducing chapter "
+            "gives each test's.")
+
+
 def answer_facts(results: str | Path) -> dict[str, str | int]:
     """What the intro states, by the name it glues it under: per numbered claim one sentence for the first screen
     (`claim_1`...) and the full account (`detail_1`...), the claims as a numbered list (`claims_list`), the scope,
@@ -218,6 +237,7 @@ def answer_facts(results: str | Path) -> dict[str, str | int]:
     facts["claims_list"] = "\n".join(f"{n}. **{c.title}**: {c.paper}." for n, c in PAPER_CLAIMS.items() if n)
     labels = primary(table)["verdict_holm"]
     facts["bottom_line"] = bottom_line(table)
+    facts["seeds_outlook"] = seeds_outlook(table)
     facts.update(scope=scope_sentence(data), primary_tests=len(labels), primary_hold=int((labels == "holds").sum()),
                  primary_fail=int((labels == "does not hold").sum()),
                  primary_undecided=int((labels == "undecided").sum()),

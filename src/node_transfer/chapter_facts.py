@@ -19,6 +19,7 @@ from .convergence import LADDER
 from .epoch_cost import chapter_cost_facts
 from .findings import StudyData, one_cpu_model, primary
 from .overfit_facts import overfit_facts
+from .paired import MOST_SEEDS_PLANNED
 from .statistics import by_seed, statistic
 from .suite_results import suite_compute, suite_progress
 from .suitedir import SUITE_META
@@ -73,8 +74,17 @@ def tests_table(table: pd.DataFrame, regime: str) -> pd.DataFrame:
     rows["p (Holm)"] = rows["p_holm"].map(lambda p: "–" if pd.isna(p) else f"{p:.3f}")
     rows["effect d_z"] = rows["effect_size"].map(lambda d: "–" if not np.isfinite(d) else f"{d:+.1f}")
     rows["what else differs"] = rows["confound"].replace("", "nothing (matched)")
+    rows["seeds to decide"] = [seeds_range(low, high) for low, high in zip(rows["seeds_low"], rows["seeds_high"])]
     return rows[["claim", "role", "test", "measured", "effect d_z", "verdict", "label (Holm)", "p (Holm)", "seeds",
-                 "what else differs", "note"]].rename(columns={"verdict": "label"})
+                 "seeds to decide", "what else differs", "note"]].rename(columns={"verdict": "label"})
+
+
+def seeds_range(low: float, high: float) -> str:
+    """A planned-seeds range as the tables show it ('–' where there is nothing to plan)."""
+    if not np.isfinite(low):
+        return f"more than {MOST_SEEDS_PLANNED}" if low == np.inf else "–"
+    upper = f"more than {MOST_SEEDS_PLANNED}" if high == np.inf else f"{high:.0f}"
+    return f"{low:.0f}" if low == high else f"{low:.0f} to {upper}"
 
 
 def seed_table(data: StudyData) -> pd.DataFrame:

@@ -93,8 +93,8 @@ ROLE_NAMES = {"primary": "primary", "paper": "exploratory: the paper's compariso
               "exploratory": "exploratory"}
 CLAIM_CSV_COLUMNS = ["regime", "claim", "test", "role", "verdict_holm", "p_holm", "verdict", "measured", "difference",
                      "ci_low", "ci_high", "unit", "minimum_effect", "effect_size", "p_value", "p_holds", "p_fails", "n",
-                     "seeds", "a_better_in", "window", "mean_a", "mean_b", "a", "b", "against", "name", "statistic",
-                     "reached_a", "reached_b", "confound", "note"]
+                     "seeds", "seeds_low", "seeds_high", "a_better_in", "window", "mean_a", "mean_b", "a", "b",
+                     "against", "name", "statistic", "reached_a", "reached_b", "confound", "note"]
 
 
 def claims_frame(table: pd.DataFrame) -> pd.DataFrame:

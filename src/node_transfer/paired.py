@@ -41,6 +41,8 @@ ALPHA = 0.05
 #: Differences whose SD is below this are identical on every seed (float noise aside).
 IDENTICAL = 1e-12
 KINDS = ("same", "better")
+#: The most seeds `seeds_to_decide` plans for: beyond it, "more than" this.
+MOST_SEEDS_PLANNED = 50
 
 
 def not_shown(mean_diff: float, kind: str) -> str:
@@ -181,3 +183,20 @@ def holm(p_values: list[float] | np.ndarray | pd.Series) -> np.ndarray:
         running = max(running, min(1.0, (m - rank) * p[index]))
         adjusted[index] = running
     return adjusted
+
+
+def seeds_to_decide(result: PairedComparison, kind: str, alpha: float = ALPHA,
+                    most: int = MOST_SEEDS_PLANNED) -> int | None:
+    """The paired seeds at which `verdict` would decide the claim (holds or does not hold) if the mean difference
+    and its SD stayed as measured: a planning estimate for the next runs, not a result (new seeds move both).
+    None where two seeds are not yet in, or where `most` seeds would not decide (a mean close to the margin)."""
+    if result.n < 2 or result.margin is None or not np.isfinite(result.sd_diff):
+        return None
+    for n in range(2, most + 1):
+        spread = np.linspace(-1.0, 1.0, n)
+        d = pd.Series(result.mean_diff + result.sd_diff * spread / spread.std(ddof=1))  # that mean and SD exactly
+        planned = paired_compare(d, pd.Series(0.0, index=d.index), higher_is_better=result.higher_is_better,
+                                 margin=result.margin)
+        if verdict(planned, kind, alpha=alpha) in (HOLDS, FAILS):
+            return n
+    return None

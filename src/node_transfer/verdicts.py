@@ -19,7 +19,16 @@ import pandas as pd
 
 from .claims import Endpoint, Regime
 from .convergence import choose_target, describe_target, start_label, times_to_target
-from .paired import OVERFITS_MORE_SLOWLY, PairedComparison, claim_p_values, holm, paired_compare, verdict
+from .paired import (
+    ALPHA,
+    OVERFITS_MORE_SLOWLY,
+    PairedComparison,
+    claim_p_values,
+    holm,
+    paired_compare,
+    seeds_to_decide,
+    verdict,
+)
 from .statistics import by_seed, common_window, late_values, stability_statistics, statistic
 
 #: Recipe fields two arms must share, besides the starting checkpoint, for a comparison to isolate the head.
@@ -190,9 +199,10 @@ def regime_table(runs: pd.DataFrame, histories: pd.DataFrame, regime: Regime, op
 
 def with_holm(table: pd.DataFrame, histories: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Holm over the table's primary rows: adjusted p-values and the label read from them (`verdict_holm`);
-    `histories` (by regime title) feed the overfitting rule. Other rows keep '' (exploratory: uncorrected)."""
+    `histories` (by regime title) feed the overfitting rule. Other rows keep '' (exploratory: uncorrected).
+    `seeds_low`/`seeds_high` plan the next runs of an undecided primary test (`planned_seeds`)."""
     table = table.copy()
-    table["p_holm"], table["verdict_holm"] = np.nan, ""
+    table["p_holm"], table["verdict_holm"], table["seeds_low"], table["seeds_high"] = np.nan, "", np.nan, np.nan
     primary = table.index[table["role"] == "primary"] if len(table) else []
     if not len(primary):
         return table
@@ -204,7 +214,19 @@ def with_holm(table: pd.DataFrame, histories: dict[str, pd.DataFrame]) -> pd.Dat
         label, _ = overfitting_rule(result, verdict(result, kind, p), histories[table.at[i, "regime"]])
         deciding = {"does not hold": "fails"}.get(label, "differs" if "not shown" in label else "holds")
         table.at[i, "verdict_holm"], table.at[i, "p_holm"] = label, p[deciding]
+        if label == "undecided":
+            table.loc[i, ["seeds_low", "seeds_high"]] = planned_seeds(result, kind, len(primary))
     return table
+
+
+def planned_seeds(result: PairedComparison, kind: str, family: int) -> tuple[float, float]:
+    """Paired seeds an undecided test would need if its mean difference and SD stayed as measured, from Holm's
+    last step (α) to its first (α / family): where a test falls in Holm's order depends on the others. inf: more
+    than `seeds_to_decide` looks at; NaN: fewer than two seeds to plan from."""
+    if result.n < 2:
+        return float("nan"), float("nan")
+    low, high = (seeds_to_decide(result, kind, alpha) for alpha in (ALPHA, ALPHA / family))
+    return float(low or "inf"), float(high or "inf")
 
 
 def family_table(data: dict[Regime, tuple[pd.DataFrame, pd.DataFrame]], options: Options = DECLARED
