@@ -34,7 +34,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "one run": ("features", "optim", "resume", "rebuild", "training", "experiment", "predict"),
     "many runs": ("suites", "notebooks", "scheduling", "cluster", "suite_runner", "suite_results"),
     "analysis": ("statistics", "paired", "claims", "convergence", "verdicts", "findings", "plots", "sweeps",
-                 "answer", "epoch_cost", "bench_results", "chapter_facts", "overfit_facts", "reporting"),
+                 "answer", "epoch_cost", "bench_results", "gpu_results", "chapter_facts", "overfit_facts", "reporting"),
     "pages and CLI": ("readmes", "book_cache", "commands", "cli", "__main__", "gpucheck", "gpucheck_carry",
                       "gpucheck_report", "gpucheck_runs", "gpucheck_sections", "gpucheck_speed"),
 }

@@ -27,15 +27,17 @@ def test_bench_results_load_into_an_overview(tmp_path):
 
 def test_performance_facts_name_every_number_the_performance_page_states():
     from node_transfer.bench_results import DEFAULT_HEAD, at_paper_size, load_bench, performance_facts
+    from node_transfer.gpu_results import gpu_facts
     from node_transfer.notebooks import results_dir
 
     tables, summary = load_bench(results_dir() / "bench")
-    facts = performance_facts(tables, summary)
+    facts = {**performance_facts(tables, summary), **gpu_facts(results_dir())}
     page = (book_dir() / "performance.md").read_text()
     named = set(re.findall(r"\{glue:text\}`(\w+)", page))
     glued_on_page = set(re.findall(r'"(\w+)": ', page.split("## GPU plan", 1)[1]))  # the page's own arithmetic
     assert named - glued_on_page <= set(facts) and named & set(facts)
-    assert page.count("glue(") == 2 and DEFAULT_HEAD not in page  # one loop over the facts, no hard-coded labels
+    # one loop over each facts function (CPU benchmarks, the GPU check) and the GPU plan's; no hard-coded labels
+    assert page.count("glue(") == 3 and DEFAULT_HEAD not in page
     head = tables["head_cost"].set_index("head")
     assert facts["hc_nfe_default"] == head.loc[DEFAULT_HEAD, "nfe_forward"]
     assert facts["hc_224_default"] == pytest.approx(1 + (head.loc[DEFAULT_HEAD, "ratio_vs_fc"] - 1) / 12.25)
