@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from node_transfer.paired import (
+from node_transfer.analysis.paired import (
     FAILS,
     HOLDS,
     UNDECIDED,
