@@ -19,7 +19,7 @@ CYCLE_EDGES: set[tuple[str, str]] = set()  # (importer, imported): function-loca
 
 # Modules (dotted paths under node_transfer) that must load no torch when imported (in a fresh interpreter, through
 # the package's __init__): the config and what it imports, the command line's parser, the readers of committed
-# results, and the old paths the committed notebooks import (node_transfer.MOVED).
+# results, and one old path through node_transfer.MOVED (the finder that resolves it loads nothing itself).
 TORCH_FREE = ("core.choices", "app.cli", "core.config", "core.errors", "core.solvers", "core.speed",
               "suites.results", "analysis.reporting", "suites.registry", "reporting")
 

@@ -45,13 +45,14 @@ __all__ = [
     "NODEHead", "ODEBlock", "ODESolveError", "TrainingError", "build_head", "count_parameters", "solver_names",
 ]
 
-#: Old module path -> its home since the package was split into layers. The committed executed notebooks in
-#: results/ import these paths (`make reproduce` re-runs them unchanged under strict nbval), so they keep working:
-#: `import node_transfer.experiment` gives the module `node_transfer.run.experiment` itself (one module object, not
-#: a copy). New code imports the new paths.
+#: Old module path -> its home since the package was split into layers, for the old paths that files written
+#: outside the source tree name: the committed executed notebooks in results/ import the first four (`make
+#: reproduce` re-runs them unchanged under strict nbval), and a `node-transfer` script installed before the move
+#: imports `node_transfer.cli`. `import node_transfer.experiment` gives the module `node_transfer.run.experiment`
+#: itself (one module object, not a copy). New code imports the new paths.
 MOVED = {
     "experiment": "run.experiment", "notebooks": "suites.notebooks", "plots": "analysis.plots",
-    "reporting": "analysis.reporting",
+    "reporting": "analysis.reporting", "cli": "app.cli",
 }
 
 if TYPE_CHECKING:

@@ -1,2 +1,2 @@
 """ODE numerics: the ODE block and its dynamics, and the solver backends that integrate them (torchdiffeq,
-torchode, the lean fixed-grid RK). Built on `core` only."""
+torchode, and the lean backend: torchdiffeq's adaptive methods in a loop of our own). Built on `core` only."""
