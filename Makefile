@@ -38,7 +38,7 @@ notebooks: $(STAMP) fashion-mnist
 	rm -rf $(NBTEST) && mkdir -p $(NBTEST)
 	$(PY) -m node_transfer notebooks --out $(NBTEST)
 	cd $(NBTEST) && ../../$(VENV)/bin/pytest --nbval-lax -p no:cacheprovider -q --durations=10 \
-		-p node_transfer.book_cache --book-cache ../.jupyter_cache .
+		-p node_transfer.app.book_cache --book-cache ../.jupyter_cache .
 
 # Committed executed notebooks (results/nbval-strict.txt) re-executed and compared output by output.
 # One thread and the Agg backend, as they were run: float reductions depend on the thread count.

@@ -2,7 +2,7 @@
 
 By default glibc maps every block over 128 KiB (up to an adaptive threshold) fresh with mmap and unmaps it when
 freed, so the activations of each training step fault their pages in again. The package's CPU runs call
-`node_transfer.distributed.keep_freed_memory` (tensors up to 32 MiB from the heap, freed memory kept). Each
+`node_transfer.core.distributed.keep_freed_memory` (tensors up to 32 MiB from the heap, freed memory kept). Each
 workload runs in a fresh process per setting, the two settings alternating (A B, B A, ...):
 
 - elementwise: `x + 0.5 * x` on a 256 x 1280 float tensor (a dopri5 stage combination on a batch of features);
@@ -37,7 +37,7 @@ def child(args: argparse.Namespace) -> None:
     import torch
     import torch.nn.functional as F
 
-    from node_transfer.distributed import keep_freed_memory
+    from node_transfer.core.distributed import keep_freed_memory
 
     applied = keep_freed_memory() if args.setting == "keep freed memory" else False
     torch.set_num_threads(args.threads or 1)
@@ -50,15 +50,15 @@ def child(args: argparse.Namespace) -> None:
                 y = x + 0.5 * x
             return float(y[0, 0])
     elif args.workload == "node head step":
-        from node_transfer.heads import build_head
+        from node_transfer.model.heads import build_head
 
         head = build_head("node", 1280, 10, ode_width=64, solver="dopri5", rtol=1e-5, atol=1e-5)
         features, labels = torch.randn(256, 1280), torch.randint(0, 10, (256,))
         step = _training_step(head, features, labels, F)
     else:
-        from node_transfer.backbones import create_backbone
-        from node_transfer.heads import build_head
-        from node_transfer.model import TransferModel
+        from node_transfer.model.backbones import create_backbone
+        from node_transfer.model.heads import build_head
+        from node_transfer.model.transfer import TransferModel
 
         backbone, _ = create_backbone("tf_efficientnet_lite0", "imagenet")
         model = TransferModel(backbone, build_head("fc", backbone.num_features, 10))

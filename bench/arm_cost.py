@@ -2,7 +2,7 @@
 control and over the baseline, from one session on one machine.
 
 The arms of the `paper` suite's `fmnist` profile (and of the `overfit` suite's, `rk-imagenet` included), seed 0,
-planned by the suite runner as it plans a new seed today (`suite_runner.plan` with `suite_speed`: the suite's
+planned by the suite runner as it plans a new seed today (`suites.runner.plan` with `suite_speed`: the suite's
 parameters, channels_last, the tensor data path, the `lean` ODE backend), on one thread unless --threads says
 otherwise. Each arm is built by the package (`experiment.prepare`) and trained by its `Trainer` on real
 Fashion-MNIST images. The continued arms start from one shared checkpoint, put where their `init_from` points:
@@ -15,9 +15,9 @@ batches). Process CPU time and wall time are recorded for both; NFE per batch as
 
 Each round's slices are scaled to a whole epoch of the suite (its training images, then its 5,000 validation
 images) and each NODE arm's epoch is divided by that of the arm it is priced against in the same round
-(`node_transfer.epoch_cost`). The ratios are stated on CPU time: with one thread it is the time spent computing,
-while the wall time of a shared machine also holds the time spent waiting for a core. The NFE are those of a
-continued run's first batches; they grow as the dynamics train (the suites record each epoch's), and a NODE
+(`node_transfer.analysis.epoch_cost`). The ratios are stated on CPU time: with one thread it is the time spent
+computing, while the wall time of a shared machine also holds the time spent waiting for a core. The NFE are
+those of a continued run's first batches; they grow as the dynamics train (the suites record each epoch's), and a NODE
 arm's later epochs cost more with them.
 
 Target: the headline ratio (rk over fc-adam, in the first suite timed) is stable: every round within 10 % of the
@@ -37,13 +37,13 @@ import _lib
 import pandas as pd
 import torch
 
-from node_transfer.config import ExperimentConfig
-from node_transfer.epoch_cost import epoch_seconds, pair_ratios
-from node_transfer.experiment import prepare
-from node_transfer.rundir import BEST, load_init_from
-from node_transfer.suite_runner import plan, suite_speed
-from node_transfer.suites import SuiteRun, get_suite
-from node_transfer.training import Trainer
+from node_transfer.analysis.epoch_cost import epoch_seconds, pair_ratios
+from node_transfer.core.config import ExperimentConfig
+from node_transfer.core.rundir import BEST, load_init_from
+from node_transfer.run.experiment import prepare
+from node_transfer.run.training import Trainer
+from node_transfer.suites.registry import SuiteRun, get_suite
+from node_transfer.suites.runner import plan, suite_speed
 
 PROFILE = "fmnist"
 SUITES = ("paper", "overfit")

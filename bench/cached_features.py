@@ -28,10 +28,10 @@ import pandas as pd
 from torch import nn
 from torch.utils.data import Subset
 
-from node_transfer.bench_results import DEFAULT_HEAD, NARROW_HEAD
-from node_transfer.features import extract_features
-from node_transfer.model import TransferModel, head_from_config
-from node_transfer.training import Trainer, seed_everything
+from node_transfer.analysis.bench_results import DEFAULT_HEAD, NARROW_HEAD
+from node_transfer.model.transfer import TransferModel, head_from_config
+from node_transfer.run.features import extract_features
+from node_transfer.run.training import Trainer, seed_everything
 
 TARGET = 50.0  # cached epochs at least 50x faster than epochs that re-run the frozen backbone
 HEADS = [("fc", {"head": "fc"}), (DEFAULT_HEAD, {"head": "node"}),

@@ -34,11 +34,11 @@ import pandas as pd
 import torch
 from torch.utils.data import Subset
 
-from node_transfer.config import ExperimentConfig
-from node_transfer.experiment import Prepared, prepare
-from node_transfer.features import MIN_FEATURE_BATCH, cached_feature_sets
-from node_transfer.speed import LEGACY
-from node_transfer.tensor_images import ImageTensors, normalize
+from node_transfer.core.config import ExperimentConfig
+from node_transfer.core.speed import LEGACY
+from node_transfer.model.tensor_images import ImageTensors, normalize
+from node_transfer.run.experiment import Prepared, prepare
+from node_transfer.run.features import MIN_FEATURE_BATCH, cached_feature_sets
 
 TARGET_VS_OLD = 3.0  # the package's extraction + write, new settings over old, images per second
 TARGET_VS_BARE = 0.9  # and over the bare channels_last loop

@@ -23,10 +23,10 @@ import _lib
 import pandas as pd
 import torch
 
-from node_transfer.config import ExperimentConfig
-from node_transfer.experiment import cpu_description, run_experiment
-from node_transfer.rundir import read_history, read_json
-from node_transfer.suites import heads_suite
+from node_transfer.core.config import ExperimentConfig
+from node_transfer.core.rundir import read_history, read_json
+from node_transfer.run.experiment import cpu_description, run_experiment
+from node_transfer.suites.registry import heads_suite
 
 PROFILES = {"cpu": ("digits", 5), "fmnist": ("Fashion-MNIST", 1)}  # profile -> (data, epochs)
 LABELS = ("node", "node-adjoint")

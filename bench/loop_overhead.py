@@ -37,11 +37,11 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from node_transfer.config import ExperimentConfig
-from node_transfer.experiment import prepare
-from node_transfer.speed import LEGACY
-from node_transfer.tensor_images import make_loader, normalize
-from node_transfer.training import Trainer
+from node_transfer.core.config import ExperimentConfig
+from node_transfer.core.speed import LEGACY
+from node_transfer.model.tensor_images import make_loader, normalize
+from node_transfer.run.experiment import prepare
+from node_transfer.run.training import Trainer
 
 TARGET_VS_OLD = 2.3  # the fast Trainer's images/s over today's
 TARGET_VS_BARE = 0.9  # and over a bare channels_last loop's

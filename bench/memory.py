@@ -39,8 +39,8 @@ def child(args) -> None:
     import torch
     import torch.nn.functional as F
 
-    from node_transfer.heads import build_head
-    from node_transfer.memory import SavedTensors
+    from node_transfer.core.memory import SavedTensors
+    from node_transfer.model.heads import build_head
 
     device = _lib.resolve_device(args.device, args.threads)
     torch.manual_seed(0)

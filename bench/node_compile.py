@@ -32,8 +32,8 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir  # noqa: E402
 
-from node_transfer.experiment import cpu_description  # noqa: E402
-from node_transfer.heads import build_head  # noqa: E402
+from node_transfer.model.heads import build_head  # noqa: E402
+from node_transfer.run.experiment import cpu_description  # noqa: E402
 
 WIDTHS = (64, 256)
 BACKENDS = ("lean", "torchdiffeq", "torchode")

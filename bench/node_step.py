@@ -30,9 +30,9 @@ import pandas as pd
 import torch
 from torch import nn
 
-from node_transfer.dynamics import MLPDynamics
-from node_transfer.experiment import cpu_description
-from node_transfer.ode import ODEBlock
+from node_transfer.numerics.dynamics import MLPDynamics
+from node_transfer.numerics.ode import ODEBlock
+from node_transfer.run.experiment import cpu_description
 
 TARGET = 1.3
 WIDTH = 64  # the study's width (the heads suites' ode_width)

@@ -22,8 +22,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from node_transfer.errors import ODESolveError, TrainingError
-from node_transfer.heads import ode_blocks
+from node_transfer.core.errors import ODESolveError, TrainingError
+from node_transfer.model.heads import ode_blocks
 
 TOLERANCES = [1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6, 1e-7]
 QUICK_TOLERANCES = [1e-1, 1e-3, 1e-5]

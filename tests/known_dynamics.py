@@ -2,7 +2,7 @@
 
 from torch import nn
 
-from node_transfer.dynamics import LinearDynamics
+from node_transfer.numerics.dynamics import LinearDynamics
 
 __all__ = ["Explodes", "LinearDynamics"]
 

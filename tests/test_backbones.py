@@ -8,8 +8,8 @@ import timm
 import torch
 from PIL import Image
 
-from node_transfer.backbones import check_backbone_name, create_backbone, feature_shape, lite0_imagenet_state_dict
-from node_transfer.errors import BackboneError, ConfigError
+from node_transfer.core.errors import BackboneError, ConfigError
+from node_transfer.model.backbones import check_backbone_name, create_backbone, feature_shape, lite0_imagenet_state_dict
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +56,7 @@ def test_hub_weights_that_cannot_be_had_fail_fast_and_name_the_alternatives(fail
     """Whatever this machine's network: the hub is made unreachable, or reachable with a failing download."""
     from huggingface_hub import constants
 
-    from node_transfer import backbones
+    from node_transfer.model import backbones
 
     def no_download(name, pretrained, **kwargs):
         if pretrained:
@@ -128,7 +128,7 @@ def test_hub_weights_in_the_local_cache_load_without_network(tmp_path, monkeypat
     (tmp_path / "models--timm--test_efficientnet.r160_in1k" / "refs").mkdir()
     (tmp_path / "models--timm--test_efficientnet.r160_in1k" / "refs" / "main").write_text("abc123")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path))
-    from node_transfer import backbones
+    from node_transfer.model import backbones
 
     monkeypatch.setattr(backbones, "_reachable", lambda *args, **kwargs: pytest.fail("the hub was asked"))
     model, _ = create_backbone("test_efficientnet", "imagenet")

@@ -5,11 +5,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from node_transfer.claims import FINETUNE_TESTS, HEAD_TESTS, PRIMARY_STABILITY, STUDIES, Endpoint, Regime, study_of
-from node_transfer.convergence import choose_target, first_reach, times_to_target
-from node_transfer.errors import ConfigError
-from node_transfer.suites import get_suite
-from node_transfer.verdicts import Options, compare, confounds, family_table, paired_seeds, regime_table
+from node_transfer.analysis.claims import (
+    FINETUNE_TESTS,
+    HEAD_TESTS,
+    PRIMARY_STABILITY,
+    STUDIES,
+    Endpoint,
+    Regime,
+    study_of,
+)
+from node_transfer.analysis.convergence import choose_target, first_reach, times_to_target
+from node_transfer.analysis.verdicts import Options, compare, confounds, family_table, paired_seeds, regime_table
+from node_transfer.core.errors import ConfigError
+from node_transfer.suites.registry import get_suite
 
 FINETUNE = Regime("synthetic", "synthetic, fine-tune", "paper", "cpu", "synthetic", FINETUNE_TESTS)
 HEADS = Regime("synthetic-heads", "synthetic, head-only", "heads", "cpu", "synthetic-heads", HEAD_TESTS)

@@ -12,13 +12,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from node_transfer.cli import build_parser, main
-from node_transfer.cluster import SlurmOptions, SubmititScheduler
-from node_transfer.commands import slurm_options
-from node_transfer.config import ExperimentConfig
-from node_transfer.scheduling import Task
-from node_transfer.suite_runner import run_suite
-from node_transfer.suites import SuiteRun
+from node_transfer.app.cli import build_parser, main
+from node_transfer.app.commands import slurm_options
+from node_transfer.core.config import ExperimentConfig
+from node_transfer.suites.cluster import SlurmOptions, SubmititScheduler
+from node_transfer.suites.registry import SuiteRun
+from node_transfer.suites.runner import run_suite
+from node_transfer.suites.scheduling import Task
 
 
 def suite_files(suite: Path) -> list[str]:

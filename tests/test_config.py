@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from node_transfer.cli import build_parser, config_options, main
-from node_transfer.config import ExperimentConfig
-from node_transfer.errors import ConfigError
+from node_transfer.app.cli import build_parser, config_options, main
+from node_transfer.core.config import ExperimentConfig
+from node_transfer.core.errors import ConfigError
 
 # (command-line arguments, the parameter the error must name)
 BAD_CLI = [

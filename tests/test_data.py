@@ -12,10 +12,11 @@ import pytest
 import torch
 from torchvision import transforms
 
-from node_transfer import ExperimentConfig, data
-from node_transfer.data import build_datasets, make_transforms
-from node_transfer.errors import ConfigError, DataError
-from node_transfer.experiment import run_experiment
+from node_transfer import ExperimentConfig
+from node_transfer.core.errors import ConfigError, DataError
+from node_transfer.model import data
+from node_transfer.model.data import build_datasets, make_transforms
+from node_transfer.run.experiment import run_experiment
 
 from fixtures_data import fake_cifar10, image_folder
 
@@ -237,9 +238,9 @@ def test_corrupt_fashion_mnist_file_is_a_data_error_and_no_run_starts(tmp_path):
 def test_cli_without_fashion_mnist_exits_1_with_the_message_and_no_run_directory(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    code = ("import sys; from pathlib import Path; import node_transfer.data as d; "
+    code = ("import sys; from pathlib import Path; import node_transfer.model.data as d; "
             f"d.FASHION_MNIST_SYSTEM_DIR = Path({str(tmp_path / 'none')!r}); "
-            "from node_transfer.cli import main; sys.exit(main(sys.argv[1:]))")
+            "from node_transfer.app.cli import main; sys.exit(main(sys.argv[1:]))")
     result = subprocess.run([sys.executable, "-c", code, "run", "--dataset", "fashion-mnist", "--data-dir", str(empty),
                              "--freeze-backbone", "--cache-features", "--head", "fc", "--image-size", "32", "--quiet"],
                             capture_output=True, text=True, timeout=300, cwd=tmp_path,

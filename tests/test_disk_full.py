@@ -14,9 +14,9 @@ import pandas as pd
 import pytest
 import torch
 
-from node_transfer import atomic
-from node_transfer.cli import main
-from node_transfer.errors import FileWriteError
+from node_transfer.app.cli import main
+from node_transfer.core import atomic
+from node_transfer.core.errors import FileWriteError
 
 RUN = ["--dataset", "digits", "--image-size", "32", "--freeze-backbone", "--cache-features", "--no-augment",
        "--batch-size", "32", "--lr", "0.003", "--head", "fc", "--quiet"]

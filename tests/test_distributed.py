@@ -38,8 +38,8 @@ import sys
 import types
 import torch
 import torch.distributed as dist
-from node_transfer.distributed import DistInfo
-from node_transfer.training import Trainer
+from node_transfer.core.distributed import DistInfo
+from node_transfer.run.training import Trainer
 
 dist.init_process_group("gloo")
 rank = dist.get_rank()
@@ -67,10 +67,10 @@ def test_cpu_runs_keep_freed_memory_without_changing_results():
     """glibc's mallopt takes the settings (a fresh process), and a training step gives the same loss with them."""
     code = """
 import sys, torch
-from node_transfer.distributed import keep_freed_memory
+from node_transfer.core.distributed import keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == "keep" else False
 torch.manual_seed(0)
-from node_transfer.heads import build_head
+from node_transfer.model.heads import build_head
 head = build_head("node", 32, 3, ode_width=8, rtol=1e-3, atol=1e-3)
 x, y = torch.randn(64, 32), torch.randint(0, 3, (64,))
 loss = torch.nn.functional.cross_entropy(head(x), y)

@@ -11,8 +11,8 @@ from pathlib import Path
 DECIDES = """
 import json, sys, time
 import torch.distributed as dist
-from node_transfer.distributed import DistInfo, main_rank_decides
-from node_transfer.errors import ConfigError
+from node_transfer.core.distributed import DistInfo, main_rank_decides
+from node_transfer.core.errors import ConfigError
 
 dist.init_process_group("gloo")
 rank, case, folder = dist.get_rank(), sys.argv[1], sys.argv[2]

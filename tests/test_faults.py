@@ -20,10 +20,11 @@ import pandas as pd
 import pytest
 import torch
 
-from node_transfer import ExperimentConfig, rundir
-from node_transfer.cli import main
-from node_transfer.errors import ConfigError, DataError, Interrupted, RunDirError, TrainingError
-from node_transfer.experiment import prepare
+from node_transfer import ExperimentConfig
+from node_transfer.app.cli import main
+from node_transfer.core import rundir
+from node_transfer.core.errors import ConfigError, DataError, Interrupted, RunDirError, TrainingError
+from node_transfer.run.experiment import prepare
 
 import tiny_runs
 from tiny_runs import FAULT_NODE, FAULT_RUN, comparable
@@ -96,8 +97,8 @@ def test_a_pair_that_does_not_belong_together_is_refused(tmp_path, cache):
 
 # -- 8. signals
 def test_sigterm_while_a_checkpoint_is_written_stops_after_the_write(tmp_path, monkeypatch):
-    from node_transfer.checkpoints import atomic_save
-    from node_transfer.experiment import signals_as_errors
+    from node_transfer.core.checkpoints import atomic_save
+    from node_transfer.run.experiment import signals_as_errors
 
     original = torch.save
 
@@ -123,8 +124,8 @@ def test_init_from_a_run_killed_between_the_two_writes_takes_its_best_epoch(tmp_
 # -- 2. solver failures outside training
 def fail_in_evaluation(monkeypatch):
     """The default backend's adaptive solves fail outside training, as a step bound would (fixed-grid ones run)."""
-    from node_transfer import lean_backend
-    from node_transfer.lean_rk import SolveFailure
+    from node_transfer.numerics import lean_backend
+    from node_transfer.numerics.lean_rk import SolveFailure
 
     original = lean_backend.integrate
 
@@ -164,7 +165,7 @@ def test_a_solver_failure_in_validation_falls_back_when_asked(tmp_path, cache, m
 
 # -- 9. non-finite numbers
 def test_an_infinite_validation_loss_never_becomes_best_and_metrics_stay_json(tmp_path, cache, monkeypatch):
-    from node_transfer import training
+    from node_transfer.run import training
 
     original = training.Trainer.evaluate
 
@@ -322,8 +323,8 @@ def test_a_refused_checkpoint_says_why_without_advising_to_drop_the_protection(t
 
 
 def test_a_failing_fallback_solver_does_not_suggest_the_fallback(tmp_path, cache, monkeypatch):
-    from node_transfer import lean_backend, torchdiffeq_backend
-    from node_transfer.lean_rk import SolveFailure
+    from node_transfer.numerics import lean_backend, torchdiffeq_backend
+    from node_transfer.numerics.lean_rk import SolveFailure
 
     def fail(*args, **kwargs):
         raise SolveFailure("step size underflow")

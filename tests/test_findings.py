@@ -7,12 +7,19 @@ import jupytext
 import pandas as pd
 import pytest
 
-from node_transfer.answer import answer_facts, claim_sentences, readme_answer
-from node_transfer.chapter_facts import claims_summary, reproducing_facts
-from node_transfer.claims import STUDIES
-from node_transfer.findings import SCENARIOS, load_study, one_cpu_model, primary, sensitivity_table, study_table
-from node_transfer.notebooks import book_dir, results_dir
-from node_transfer.readmes import write_readmes
+from node_transfer.analysis.answer import answer_facts, claim_sentences, readme_answer
+from node_transfer.analysis.chapter_facts import claims_summary, reproducing_facts
+from node_transfer.analysis.claims import STUDIES
+from node_transfer.analysis.findings import (
+    SCENARIOS,
+    load_study,
+    one_cpu_model,
+    primary,
+    sensitivity_table,
+    study_table,
+)
+from node_transfer.app.readmes import write_readmes
+from node_transfer.suites.notebooks import book_dir, results_dir
 
 
 @pytest.fixture(scope="module")
@@ -94,7 +101,7 @@ def test_the_intro_states_one_sentence_per_claim_with_its_numbers(fashion):
 
 
 def test_the_chapters_glue_only_what_their_facts_functions_return(fashion):
-    from node_transfer.sweeps import beyond_facts
+    from node_transfer.analysis.sweeps import beyond_facts
 
     data, table = fashion
     facts = reproducing_facts(data, table, results_dir())
@@ -140,13 +147,13 @@ def test_claims_summary_has_one_row_per_claim(fashion):
 
 
 def test_the_readme_command_checks_and_writes(tmp_path, monkeypatch, capsys):
-    from node_transfer.cli import main
+    from node_transfer.app.cli import main
 
     assert main(["readme", "--check"]) == 0  # the committed READMEs are up to date
     readme = tmp_path / "README.md"
     readme.write_text("# x\n\n<!-- answer: written by `node-transfer readme` from the committed results; do not edit "
                       "-->\nold\n<!-- /answer -->\n")
-    from node_transfer import readmes
+    from node_transfer.app import readmes
 
     monkeypatch.setattr(readmes, "sections", lambda root: {readme: {"answer": "new"}})
     assert readmes.write_readmes(tmp_path, check=True) == [f"{readme}: answer"] and "old" in readme.read_text()
@@ -157,7 +164,7 @@ def test_the_readme_command_checks_and_writes(tmp_path, monkeypatch, capsys):
 
 
 def test_a_difference_from_one_paired_seed_is_shown_without_an_interval():
-    from node_transfer.answer import _interval
+    from node_transfer.analysis.answer import _interval
 
     row = {"name": "test_acc", "unit": "points", "difference": 0.01, "ci_low": float("nan"),
            "ci_high": float("nan"), "n": 1}

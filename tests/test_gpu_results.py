@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from node_transfer.gpu_results import SPEED_REPORT, gpu_facts, gpu_loader, gpu_steps
-from node_transfer.notebooks import results_dir
+from node_transfer.analysis.gpu_results import SPEED_REPORT, gpu_facts, gpu_loader, gpu_steps
+from node_transfer.suites.notebooks import results_dir
 
 
 def test_without_a_gpu_report_the_chapter_gets_an_empty_table_and_says_so(tmp_path):

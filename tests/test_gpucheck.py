@@ -2,6 +2,7 @@
 sections that pass, fail, raise, hang and crash), the carried Fashion-MNIST subset and its command lines."""
 
 import argparse
+import importlib
 import json
 from pathlib import Path
 
@@ -9,13 +10,13 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from node_transfer import gpucheck
-from node_transfer.cli import build_parser, config_options
-from node_transfer.config import ExperimentConfig
-from node_transfer.gpucheck import Section, main, run_check
-from node_transfer.gpucheck_report import Findings, Report, markdown_table
-from node_transfer.gpucheck_sections import HEAD_PATHS, Observer, check_config, cli_arguments
-from node_transfer.gpucheck_speed import timed_rounds
+from node_transfer.app.cli import build_parser, config_options
+from node_transfer.core.config import ExperimentConfig
+from node_transfer.gpucheck import driver as gpucheck
+from node_transfer.gpucheck.driver import SECTIONS, Section, main, run_check
+from node_transfer.gpucheck.report import Findings, Report, markdown_table
+from node_transfer.gpucheck.sections import HEAD_PATHS, Observer, check_config, cli_arguments
+from node_transfer.gpucheck.speed import timed_rounds
 
 TESTS = Path(__file__).resolve().parent
 
@@ -156,8 +157,8 @@ def test_the_observer_sees_dtypes_memory_format_and_loader_batches():
     torch's DataLoader and from `TensorBatches`, not from the DataLoader of positions inside it."""
     from timm.layers import Conv2dSame
 
-    from node_transfer.heads import build_head
-    from node_transfer.tensor_images import TensorBatches
+    from node_transfer.model.heads import build_head
+    from node_transfer.model.tensor_images import TensorBatches
 
     head = build_head("node", 8, 3, ode_width=4, rtol=1e-3, atol=1e-3)
     backbone_conv = Conv2dSame(3, 8, 3).to(memory_format=torch.channels_last)
@@ -186,3 +187,11 @@ def test_timed_rounds_alternate_the_order_and_take_medians():
     seconds = timed_rounds(steps, lambda: None, rounds=3, per_round=2)
     assert order == ["a", "a", "b", "b", "b", "b", "a", "a", "a", "a", "b", "b"]
     assert set(seconds) == {"a", "b"} and all(value >= 0 for value in seconds.values())
+
+
+def test_every_section_names_a_function_that_exists():
+    """A Section's "module:function" is resolved only in the section's own process: a moved or renamed module
+    would fail there, at the GPU, so each target is resolved here."""
+    for section in SECTIONS:
+        module, function = section.target.split(":")
+        assert callable(getattr(importlib.import_module(module), function)), section.target

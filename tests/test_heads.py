@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from node_transfer.errors import ConfigError
-from node_transfer.heads import FCHead, MLPHead, NODEHead, build_head, count_parameters, ode_blocks
-from node_transfer.solvers import SolverSettings
+from node_transfer.core.errors import ConfigError
+from node_transfer.core.solvers import SolverSettings
+from node_transfer.model.heads import FCHead, MLPHead, NODEHead, build_head, count_parameters, ode_blocks
 
 NODE_KWARGS = dict(ode_width=32, solver="dopri5", rtol=1e-3, atol=1e-3)
 
@@ -73,8 +73,8 @@ def test_unknown_head_and_state_raise_config_errors():
 
 
 def test_heads_are_built_from_the_config_and_take_its_defaults():
-    from node_transfer.config import ExperimentConfig
-    from node_transfer.heads import head_from_config
+    from node_transfer.core.config import ExperimentConfig
+    from node_transfer.model.heads import head_from_config
 
     config = ExperimentConfig(ode_width=8, solver="rk4", step_size=0.5, ode_backend="torchode", node_state="map")
     head = head_from_config(config, 6, 3)

@@ -7,12 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from node_transfer.dynamics import ConvDynamics, MLPDynamics
-from node_transfer.errors import ODESolveError
-from node_transfer.heads import build_head
-from node_transfer.lean_rk import _dense_weights, tableau
-from node_transfer.ode import ODEBlock
-from node_transfer.solvers import fixed_step_solvers, solver_names
+from node_transfer.core.errors import ODESolveError
+from node_transfer.core.solvers import fixed_step_solvers, solver_names
+from node_transfer.model.heads import build_head
+from node_transfer.numerics.dynamics import ConvDynamics, MLPDynamics
+from node_transfer.numerics.lean_rk import _dense_weights, tableau
+from node_transfer.numerics.ode import ODEBlock
 
 from known_dynamics import Explodes, LinearDynamics
 

@@ -6,10 +6,10 @@ import ast
 import re
 from pathlib import Path
 
-from node_transfer import rundir, suitedir
+from node_transfer.core import rundir, suitedir
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "node_transfer"
-HOMES = {"rundir", "suitedir"}
+HOMES = {"core/rundir.py", "core/suitedir.py"}
 RUN_NAMES = {rundir.CONFIG, rundir.HISTORY, rundir.METRICS, rundir.LAST, rundir.BEST, rundir.ERROR, rundir.LOCK}
 SUITE_NAMES = {suitedir.SUITE_META, suitedir.RUNS_TABLE, suitedir.TABLES, suitedir.RUN_CURVES, suitedir.ALL_CURVES,
                suitedir.ESTIMATION, suitedir.TOLERANCE, suitedir.COST_ACCURACY}
@@ -49,12 +49,13 @@ def spelled_names(tree: ast.Module) -> list[tuple[int, str]]:
 
 def test_no_run_or_suite_file_name_is_spelled_outside_its_home():
     spelled = {}
-    for path in sorted(PACKAGE.glob("*.py")):
-        if path.stem in HOMES:
+    for path in sorted(PACKAGE.rglob("*.py")):  # subpackages included
+        name = path.relative_to(PACKAGE).as_posix()
+        if name in HOMES:
             continue
         found = spelled_names(ast.parse(path.read_text(), filename=str(path)))
         if found:
-            spelled[path.name] = found
+            spelled[name] = found
     assert not spelled, f"name these through rundir / suitedir: {spelled}"
 
 

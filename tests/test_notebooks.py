@@ -9,8 +9,8 @@ import jupytext
 import nbformat
 import pytest
 
-from node_transfer.config import ExperimentConfig
-from node_transfer.notebooks import book_dir, execute_page
+from node_transfer.core.config import ExperimentConfig
+from node_transfer.suites.notebooks import book_dir, execute_page
 
 
 def parameters_cell(notebook) -> str:
@@ -46,7 +46,7 @@ def test_a_bad_parameter_fails_in_the_executed_notebook_with_a_clear_message(tmp
 
 
 def test_strip_images_keeps_text_outputs(tmp_path):
-    from node_transfer.notebooks import strip_images
+    from node_transfer.suites.notebooks import strip_images
 
     cell = nbformat.v4.new_code_cell("fig")
     cell.outputs = [nbformat.v4.new_output("display_data", data={"image/png": "iVBORw0KGgo=",
@@ -58,7 +58,7 @@ def test_strip_images_keeps_text_outputs(tmp_path):
 
 
 def test_book_scripts_hold_the_code_cells_of_every_notebook_page(tmp_path):
-    from node_transfer.notebooks import book_scripts
+    from node_transfer.suites.notebooks import book_scripts
 
     paths = book_scripts(tmp_path)
     pages = [page for page in sorted(book_dir().glob("*.md")) if "kernelspec" in jupytext.read(page).metadata]

@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from node_transfer.dynamics import ConvDynamics, MLPDynamics
-from node_transfer.errors import ConfigError, ODESolveError
-from node_transfer.ode import ODEBlock
-from node_transfer.solvers import FIXED_STEP_NFE, check_solver, fixed_step_solvers, solver_names
+from node_transfer.core.errors import ConfigError, ODESolveError
+from node_transfer.core.solvers import FIXED_STEP_NFE, check_solver, fixed_step_solvers, solver_names
+from node_transfer.numerics.dynamics import ConvDynamics, MLPDynamics
+from node_transfer.numerics.ode import ODEBlock
 
 from known_dynamics import Explodes, LinearDynamics
 
@@ -213,7 +213,7 @@ def test_regularization_terms_are_non_negative_and_grow_with_dynamics():
 
 
 def test_saved_tensors_grow_with_steps_for_backprop_and_not_for_the_adjoint():
-    from node_transfer.memory import SavedTensors
+    from node_transfer.core.memory import SavedTensors
 
     state = torch.randn(64, 16)
     saved = {}
@@ -230,7 +230,7 @@ def test_saved_tensors_grow_with_steps_for_backprop_and_not_for_the_adjoint():
 
 
 def test_linear_dynamics_checks_its_matrix_and_state():
-    from node_transfer.dynamics import LinearDynamics
+    from node_transfer.numerics.dynamics import LinearDynamics
 
     with pytest.raises(ValueError, match="square"):
         LinearDynamics(torch.zeros(2, 3))

@@ -5,10 +5,10 @@ import dataclasses
 import pytest
 import torch
 
-from node_transfer.choices import OPTIMIZERS, SCHEDULES
-from node_transfer.config import ExperimentConfig
-from node_transfer.errors import ConfigError
-from node_transfer.optim import OPTIMIZER_BUILDERS, SCHEDULE_BUILDERS, make_optimizer, make_scheduler
+from node_transfer.core.choices import OPTIMIZERS, SCHEDULES
+from node_transfer.core.config import ExperimentConfig
+from node_transfer.core.errors import ConfigError
+from node_transfer.run.optim import OPTIMIZER_BUILDERS, SCHEDULE_BUILDERS, make_optimizer, make_scheduler
 
 
 def _choices(name: str) -> tuple[str, ...]:

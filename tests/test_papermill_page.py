@@ -10,9 +10,9 @@ import nbformat
 import papermill
 import pytest
 
-from node_transfer.config import ExperimentConfig
-from node_transfer.errors import ConfigError
-from node_transfer.notebooks import book_dir, config_from_page, injected_parameter_names
+from node_transfer.core.config import ExperimentConfig
+from node_transfer.core.errors import ConfigError
+from node_transfer.suites.notebooks import book_dir, config_from_page, injected_parameter_names
 
 PAGE = book_dir() / "experiment.md"
 TINY = ["-p", "image_size", "32", "-p", "freeze_backbone", "True", "-p", "cache_features", "True",
@@ -99,14 +99,14 @@ def test_pages_that_pass_under_nbval_fill_the_books_execution_cache(tmp_path, ce
     from jupyter_cache import get_cache
     from myst_nb.core.read import read_myst_markdown_notebook
 
-    from node_transfer.notebooks import convert_book
+    from node_transfer.suites.notebooks import convert_book
 
     book, nbtest, cache = tmp_path / "book", tmp_path / "nbtest", tmp_path / "cache"
     book.mkdir()
     (book / "page.md").write_text(PAGE_TEXT.replace("{CELL}", cell))
     convert_book(nbtest, book)
     result = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider", "-q",
-                             "-p", "node_transfer.book_cache", "--book-cache", str(cache), "."], cwd=nbtest,
+                             "-p", "node_transfer.app.book_cache", "--book-cache", str(cache), "."], cwd=nbtest,
                             capture_output=True, text=True, timeout=300)
     assert (result.returncode == 0) == cached, result.stdout[-2000:]
     page = read_myst_markdown_notebook((book / "page.md").read_text())  # as the book build reads it

@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 
 from node_transfer import ExperimentConfig
-from node_transfer.cli import main
-from node_transfer.data import _digits
-from node_transfer.experiment import run_experiment
+from node_transfer.app.cli import main
+from node_transfer.model.data import _digits
+from node_transfer.run.experiment import run_experiment
 
 TINY = dict(dataset="digits", image_size=32, freeze_backbone=True, cache_features=True, augment=False,
             batch_size=64, epochs=2, lr=3e-3, head="fc")

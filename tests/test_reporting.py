@@ -4,7 +4,7 @@
 import numpy as np
 import pandas as pd
 
-from node_transfer.reporting import paper_tables
+from node_transfer.analysis.reporting import paper_tables
 
 
 def test_paper_tables_report_seeds_as_mean_and_std():
@@ -30,8 +30,8 @@ def test_paper_tables_report_seeds_as_mean_and_std():
 
 
 def test_sweep_table_and_cost_plot_show_each_configuration():
-    from node_transfer.plots import plot_cost_accuracy
-    from node_transfer.reporting import sweep_table
+    from node_transfer.analysis.plots import plot_cost_accuracy
+    from node_transfer.analysis.reporting import sweep_table
 
     rows = [dict(label=label, seed=seed, solver=solver, rtol=1e-5, step_size=step, test_acc=0.9 + 0.01 * seed,
                  val_acc=0.9, nfe_forward=nfe, nfe_backward=0.0, seconds_per_epoch=0.5, val_loss_rise=0.01)

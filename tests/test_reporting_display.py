@@ -6,8 +6,8 @@ matplotlib.use("Agg")
 
 import pandas as pd  # noqa: E402
 
-from node_transfer.plots import plot_cost_accuracy  # noqa: E402
-from node_transfer.reporting import show_table  # noqa: E402
+from node_transfer.analysis.plots import plot_cost_accuracy  # noqa: E402
+from node_transfer.analysis.reporting import show_table  # noqa: E402
 
 
 def test_show_table_hides_row_numbers_and_keeps_named_indexes():

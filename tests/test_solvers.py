@@ -2,9 +2,9 @@
 
 import pytest
 
-from node_transfer.config import ExperimentConfig
-from node_transfer.errors import ConfigError
-from node_transfer.solvers import (
+from node_transfer.core.config import ExperimentConfig
+from node_transfer.core.errors import ConfigError
+from node_transfer.core.solvers import (
     FIXED_STEP_NFE,
     ODE_BACKENDS,
     check_adjoint,
@@ -30,7 +30,7 @@ def test_torchdiffeq_table_matches_the_library():
 
 
 def test_torchode_table_matches_the_backend():
-    from node_transfer.torchode_backend import _METHODS
+    from node_transfer.numerics.torchode_backend import _METHODS
 
     assert solver_names("torchode") == sorted(_METHODS)
     assert "tsit5" in solver_names("torchode") and "tsit5" not in solver_names("torchdiffeq")
@@ -74,8 +74,8 @@ def test_config_refuses_a_fallback_the_backend_lacks():
 
 
 def test_config_and_block_refuse_the_same_adjoint_combination():
-    from node_transfer.dynamics import MLPDynamics
-    from node_transfer.ode import ODEBlock
+    from node_transfer.numerics.dynamics import MLPDynamics
+    from node_transfer.numerics.ode import ODEBlock
 
     check_adjoint(True, "kinetic", "torchdiffeq")
     with pytest.raises(ConfigError, match="regularization"):
@@ -85,8 +85,8 @@ def test_config_and_block_refuse_the_same_adjoint_combination():
 
 
 def test_block_fallback_uses_the_same_check():
-    from node_transfer.dynamics import MLPDynamics
-    from node_transfer.ode import ODEBlock
+    from node_transfer.numerics.dynamics import MLPDynamics
+    from node_transfer.numerics.ode import ODEBlock
 
     block = ODEBlock(MLPDynamics(4, 4), ode_backend="torchode")
     with pytest.raises(ConfigError, match="fallback_solver"):
@@ -99,8 +99,8 @@ def test_new_runs_use_the_lean_backend_and_saved_runs_keep_theirs(tmp_path):
     solved by torchdiffeq, so it is read so (rebuild, resume, predict give the numbers it was run with)."""
     import json
 
-    from node_transfer.rundir import saved_config
-    from node_transfer.solvers import DEFAULT_BACKEND, LEGACY_BACKEND
+    from node_transfer.core.rundir import saved_config
+    from node_transfer.core.solvers import DEFAULT_BACKEND, LEGACY_BACKEND
 
     assert ExperimentConfig().ode_backend == DEFAULT_BACKEND == "lean" and LEGACY_BACKEND == "torchdiffeq"
     saved = ExperimentConfig(head="node").to_dict()

@@ -11,15 +11,15 @@ import torch
 from torchvision.transforms.v2 import functional as TF
 
 from node_transfer import ExperimentConfig
-from node_transfer.checkpoints import atomic_save
-from node_transfer.cli import main
-from node_transfer.data import build_datasets
-from node_transfer.errors import ConfigError
-from node_transfer.experiment import prepare, run_experiment
-from node_transfer.model import TransferModel, apply_memory_format, head_from_config
-from node_transfer.notebooks import config_from_page
-from node_transfer.speed import FAST, LEGACY, settle
-from node_transfer.tensor_images import ImageTensors, crop_flip, make_loader
+from node_transfer.app.cli import main
+from node_transfer.core.checkpoints import atomic_save
+from node_transfer.core.errors import ConfigError
+from node_transfer.core.speed import FAST, LEGACY, settle
+from node_transfer.model.data import build_datasets
+from node_transfer.model.tensor_images import ImageTensors, crop_flip, make_loader
+from node_transfer.model.transfer import TransferModel, apply_memory_format, head_from_config
+from node_transfer.run.experiment import prepare, run_experiment
+from node_transfer.suites.notebooks import config_from_page
 
 from fixtures_data import fake_cifar10, image_folder
 
@@ -225,7 +225,7 @@ def test_a_fine_tuned_run_on_the_tensor_path_resumes_to_the_same_numbers(tmp_pat
 
 
 def test_a_seed_keeps_the_settings_it_was_started_with_and_a_new_seed_gets_the_fast_ones(tmp_path):
-    from node_transfer.suite_runner import run_suite
+    from node_transfer.suites.runner import run_suite
 
     out = run_suite("smoke", "cpu", seeds=1, out=tmp_path / "new", use_papermill=False, progress=False,
                     labels=("fc",))

@@ -5,9 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from node_transfer.calibration import CalibrationBins
-from node_transfer.errors import ConfigError
-from node_transfer.statistics import (
+from node_transfer.analysis.statistics import (
     STATISTICS,
     common_window,
     names,
@@ -15,6 +13,8 @@ from node_transfer.statistics import (
     statistic,
     trend_residual_sd,
 )
+from node_transfer.core.calibration import CalibrationBins
+from node_transfer.core.errors import ConfigError
 
 
 def curve(loss, acc=None, train_loss=None):

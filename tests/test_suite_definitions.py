@@ -3,8 +3,8 @@
 
 import pytest
 
-from node_transfer.errors import ConfigError
-from node_transfer.suites import get_suite
+from node_transfer.core.errors import ConfigError
+from node_transfer.suites.registry import get_suite
 
 
 def test_paper_suite_follows_the_paper_protocol():
@@ -80,7 +80,7 @@ def test_head_sweeps_compare_configurations_on_the_same_data_and_budget(name):
 
 
 def test_step_milestones_scale_the_odenet_mnist_schedule():
-    from node_transfer.suites import step_milestones
+    from node_transfer.suites.registry import step_milestones
 
     assert step_milestones(160) == "60,100,140"
     assert step_milestones(8) == "3,5,7"

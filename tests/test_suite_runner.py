@@ -9,11 +9,11 @@ import nbformat
 import pandas as pd
 import pytest
 
-from node_transfer.errors import ConfigError
-from node_transfer.reporting import write_report
-from node_transfer.suite_results import suite_scale
-from node_transfer.suite_runner import plan, run_suite
-from node_transfer.suites import SUITES, get_suite
+from node_transfer.analysis.reporting import write_report
+from node_transfer.core.errors import ConfigError
+from node_transfer.suites.registry import SUITES, get_suite
+from node_transfer.suites.results import suite_scale
+from node_transfer.suites.runner import plan, run_suite
 
 
 def test_tiny_suite_through_papermill(tmp_path):
@@ -89,10 +89,10 @@ def test_every_suite_plans_valid_configurations(name, profile, tmp_path, monkeyp
 
 
 def test_runs_continued_from_the_baseline_stop_at_its_validation_accuracy(tmp_path, monkeypatch):
-    from node_transfer import suite_runner
+    from node_transfer.suites import runner as suite_runner
 
     seen = []
-    monkeypatch.setattr("node_transfer.experiment.run_experiment",
+    monkeypatch.setattr("node_transfer.run.experiment.run_experiment",
                         lambda config, progress=True: seen.append((config.head, config.target_val_acc)))
     baseline = tmp_path / "s" / "baseline-s0"
     baseline.mkdir(parents=True)
@@ -109,9 +109,9 @@ def test_runs_continued_from_the_baseline_stop_at_its_validation_accuracy(tmp_pa
 
 
 def test_a_seed_with_runs_from_another_cpu_model_gets_no_new_runs(tmp_path, monkeypatch):
-    from node_transfer import suite_runner
+    from node_transfer.suites import runner as suite_runner
 
-    monkeypatch.setattr("node_transfer.experiment.run_experiment", lambda config, progress=True: None)
+    monkeypatch.setattr("node_transfer.run.experiment.run_experiment", lambda config, progress=True: None)
     monkeypatch.setattr(suite_runner, "collect_runs", lambda out: pd.DataFrame())
     monkeypatch.setattr(suite_runner, "cpu_description", lambda: {"cpu": "AMD EPYC", "cpu_capability": "AVX512"})
     suite = tmp_path / "s"

@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from node_transfer.config import ExperimentConfig
-from node_transfer.errors import ConfigError, SuiteRunError
-from node_transfer.scheduling import Prefixed, Scheduler, Task, visible_devices
-from node_transfer.suite_runner import run_suite
-from node_transfer.suites import SuiteRun
+from node_transfer.core.config import ExperimentConfig
+from node_transfer.core.errors import ConfigError, SuiteRunError
+from node_transfer.suites.registry import SuiteRun
+from node_transfer.suites.runner import run_suite
+from node_transfer.suites.scheduling import Prefixed, Scheduler, Task, visible_devices
 
 # The paper suite's digits profile, made tiny: 200 training images at 32 px, one epoch per run.
 TINY = {"epochs": 1, "train_subset": 200, "image_size": 32}
@@ -92,8 +92,8 @@ def test_jobs_and_seeds_are_checked_before_anything_is_written(tmp_path):
 
 
 def test_only_seeds_runs_part_and_resume_adds_the_rest(tmp_path):
-    from node_transfer.reporting import sweep_table
-    from node_transfer.suite_results import suite_progress
+    from node_transfer.analysis.reporting import sweep_table
+    from node_transfer.suites.results import suite_progress
 
     out = run_suite("smoke", "cpu", 2, tmp_path / "s", use_papermill=False, progress=False, only_seeds=(1,))
     runs = pd.read_csv(out / "runs.csv")
@@ -158,7 +158,7 @@ def test_missing_checkpoints_of_a_finished_base_are_rebuilt_only_if_it_reproduce
 
 
 def test_a_second_suite_process_in_the_same_directory_is_refused(tmp_path):
-    from node_transfer.rundir import lock, unlock
+    from node_transfer.core.rundir import lock, unlock
 
     out = run_suite("smoke", "cpu", 1, tmp_path / "s", use_papermill=False, progress=False, labels=("fc",))
     handle = lock(out, "suite")  # another `node-transfer suite` working in it
@@ -233,7 +233,7 @@ pathlib.Path(out, "device.json").write_text(json.dumps(record))
 def test_parallel_kernels_each_get_their_own_gpu_and_suite_json_says_which(tmp_path, monkeypatch):
     """--jobs 2 with two visible devices: the two kernels running at once see different CUDA_VISIBLE_DEVICES; a
     third run takes the GPU freed first; this process's own environment is left alone."""
-    from node_transfer import notebooks
+    from node_transfer.suites import notebooks
 
     (tmp_path / "book").mkdir()
     (tmp_path / "book" / "experiment.md").write_text(DEVICE_PAGE)
@@ -253,7 +253,7 @@ def test_parallel_kernels_each_get_their_own_gpu_and_suite_json_says_which(tmp_p
 
 
 def test_on_a_machine_without_gpus_the_kernels_get_no_device(tmp_path, monkeypatch):
-    from node_transfer import notebooks
+    from node_transfer.suites import notebooks
 
     given = []
     monkeypatch.setattr(notebooks, "execute_page", lambda *args, env=None, **kwargs: given.append(env))

@@ -4,12 +4,12 @@ import pytest
 import torch
 from torch import nn
 
-from node_transfer.dynamics import ConvDynamics, MLPDynamics, make_dynamics
-from node_transfer.errors import ConfigError, ODESolveError
-from node_transfer.heads import build_head, ode_blocks
-from node_transfer.ode import ODEBlock
-from node_transfer.solvers import FIXED_STEP_NFE, fixed_step_solvers, solver_names
-from node_transfer.torchode_backend import TorchodeBackend
+from node_transfer.core.errors import ConfigError, ODESolveError
+from node_transfer.core.solvers import FIXED_STEP_NFE, fixed_step_solvers, solver_names
+from node_transfer.model.heads import build_head, ode_blocks
+from node_transfer.numerics.dynamics import ConvDynamics, MLPDynamics, make_dynamics
+from node_transfer.numerics.ode import ODEBlock
+from node_transfer.numerics.torchode_backend import TorchodeBackend
 
 from known_dynamics import Explodes, LinearDynamics
 
@@ -322,7 +322,7 @@ def test_adjoint_with_regularization_is_refused():
 
 def test_the_config_checks_solvers_against_the_chosen_backend():
     """tsit5 exists only in torchode: the config accepts it there and names the valid choices elsewhere."""
-    from node_transfer.config import ExperimentConfig
+    from node_transfer.core.config import ExperimentConfig
 
     ExperimentConfig(ode_backend="torchode", solver="tsit5").validate(check_paths=False)
     with pytest.raises(ConfigError) as info:

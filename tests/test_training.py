@@ -16,10 +16,10 @@ import pytest
 import torch
 
 from node_transfer import ExperimentConfig
-from node_transfer.errors import ConfigError, TrainingError
-from node_transfer.experiment import prepare
-from node_transfer.resume import early_stop_reason
-from node_transfer.rundir import HISTORY_COLUMNS
+from node_transfer.core.errors import ConfigError, TrainingError
+from node_transfer.core.rundir import HISTORY_COLUMNS
+from node_transfer.run.experiment import prepare
+from node_transfer.run.resume import early_stop_reason
 
 from tiny_runs import LEARNING_NODE, LEARNING_RUN, comparable, run
 
@@ -117,7 +117,7 @@ def test_solver_failure_can_fall_back_to_a_fixed_step_solver(tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
-    from node_transfer import training
+    from node_transfer.run import training
 
     original = training.Trainer.train_epoch
 
@@ -168,7 +168,7 @@ def test_a_kill_while_writing_a_checkpoint_leaves_the_previous_one_loadable(tmp_
     torch.save({"epoch": 1, "model": {"w": torch.ones(3)}}, path)
     code = (
         "import os, sys, time, torch\n"
-        "from node_transfer.checkpoints import atomic_save\n"
+        "from node_transfer.core.checkpoints import atomic_save\n"
         "def slow_fsync(fd):\n"
         "    print('writing', flush=True); time.sleep(60)\n"
         "os.fsync = slow_fsync\n"
@@ -243,8 +243,8 @@ class _TinyBackbone(torch.nn.Module):
 def test_extract_features_in_order_batch_independent_and_usable_for_training():
     from torch.utils.data import TensorDataset
 
-    from node_transfer.features import extract_features
-    from node_transfer.model import TransferModel
+    from node_transfer.model.transfer import TransferModel
+    from node_transfer.run.features import extract_features
 
     torch.manual_seed(0)
     images = TensorDataset(torch.randn(23, 3, 8, 8), torch.arange(23) % 4)

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from node_transfer.paired import (
+from node_transfer.analysis.paired import (
     FAILS,
     HOLDS,
     UNDECIDED,
@@ -15,7 +15,7 @@ from node_transfer.paired import (
     seeds_to_decide,
     verdict,
 )
-from node_transfer.verdicts import planned_seeds
+from node_transfer.analysis.verdicts import planned_seeds
 
 
 def test_paired_test_sees_a_consistent_difference_that_intervals_miss():

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from node_transfer import ExperimentConfig
-from node_transfer.experiment import run_experiment
+from node_transfer.run.experiment import run_experiment
 
 TINY = dict(dataset="digits", image_size=32, freeze_backbone=True, cache_features=True, augment=False, epochs=3,
             lr=3e-3)

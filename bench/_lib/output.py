@@ -23,7 +23,7 @@ LOAD_AT_START = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadav
 
 
 def machine(device: torch.device) -> dict[str, Any]:
-    from node_transfer.experiment import cpu_description  # the CPU model and the kernels torch dispatches to
+    from node_transfer.run.experiment import cpu_description  # the CPU model and the kernels torch dispatches to
 
     info = {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
             **cpu_description(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),

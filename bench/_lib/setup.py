@@ -9,8 +9,8 @@ from pathlib import Path
 
 import torch
 
-from node_transfer.distributed import DistInfo
-from node_transfer.distributed import resolve_device as package_device
+from node_transfer.core.distributed import DistInfo
+from node_transfer.core.distributed import resolve_device as package_device
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "results" / "bench"

@@ -40,7 +40,7 @@ def bare_step(model: nn.Module, optimizer: torch.optim.Optimizer, images: torch.
 
 def load_backbone(args: argparse.Namespace, device: torch.device) -> tuple[nn.Module, dict]:
     """The backbone (package's create_backbone) on the device, channels_last on CUDA."""
-    from node_transfer.backbones import create_backbone
+    from node_transfer.model.backbones import create_backbone
 
     backbone, data_config = create_backbone(args.backbone, args.weights)
     backbone.to(device)
@@ -62,7 +62,7 @@ def fresh_copy(module: nn.Module) -> nn.Module:
 
 def digits(data_config: dict, image_size: int, augment: bool, seed: int = 0):
     """The package's digits splits (offline): train 1293 / val 144 / test 360 images."""
-    from node_transfer.data import build_datasets
+    from node_transfer.model.data import build_datasets
 
     return build_datasets("digits", "data", False, image_size, None, seed, data_config, augment=augment)
 
@@ -95,10 +95,10 @@ def cached_features(args: argparse.Namespace, device: torch.device) -> dict[str,
     them from `feature_cache` (bench/_cache/features, keyed by backbone, weights, data, split, image size,
     pooling, torch version and device type), so the scripts share one extraction.
     """
-    from node_transfer.config import ExperimentConfig
-    from node_transfer.experiment import prepare
-    from node_transfer.features import MIN_FEATURE_BATCH, cached_feature_sets, feature_cache_key
-    from node_transfer.speed import settle
+    from node_transfer.core.config import ExperimentConfig
+    from node_transfer.core.speed import settle
+    from node_transfer.run.experiment import prepare
+    from node_transfer.run.features import MIN_FEATURE_BATCH, cached_feature_sets, feature_cache_key
 
     config = ExperimentConfig.from_dict({
         "dataset": "digits", "backbone": args.backbone, "weights": args.weights, "image_size": args.image_size,
@@ -115,7 +115,7 @@ def cached_features(args: argparse.Namespace, device: torch.device) -> dict[str,
 
 def head_config(**changes: Any):
     """An ExperimentConfig for head-only training on cached features (the package's defaults otherwise)."""
-    from node_transfer.config import ExperimentConfig
+    from node_transfer.core.config import ExperimentConfig
 
     values = {"freeze_backbone": True, "cache_features": True, **changes}
     return ExperimentConfig.from_dict(values)
@@ -125,8 +125,8 @@ def cached_trainer(config, num_features: int, num_classes: int, train_set: Datas
                    device: torch.device, run_dir: Path):
     """The package's Trainer in cached mode on a fresh head (the backbone is not needed: features are given); in
     cached mode the Trainer keeps bf16 autocast off by itself, so the ODE solve stays float32."""
-    from node_transfer.model import TransferModel, head_from_config
-    from node_transfer.training import Trainer, seed_everything
+    from node_transfer.model.transfer import TransferModel, head_from_config
+    from node_transfer.run.training import Trainer, seed_everything
 
     seed_everything(config.seed)
     head = head_from_config(config, num_features, num_classes)

@@ -1,0 +1,256 @@
+"""The answer in words: per numbered claim of the paper, what it said, what we measured against the matched
+control and how sure we are, and the scope of what was run, all written from a study's tests table.
+
+`answer_facts` is what the intro's first screen glues; `readme_answer` is the README's opening paragraph, the
+same answer in short (the README cannot glue: `node-transfer readme` writes it, and a test fails when it differs
+from what the committed results give). Sentences are built from the declarations (`claims`) and the table, so a
+regime or seeds added later change the numbers and the list, not the page.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ..suites.results import DATASET_NAMES
+from .claims import PAPER, PAPER_CLAIMS
+from .findings import StudyData, load_study, primary, study_table
+from .paired import MOST_SEEDS_PLANNED, OVERFITS_MORE_SLOWLY
+from .statistics import statistic
+
+#: How the sentences name a backbone.
+BACKBONE_NAMES = {"tf_efficientnet_lite0": "EfficientNet-Lite0", "efficientnet_b0": "EfficientNet-B0"}
+
+
+def _interval(row: pd.Series) -> str:
+    """'-0.04 [-0.21, +0.12] points' in the statistic's display units; one paired seed has no interval."""
+    unit = f" {row['unit']}" if row["unit"] else ""
+    digits = statistic(row["name"]).digits
+    if not row["n"] >= 2:
+        return f"{row['difference']:+.{digits}f}{unit} (one seed, no interval)"
+    return f"{row['difference']:+.{digits}f} [{row['ci_low']:+.{digits}f}, {row['ci_high']:+.{digits}f}]{unit}"
+
+
+def confound_kinds(confound: str) -> str:
+    """'more training, another optimizer, another learning rate': what a confounded comparison mixes in."""
+    kinds = [kind for key, kind in (("trained further", "more training"), ("starts from", "another start"),
+                                    ("optimizer", "another optimizer"), ("learning", "another learning rate"))
+             if key in confound]
+    return ", ".join(kinds) or "nothing recorded"
+
+
+def _piece(row: pd.Series, corrected: bool) -> str:
+    label = row["verdict_holm"] if corrected else row["verdict"]
+    reached = (f", target reached in {int(row['reached_a'])} and {int(row['reached_b'])} of {row['n']} seeds"
+               if pd.notna(row.get("reached_a")) else "")
+    return f"{row['a']} − {row['b']} {_interval(row)}{reached} (**{label}**)"
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _measured(rows: pd.DataFrame, corrected: bool) -> str:
+    """The pieces of one statistic, grouped by regime: 'fine-tune (4 seeds): rk − fc-adam ... (**holds**), ...'."""
+    groups = []
+    for regime, group in rows.groupby("regime", sort=False):
+        seeds = sorted(set(group["n"]))
+        count = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
+        groups.append(f"{regime.split(', ')[-1]} ({count} seed{'' if count == '1' else 's'}): " +
+                      ", ".join(_piece(row, corrected) for _, row in group.iterrows()))
+    return "; ".join(groups)
+
+
+def _paper_tail(rows: pd.DataFrame) -> str:
+    if rows.empty:
+        return ""
+    return (f" The paper's own comparison mixes in {confound_kinds(' '.join(rows['confound']))}: "
+            + ", ".join(f"{row['a']} − {row['b']} {_interval(row)} ({row['verdict']})" for _, row in rows.iterrows())
+            + ".")
+
+
+def target_reach(data: StudyData) -> dict[tuple[str, str], str]:
+    """Per configuration given a target by its suite (the paper's: the baseline's best validation accuracy), how
+    many of its runs reached it within their budget: {(regime title, 'rk'): '0 of 5', ...}."""
+    reach = {}
+    for regime, (runs, histories) in data.items():
+        if "target_val_acc" not in runs:
+            continue
+        best = histories.groupby(["label", "seed"])["val_acc"].max()
+        for label, group in runs[runs["target_val_acc"].notna()].groupby("label", sort=False):
+            hit = sum(best[(label, seed)] >= target for seed, target in zip(group["seed"], group["target_val_acc"]))
+            reach[(regime.title, label)] = f"{hit} of {len(group)}"
+    return reach
+
+
+def claim_tests(table: pd.DataFrame, number: int) -> tuple[pd.DataFrame, bool, list[str], pd.DataFrame]:
+    """The tests that answer one claim: the matched-control rows (primary; where a claim has none, the first
+    exploratory statistic of each kind for each matched pair), whether they are Holm-corrected, their statistics
+    in order, and the paper's own (confounded) rows on those statistics."""
+    rows = table[table["claim"] == number]
+    matched = rows[rows["role"] == "primary"]
+    corrected = not matched.empty
+    if not corrected:
+        kinds = rows["name"].map(lambda name: statistic(name).kind)
+        matched = rows[rows["role"] == "exploratory"].assign(kind_=kinds).drop_duplicates(["regime", "a", "b", "kind_"])
+    names = list(dict.fromkeys(matched["name"]))
+    return matched, corrected, names, rows[(rows["role"] == "paper") & rows["name"].isin(names)]
+
+
+def _slower(table: pd.DataFrame, number: int, pairs: set) -> str:
+    rows = table[(table["claim"] == number) & (table["verdict"] == OVERFITS_MORE_SLOWLY)]
+    text = ""
+    for _, row in rows.drop_duplicates(["regime", "a", "b"]).iterrows():
+        if (row["regime"], row["a"], row["b"]) in pairs:
+            text += (f" By the {row['statistic']}, which also counts steady overfitting, {row['a']} − {row['b']} "
+                     f"{_interval(row)} favours {row['a']}, but {row['note']}: it **{row['verdict']}**.")
+    return text
+
+
+def claim_sentences(table: pd.DataFrame, reach: dict[tuple[str, str], str] | None = None) -> dict[int, str]:
+    """Per numbered claim, Markdown: what the paper said, what we measured against the matched control, how sure,
+    the paper's own, confounded comparison, and a validation-loss verdict relabelled "overfits more slowly".
+    `reach` (`target_reach`) adds the paper's own target to the speed claim."""
+    family = int((table["role"] == "primary").sum())
+    sentences = {}
+    for number, claim in PAPER_CLAIMS.items():
+        if number == 0 or not (table["claim"] == number).any():
+            continue
+        matched, corrected, names, paper_rows = claim_tests(table, number)
+        first = statistic(names[0])
+        margin = f", equivalence within ±{first.minimum * first.scale:g} {first.unit}" if first.kind == "accuracy" \
+            else ""
+        sure = (f"95 % intervals{margin}, labels Holm-corrected over {family} primary tests" if corrected else
+                f"exploratory: 95 % intervals{margin}, uncorrected")
+        text = (f"**{number}. {claim.title}.** The paper: {claim.paper}"
+                + (f" ({PAPER['baseline']['test'] * 100:.0f} % for all three models, on CIFAR-10)" if number == 1
+                   else "")
+                + f". {_capital(first.meaning or first.label)} against the matched control ({sure}): "
+                f"{_measured(matched[matched['name'] == names[0]], corrected)}.")
+        for name in names[1:]:
+            text += f" By the {statistic(name).label}: {_measured(matched[matched['name'] == name], corrected)}."
+        text += _paper_tail(paper_rows)
+        pairs = {*zip(matched["regime"], matched["a"], matched["b"]),
+                 *zip(paper_rows["regime"], paper_rows["a"], paper_rows["b"])}
+        text += _slower(table, number, pairs)
+        arms = [f"{label} {reach[(regime, label)]}" for regime, label in dict.fromkeys(
+            [*zip(matched["regime"], matched["a"]), *zip(matched["regime"], matched["b"])])
+            if (regime, label) in (reach or {})]
+        if number == 3 and arms:
+            text += (f" The paper's own target, the best validation accuracy of the baseline the arms start from, "
+                     f"was reached within the budget by {', '.join(arms)} seeds.")
+        sentences[number] = text
+    return sentences
+
+
+def claim_short(table: pd.DataFrame, number: int) -> str:
+    """One claim in one sentence, as the intro's first screen and the README state it: what the paper said and
+    the matched-control labels on the claim's main statistic."""
+    matched, corrected, names, _ = claim_tests(table, number)
+    main = matched[matched["name"] == names[0]]
+    labels = main["verdict_holm"] if corrected else main["verdict"]
+    pieces = ", ".join(f"{row['a']} − {row['b']} ({row['regime'].split(', ')[-1]}) {_interval(row)} **{label}**"
+                       for (_, row), label in zip(main.iterrows(), labels))
+    claim = PAPER_CLAIMS[number]
+    said = claim.paper + (f" ({PAPER['baseline']['test'] * 100:.0f} % for all three models, on CIFAR-10)"
+                          if number == 1 else "")
+    return (f"**{number}. {claim.title}.** The paper: {said}. {_capital(statistic(names[0]).label)} against the "
+            f"matched control{'' if corrected else ' (exploratory)'}: {pieces}.")
+
+
+def scope_sentence(data: StudyData) -> str:
+    """Backbone, image size, data, budgets and machines of a study's runs, and what has not been run."""
+    parts, cpus, unknown = [], set(), 0
+    for regime, (runs, _) in data.items():
+        node = runs[runs["label"] == regime.primary()[0].a] if regime.primary() else runs
+        subset = (node if len(node) else runs)["train_subset"].iloc[0]
+        images = f"{int(subset):,}" if pd.notna(subset) else "all"
+        started = runs["init_from"] if "init_from" in runs else pd.Series(None, index=runs.index, dtype=object)
+        continued = started.notna() & (started.astype(str) != "")
+        budget = f"{int(runs.loc[~continued, 'epochs'].max())} epochs"
+        if continued.any():
+            budget += f", then at most {int(runs.loc[continued, 'epochs'].max())} more from that checkpoint"
+        parts.append(f"{regime.title.split(', ')[-1]}: {images} training images, {budget}")
+        if "cpu" in runs:
+            cpus |= set(runs["cpu"].dropna())
+            unknown += int(runs["cpu"].isna().sum())
+    first = next(iter(data.values()))[0].iloc[0]
+    dataset = DATASET_NAMES.get(first["dataset"], first["dataset"])
+    backbone = BACKBONE_NAMES.get(first["backbone"], first["backbone"])
+    total = sum(len(runs) for runs, _ in data.values())
+    machines = (f" (the CPU model recorded by {total - unknown} of the {total} runs: {', '.join(sorted(cpus))}; "
+                "the earlier ones did not record theirs)") if cpus else ""
+    return (f"Scope: {backbone} with ImageNet weights (the paper used EfficientNet-B0), at {first['image_size']} px on "
+            f"{dataset} ({'; '.join(parts)}), trained on CPUs{machines}; the paper's own "
+            "scale, CIFAR-10 with EfficientNet-B0 on a GPU, has not been run.")
+
+
+def bottom_line(table: pd.DataFrame) -> str:
+    """The answer in one sentence: the primary tests by their Holm label, naming those that decided something and
+    counting those that rest on one paired seed so far."""
+    rows = primary(table)
+    decided = rows[rows["verdict_holm"] != "undecided"]
+    named = "; ".join(f"{row['a']} − {row['b']} ({row['regime'].split(', ')[-1]}, {row['statistic']}): "
+                      f"**{row['verdict_holm']}**" for _, row in decided.iterrows())
+    one_seed = int(((rows["verdict_holm"] == "undecided") & (rows["n"] < 2)).sum())
+    undecided = int((rows["verdict_holm"] == "undecided").sum())
+    waiting = f", {one_seed} of them on one paired seed so far" if one_seed else ""
+    # the paper's claims 2-4 say the NODE is better, so "holds" there is a gain; claim 1 says "the same"
+    better = rows[((rows["claim"] != 1) & (rows["verdict_holm"] == "holds"))
+                  | ((rows["claim"] == 1) & rows["verdict_holm"].str.startswith("higher"))]
+    gains = (f"{len(better)} primary test{'s' if len(better) != 1 else ''} found the NODE block better than its "
+             f"matched control" if len(better) else "No primary test found the NODE block better than its matched "
+             "control")
+    return (f"**In short:** {gains}. Of the {len(rows)} primary tests, {len(decided)} decided something "
+            f"({named or 'none'}) and {undecided} are undecided{waiting}.")
+
+
+def seeds_outlook(table: pd.DataFrame) -> str:
+    """How many paired seeds would settle the undecided primary tests, were their measured means and spreads to
+    stay (`verdicts.planned_seeds`), against the seeds they have."""
+    rows = primary(table)
+    rows = rows[(rows["verdict_holm"] == "undecided") & rows["seeds_low"].notna()]
+    if rows.empty:
+        return ""
+    finite = rows[rows["seeds_high"] < float("inf")]
+    beyond = len(rows) - len(finite)
+    span = (f"from {int(finite['seeds_low'].min())} to {int(finite['seeds_high'].max())} paired seeds each"
+            if len(finite) else f"more than {MOST_SEEDS_PLANNED} paired seeds each")
+    tail = f" ({beyond} more than {MOST_SEEDS_PLANNED})" if beyond and len(finite) else ""
+    return (f"**How many seeds would settle them.** If each kept the mean difference and spread measured so far, "
+            f"the {len(rows)} undecided primary tests would need {span}{tail}, against the {int(rows['n'].min())} "
+            f"to {int(rows['n'].max())} they have (the range runs from Holm's last step to its first). This is a "
+            "planning estimate, not a result: new seeds move both the mean and the spread. The reproducing chapter "
+            "gives each test's.")
+
+
+def answer_facts(results: str | Path) -> dict[str, str | int]:
+    """What the intro states, by the name it glues it under: per numbered claim one sentence for the first screen
+    (`claim_1`...) and the full account (`detail_1`...), the claims as a numbered list (`claims_list`), the scope,
+    and the primary tests by label."""
+    data = load_study(results)
+    table = study_table(data)
+    numbers = [n for n in PAPER_CLAIMS if n and (table["claim"] == n).any()]
+    facts: dict[str, str | int] = {f"claim_{n}": claim_short(table, n) for n in numbers}
+    facts.update({f"detail_{n}": text for n, text in claim_sentences(table, target_reach(data)).items()})
+    facts["claims_list"] = "\n".join(f"{n}. **{c.title}**: {c.paper}." for n, c in PAPER_CLAIMS.items() if n)
+    labels = primary(table)["verdict_holm"]
+    facts["bottom_line"] = bottom_line(table)
+    facts["seeds_outlook"] = seeds_outlook(table)
+    facts.update(scope=scope_sentence(data), primary_tests=len(labels), primary_hold=int((labels == "holds").sum()),
+                 primary_fail=int((labels == "does not hold").sum()),
+                 primary_undecided=int((labels == "undecided").sum()),
+                 primary_differ=int(labels.str.contains("not shown").sum()), regimes=len(data),
+                 tests_total=len(table))
+    return facts
+
+
+def readme_answer(results: str | Path) -> str:
+    """The README's opening paragraph: the intro's first-screen sentences and scope, from the same facts."""
+    facts = answer_facts(results)
+    claims = " ".join(str(facts[key]) for key in sorted(k for k in facts if k.startswith("claim_")))
+    return (f"**What we found**, testing each claim of the paper against its matched control (the same training "
+            f"without the ODE; seed-paired differences with 95 % intervals, primary tests Holm-corrected over "
+            f"{facts['primary_tests']}): {facts['bottom_line']} {claims} {facts['scope']} The book's introduction "
+            "says what each label means and how sure each is.")

@@ -1,0 +1,217 @@
+"""What we test, declared as data: the paper's numbered claims, the tests of each regime, and the studies.
+
+An **endpoint** (a declared test) compares two configurations of a suite (by their suite labels) on one
+statistic of the registry (`statistics.STATISTICS`) and has a role:
+
+- `primary`: one accuracy and one stability test per NODE model of the paper (and, where the regime can decide
+  it, one convergence test), each against its *matched
+  control*: the same checkpoint, optimizer, learning-rate schedule and epochs, without the ODE (rk against
+  `fc-adam`, adjoint against `fc-sgd`, the head-only NODE against the parameter-matched MLP). The primary tests
+  of a study form one family, corrected by Holm (`paired.holm`).
+- `paper`: the paper's own comparison (against the baseline, or the adjoint against rk). It mixes the ODE with
+  more training, another optimizer or another learning rate, so it is shown and labelled confounded, never primary.
+- `exploratory`: every other question (other controls, other statistics); reported uncorrected, as such.
+
+A **regime** is a suite directory under `results/` (suite name, profile) and the tests run on it; a **study** is
+the regimes on one data set whose primary tests form one family. Adding a regime (a longer fine-tune, say) or
+seeds changes one declaration here, and no page: the pages write their sentences from these declarations.
+`tests/test_claims.py` checks every label against `suites.registry.get_suite`, so a misspelt label fails.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..core.errors import ConfigError
+from .statistics import statistic
+
+#: The paper's reported numbers (Tables I and II), for side-by-side comparison only.
+PAPER = {
+    "baseline": {"model": "EfficientNetB0 (+ FC)", "train": 0.987, "val": 0.845, "test": 0.81, "epochs": 200,
+                 "hours": 4.5},
+    "rk": {"model": "proposed, RK solver", "train": 0.985, "val": 0.847, "test": 0.81, "epochs": 100,
+           "hours": 3.75},
+    "adjoint": {"model": "proposed, adjoint", "train": 0.992, "val": 0.853, "test": 0.81, "epochs": 160,
+                "hours": 3.25},
+}
+ROLES = ("primary", "paper", "exploratory")
+#: The stability statistic of the primary tests: the paper's "more stable" is about how much the curves wobble.
+PRIMARY_STABILITY = "val_loss_fluctuation"
+#: Every "more stable" question is asked of both curves, by fluctuation and by rise.
+STABILITY = ("val_loss_fluctuation", "train_loss_fluctuation", "val_loss_rise", "train_loss_rise")
+
+
+@dataclass(frozen=True)
+class PaperClaim:
+    """One claim of the paper, as the book numbers them."""
+
+    number: int
+    title: str
+    paper: str  # what the paper says, in our words (its numbers are added from `PAPER`)
+
+
+#: The paper's claims (0: questions of ours the paper does not ask).
+PAPER_CLAIMS = {c.number: c for c in (
+    PaperClaim(1, "Same accuracy", "a NODE block before the final layer keeps the baseline's test accuracy"),
+    PaperClaim(2, "More stable", "the NODE block makes the training and validation curves more stable"),
+    PaperClaim(3, "Quicker", "the NODE models reach the target validation accuracy in fewer epochs and less "
+                             "time, though each epoch is slower"),
+    PaperClaim(4, "Adjoint best", "the adjoint model is the most stable, converges fastest and has the best "
+                                  "validation accuracy"),
+    PaperClaim(0, "Calibration", "(not in the paper) the NODE head's predictions are better calibrated"),
+)}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """a against b on one statistic; `kind` "same" (equivalence) or "better" (superiority), by default "same"
+    for accuracy and "better" for everything else."""
+
+    claim: int
+    a: str
+    b: str
+    statistic: str
+    role: str = "exploratory"
+    kind: str = ""
+
+    def __post_init__(self) -> None:
+        statistic(self.statistic)  # a name outside the registry is refused here
+        if self.role not in ROLES:
+            raise ConfigError("role", self.role, f"one of {ROLES}")
+        if self.claim not in PAPER_CLAIMS:
+            raise ConfigError("claim", self.claim, f"one of {sorted(PAPER_CLAIMS)}")
+        if not self.kind:
+            object.__setattr__(self, "kind", "same" if statistic(self.statistic).kind == "accuracy" else "better")
+
+    def wording(self) -> str:
+        """'rk: same test accuracy as fc-adam', 'node: steadier than mlp (val-loss fluctuation)'."""
+        s = statistic(self.statistic)
+        if self.kind == "same":
+            return f"{self.a}: same {s.label} as {self.b}"
+        phrase = {"stability": f"steadier than {self.b} ({s.label})", "speed": f"quicker to the target than {self.b}",
+                  "cost": f"cheaper per epoch than {self.b}"}.get(s.kind, f"better {s.label} than {self.b}")
+        return f"{self.a}: {phrase}"
+
+
+def stability_tests(claim: int, a: str, b: str, role: str = "exploratory") -> tuple[Endpoint, ...]:
+    """Every stability statistic for one pair; with role "primary" only `PRIMARY_STABILITY` is primary."""
+    return tuple(Endpoint(claim, a, b, name, "exploratory" if role == "primary" and name != PRIMARY_STABILITY else role)
+                 for name in STABILITY)
+
+
+#: Claims 1 and 2 for the paper's two NODE models continued from the baseline, in both regimes that continue them:
+#: against their matched controls (primary), the baseline (the paper's comparison) and the other heads.
+CONTINUED_ARM_TESTS: tuple[Endpoint, ...] = (
+    Endpoint(1, "rk", "fc-adam", "test_acc", "primary"),
+    Endpoint(1, "adjoint", "fc-sgd", "test_acc", "primary"),
+    Endpoint(1, "rk", "baseline", "test_acc", "paper"),
+    Endpoint(1, "adjoint", "baseline", "test_acc", "paper"),
+    Endpoint(1, "rk", "mlp", "test_acc"),
+    Endpoint(1, "rk", "euler", "test_acc"),
+    *stability_tests(2, "rk", "fc-adam", "primary"),
+    *stability_tests(2, "adjoint", "fc-sgd", "primary"),
+    *stability_tests(2, "rk", "baseline", "paper"),
+    *stability_tests(2, "adjoint", "baseline", "paper"),
+    *stability_tests(2, "rk", "mlp"),
+    *stability_tests(2, "rk", "euler"),
+)
+
+FINETUNE_TESTS: tuple[Endpoint, ...] = (
+    *CONTINUED_ARM_TESTS,
+    Endpoint(3, "rk", "fc-adam", "epochs_to_target"),
+    Endpoint(3, "adjoint", "fc-sgd", "epochs_to_target"),
+    *stability_tests(4, "adjoint", "rk", "paper"),
+    Endpoint(4, "adjoint", "rk", "val_acc", "paper", kind="better"),
+    *stability_tests(4, "adjoint", "node-sgd-backprop"),
+    Endpoint(4, "adjoint", "node-sgd-backprop", "val_acc", kind="better"),
+)
+
+HEAD_TESTS: tuple[Endpoint, ...] = (
+    Endpoint(1, "node", "mlp", "test_acc", "primary"),
+    Endpoint(1, "node", "euler", "test_acc"),
+    Endpoint(1, "node", "fc", "test_acc"),
+    # the linear probe trained until its validation loss stopped falling (`fc` stops at the NODE's epoch budget,
+    # its validation loss still at its minimum in its last epoch): accuracy only, its epochs are not matched
+    Endpoint(1, "node", "fc-converged", "test_acc"),
+    *stability_tests(2, "node", "mlp", "primary"),
+    *stability_tests(2, "node", "euler"),
+    *stability_tests(2, "node", "fc"),
+    Endpoint(3, "node", "mlp", "epochs_to_target"),
+    *stability_tests(4, "node-adjoint", "node"),
+    Endpoint(4, "node-adjoint", "node", "val_acc", kind="better"),
+    *(Endpoint(0, "node", control, name) for control in ("mlp", "euler", "fc") for name in ("test_nll", "test_ece")),
+)
+
+
+#: The paper's own regime (`overfit` suite): long training on 5,000 images that overfits, windows of 20+ epochs.
+#: Claim 3 gets its decidable test here: the NODE head and the FC head trained side by side from the ImageNet
+#: checkpoint with the baseline's recipe, epochs to a validation accuracy both can reach.
+OVERFIT_TESTS: tuple[Endpoint, ...] = (
+    *CONTINUED_ARM_TESTS,
+    Endpoint(1, "rk-imagenet", "baseline", "test_acc"),
+    *stability_tests(2, "rk-imagenet", "baseline"),
+    Endpoint(3, "rk-imagenet", "baseline", "epochs_to_target", "primary"),
+    Endpoint(3, "rk", "fc-adam", "epochs_to_target"),
+    Endpoint(3, "adjoint", "fc-sgd", "epochs_to_target"),
+    *stability_tests(4, "adjoint", "rk", "paper"),
+    Endpoint(4, "adjoint", "rk", "val_acc", "paper", kind="better"),
+)
+
+
+@dataclass(frozen=True)
+class Regime:
+    """A suite directory under `results/` and the tests run on it."""
+
+    key: str
+    title: str
+    suite: str
+    profile: str
+    directory: str
+    tests: tuple[Endpoint, ...]
+
+    def primary(self) -> tuple[Endpoint, ...]:
+        return tuple(test for test in self.tests if test.role == "primary")
+
+
+@dataclass(frozen=True)
+class Study:
+    """The regimes on one data set; their primary tests are one family (Holm)."""
+
+    key: str
+    title: str
+    regimes: tuple[Regime, ...]
+
+
+STUDIES: dict[str, Study] = {s.key: s for s in (
+    Study("fashion-mnist", "Fashion-MNIST", (
+        Regime("fmnist-finetune", "Fashion-MNIST, fine-tune", "paper", "fmnist", "paper-fmnist", FINETUNE_TESTS),
+        Regime("fmnist-heads", "Fashion-MNIST, head-only", "heads", "fmnist", "heads-fmnist", HEAD_TESTS),
+        Regime("fmnist-overfit", "Fashion-MNIST, overfitting", "overfit", "fmnist",
+               "overfit-fmnist", OVERFIT_TESTS),
+    )),
+    Study("digits", "scikit-learn's digits (smoke scale)", (
+        Regime("digits-finetune", "digits, fine-tune", "paper", "cpu", "paper-cpu", FINETUNE_TESTS),
+        Regime("digits-heads", "digits, head-only", "heads", "cpu", "heads-cpu", HEAD_TESTS),
+    )),
+    Study("cifar10", "CIFAR-10 (the paper's scale, not run yet)", (
+        Regime("cifar-finetune", "CIFAR-10, fine-tune", "paper", "gpu", "paper-gpu", FINETUNE_TESTS),
+        Regime("cifar-heads", "CIFAR-10, head-only", "heads", "gpu", "heads-gpu", HEAD_TESTS),
+    )),
+)}
+#: The study whose answer the book and the README give first.
+ANSWER_STUDY = "fashion-mnist"
+
+
+def study(key: str) -> Study:
+    if key not in STUDIES:
+        raise ConfigError("study", key, f"one of {sorted(STUDIES)}")
+    return STUDIES[key]
+
+
+def study_of(suite: str, profile: str) -> tuple[Study, Regime] | None:
+    """The study and regime that a suite (name, profile) belongs to, or None when no regime declares it."""
+    for candidate in STUDIES.values():
+        for regime in candidate.regimes:
+            if (regime.suite, regime.profile) == (suite, profile):
+                return candidate, regime
+    return None

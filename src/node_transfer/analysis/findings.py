@@ -1,0 +1,119 @@
+"""The study's answer: its declared tests computed on the committed runs, checked for robustness, and put in words.
+
+`load_study` reads a study's regimes (`claims.STUDIES`) from `results/`; `study_table` computes every declared test
+with Holm over the primary ones; `sensitivity_table` recomputes the primary family under each check of
+`SCENARIOS` and flags the verdicts that flip. `answer` puts the result in words.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pandas as pd
+
+from ..core.rundir import machine_of
+from ..core.suitedir import has_suite_meta, read_suite_meta
+from ..suites.results import load_suite
+from .claims import ANSWER_STUDY, Regime, study, study_of
+from .verdicts import DECLARED, Options, family_table
+
+StudyData = dict[Regime, tuple[pd.DataFrame, pd.DataFrame]]
+
+
+def load_regimes(paths: dict[Regime, Path]) -> StudyData:
+    """Each regime whose directory has finished runs: its runs (with the CPU model and capability each recorded,
+    `cpu`) and histories."""
+    data = {}
+    for regime, path in paths.items():
+        runs, histories = load_suite(path)
+        if len(runs):
+            runs["cpu"] = [machine_of(path / run_dir) for run_dir in runs["run_dir"]]
+            data[regime] = (runs, histories)
+    return data
+
+
+def load_study(results: str | Path, key: str = ANSWER_STUDY) -> StudyData:
+    """A study's regimes, read from their directories under `results` (the committed `results/`)."""
+    return load_regimes({regime: Path(results) / regime.directory for regime in study(key).regimes})
+
+
+def sibling_regimes(suite_dir: str | Path, suite: str, profile: str) -> StudyData:
+    """The study a suite directory belongs to (by its suite and profile), with the study's other regimes read
+    from directories beside it where they hold the right suite: what `node-transfer report` computes Holm over."""
+    found = study_of(suite, profile)
+    if found is None:
+        return {}
+    suite_dir = Path(suite_dir)
+    paths = {}
+    for regime in found[0].regimes:
+        path = suite_dir if regime == found[1] else suite_dir.parent / regime.directory
+        meta = read_suite_meta(path) if has_suite_meta(path) else {}
+        if (meta.get("suite"), meta.get("profile")) == (regime.suite, regime.profile):
+            paths[regime] = path
+    return load_regimes(paths)
+
+
+def one_cpu_model(runs: pd.DataFrame) -> set[int]:
+    """The seeds whose runs all recorded one and the same CPU model, that model being the most common such one
+    (runs made before the model was recorded count as unknown, so their seeds are left out)."""
+    if "cpu" not in runs:
+        return set()
+    models = runs.groupby("seed")["cpu"].agg(lambda cpus: cpus.iloc[0] if cpus.notna().all() and cpus.nunique() == 1
+                                             else None).dropna()
+    if models.empty:
+        return set()
+    return set(models[models == models.value_counts().index[0]].index.astype(int))
+
+
+#: The checks of the sensitivity table, each changing one thing about how the primary family is computed.
+SCENARIOS = (
+    DECLARED,
+    replace(DECLARED, name="other statistic", swap_statistic=True),
+    replace(DECLARED, name="longer window", window="longer"),
+    replace(DECLARED, name="margin ±0.3 points", margin_scale=0.6),
+    replace(DECLARED, name="margin ±1.0 points", margin_scale=2.0),
+    replace(DECLARED, name="early-stopped seeds dropped", drop_early_stopped=True),
+    replace(DECLARED, name="one CPU model", seed_filter=one_cpu_model),
+)
+
+
+def study_table(data: StudyData, options: Options = DECLARED) -> pd.DataFrame:
+    """Every declared test of the study's regimes, Holm applied over the primary ones."""
+    return family_table(data, options)
+
+
+def primary(table: pd.DataFrame) -> pd.DataFrame:
+    """The primary tests of a table."""
+    return table[table["role"] == "primary"]
+
+
+#: How `claims.csv` names each role, and the order of its columns.
+ROLE_NAMES = {"primary": "primary", "paper": "exploratory: the paper's comparison (confounded)",
+              "exploratory": "exploratory"}
+CLAIM_CSV_COLUMNS = ["regime", "claim", "test", "role", "verdict_holm", "p_holm", "verdict", "measured", "difference",
+                     "ci_low", "ci_high", "unit", "minimum_effect", "effect_size", "p_value", "p_holds", "p_fails", "n",
+                     "seeds", "seeds_low", "seeds_high", "a_better_in", "window", "mean_a", "mean_b", "a", "b",
+                     "against", "name", "statistic", "reached_a", "reached_b", "confound", "note"]
+
+
+def claims_frame(table: pd.DataFrame) -> pd.DataFrame:
+    """A tests table as written to `claims.csv`: roles spelt out, the Holm-corrected label first, no in-memory
+    comparison objects."""
+    frame = table.assign(role=table["role"].map(ROLE_NAMES))
+    return frame[[c for c in CLAIM_CSV_COLUMNS if c in frame]].reset_index(drop=True)
+
+
+def sensitivity_table(data: StudyData, scenarios: tuple[Options, ...] = SCENARIOS) -> pd.DataFrame:
+    """Each primary test's Holm-corrected verdict under each scenario (the first is the declared analysis), and
+    the scenarios under which it flips."""
+    columns = {}
+    for options in scenarios:
+        table = primary(study_table(data, options))
+        columns[options.name] = pd.Series(table["verdict_holm"].to_numpy(), index=table["regime"] + ": " +
+                                          table["test"].str.replace(r" \(.*\)$", "", regex=True))
+    frame = pd.DataFrame(columns)
+    declared = frame[scenarios[0].name]
+    frame["flips under"] = [", ".join(name for name in frame.columns[1:] if row[name] != declared[test]) or "none"
+                            for test, row in frame.iterrows()]
+    return frame.rename_axis("primary test")

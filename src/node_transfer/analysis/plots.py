@@ -1,0 +1,119 @@
+"""Figures of runs and suites: training curves, sweeps, and accuracy against cost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import matplotlib.ticker
+import pandas as pd
+
+from ..core.rundir import read_history
+from .statistics import statistic
+
+CURVES = [("train_acc", "train accuracy"), ("train_loss", "train loss"), ("val_acc", "validation accuracy"),
+          ("val_loss", "validation loss")]
+
+
+def plot_curves(histories: pd.DataFrame, labels: list[str] | None = None, title: str = "") -> plt.Figure:
+    """Train/validation accuracy and loss per epoch, one line per configuration, seeds as a min-max band."""
+    labels = labels or list(dict.fromkeys(histories["label"]))
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
+    for ax, (column, name) in zip(axes.flat, CURVES):
+        for label in labels:
+            stats = histories[histories["label"] == label].groupby("epoch")[column].agg(["mean", "min", "max"])
+            line, = ax.plot(stats.index, stats["mean"], marker="o", ms=3, label=label)
+            ax.fill_between(stats.index, stats["min"], stats["max"], color=line.get_color(), alpha=0.2)
+        ax.set_title(name)
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    axes[0, 0].legend()
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_history(run_dir: str | Path) -> plt.Figure:
+    """The curves of a single run directory."""
+    history = read_history(Path(run_dir)).assign(label=Path(run_dir).name, seed=0)
+    return plot_curves(history)
+
+
+def plot_sweep(runs: pd.DataFrame, x: str, xlabel: str, log: bool = True) -> plt.Figure:
+    """Test accuracy, forward/backward NFE and seconds per epoch against a swept parameter."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    grouped = runs.groupby(x)
+    for ax, (columns, name) in zip(axes, [(["test_acc"], "test accuracy"), (["nfe_forward", "nfe_backward"],
+                                                                               "NFE per batch"),
+                                          (["seconds_per_epoch"], "seconds per epoch")]):
+        for column in columns:
+            stats = grouped[column].agg(["mean", "std"])
+            ax.errorbar(stats.index, stats["mean"], yerr=stats["std"].fillna(0), marker="o", capsize=3,
+                        label=column)
+        ax.set_xscale("log" if log else "linear")
+        ax.set_xlabel(xlabel)
+        ax.set_title(name)
+        ax.grid(alpha=0.3)
+        if len(columns) > 1:
+            ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_cost_accuracy(runs: pd.DataFrame, cost: str = "nfe_forward", xlabel: str = "forward NFE per batch"
+                       ) -> plt.Figure:
+    """Test accuracy against a cost column, one point per configuration (mean over seeds, std as error bars).
+
+    Configurations are told apart by colour and marker in a legend beside the axes: labels written next to
+    the points overlap where configurations cost and score alike."""
+    stats = runs.groupby("label", sort=False)[[cost, "test_acc"]].agg(["mean", "std"]).fillna(0.0)
+    fig, ax = plt.subplots(figsize=(8, 4))
+    markers = "osD^vP*Xh<>p"
+    for i, (label, row) in enumerate(stats.iterrows()):
+        x, y = row[(cost, "mean")], row[("test_acc", "mean")] * 100
+        ax.errorbar(x, y, xerr=row[(cost, "std")], yerr=row[("test_acc", "std")] * 100, capsize=3, label=label,
+                    marker=markers[i % len(markers)], color=f"C{i % 10}", linestyle="none")
+    ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def plot_estimation(tests: pd.DataFrame, columns: int = 3, verdict_column: str = "verdict_holm") -> plt.Figure:
+    """Per test (a row of `verdicts.family_table`, its `result` holding the per-seed differences): each seed's
+    paired difference a - b as a point (labelled by seed), the mean with its 95% interval, zero, and the band of
+    ± the minimum effect of interest (the equivalence margin), one panel per test, in display units."""
+    rows = list(tests.iterrows())
+    columns = max(1, min(columns, len(rows)))
+    lines = max(1, -(-len(rows) // columns))
+    fig, axes = plt.subplots(lines, columns, figsize=(4.2 * columns, 3.4 * lines), squeeze=False)
+    for ax, (_, row) in zip(axes.flat, rows):
+        result, s = row["result"], statistic(row["name"])
+        scale = s.scale
+        differences = result.differences * scale
+        margin = (result.margin or 0.0) * scale
+        ax.axhspan(-margin, margin, color="0.85", label="± minimum effect")
+        ax.axhline(0.0, color="0.3", lw=0.8)
+        x = [0.1 * ((i % 3) - 1) for i in range(len(differences))]
+        ax.scatter(x, differences, color="C0", zorder=3, label="seeds")
+        for xi, (seed, value) in zip(x, differences.items()):
+            ax.annotate(f"s{seed}", (xi, value), textcoords="offset points", xytext=(6, -3), fontsize=7)
+        if result.n >= 2:
+            mean, low, high = result.mean_diff * scale, result.ci_low * scale, result.ci_high * scale
+            ax.errorbar([0.5], [mean], yerr=[[mean - low], [high - mean]], fmt="D", color="C3", capsize=4,
+                        label="mean, 95% CI")
+        ax.set_xlim(-0.5, 1.0)
+        ax.set_xticks([])
+        ax.set_ylabel(f"{row['a']} − {row['b']}" + (f" ({s.unit})" if s.unit else ""))
+        ax.set_title(f"{row['regime'].split(', ')[-1]}: {s.label}\n{row[verdict_column]}", fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    for ax in list(axes.flat)[len(rows):]:
+        ax.set_visible(False)
+    axes.flat[0].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
