@@ -8,6 +8,10 @@ NBTEST := _build/nbtest
 BUILD_BOOK := $(VENV)/bin/jupyter-book build . -W -n --keep-going
 NBSTRICT := _build/nbstrict
 LINTBOOK := _build/lint
+# The pages show their figures inline. A shell's MPLBACKEND=Agg (the suites' setting, results/README.md) would
+# leave the executed pages without figures, and through the shared execution cache the book too; `reproduce` sets
+# Agg itself for the committed notebooks, which were made with it.
+unexport MPLBACKEND
 
 .PHONY: demo test lint unit notebooks reproduce book browser chromium fashion-mnist bench gpu-check gpu-carry clean
 
