@@ -16,7 +16,7 @@ from ..core.rundir import machine_of
 from ..core.suitedir import has_suite_meta, read_suite_meta
 from ..suites.results import load_suite
 from .claims import ANSWER_STUDY, Regime, study, study_of
-from .verdicts import DECLARED, Options, family_table
+from .verdicts import DECLARED, Options, family_table, with_planned_seeds
 
 StudyData = dict[Regime, tuple[pd.DataFrame, pd.DataFrame]]
 
@@ -79,8 +79,9 @@ SCENARIOS = (
 
 
 def study_table(data: StudyData, options: Options = DECLARED) -> pd.DataFrame:
-    """Every declared test of the study's regimes, Holm applied over the primary ones."""
-    return family_table(data, options)
+    """Every declared test of the study's regimes, Holm applied over the primary ones, with the seeds each
+    undecided primary test would need."""
+    return with_planned_seeds(family_table(data, options))
 
 
 def primary(table: pd.DataFrame) -> pd.DataFrame:
@@ -109,7 +110,7 @@ def sensitivity_table(data: StudyData, scenarios: tuple[Options, ...] = SCENARIO
     the scenarios under which it flips."""
     columns = {}
     for options in scenarios:
-        table = primary(study_table(data, options))
+        table = primary(family_table(data, options))  # labels only: no seed planning
         columns[options.name] = pd.Series(table["verdict_holm"].to_numpy(), index=table["regime"] + ": " +
                                           table["test"].str.replace(r" \(.*\)$", "", regex=True))
     frame = pd.DataFrame(columns)

@@ -19,37 +19,39 @@ STEP_COLUMNS = ["backbone", "px", "step", "head", "ms", "images_per_s", "node_ov
 
 
 def _sections(path: Path) -> dict[str, dict[str, Any]]:
-    return {section["name"]: section for section in json.loads(path.read_text())["sections"]}
+    """A device-check report's sections by name (none where the report is not there)."""
+    return {s["name"]: s for s in json.loads(path.read_text())["sections"]} if path.is_file() else {}
+
+
+def _steps(sections: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    rows = [row for name in SPEED_SECTIONS if name in sections for row in sections[name]["tables"].get("steps", [])]
+    return pd.DataFrame(rows, columns=STEP_COLUMNS)
+
+
+def _loader(sections: dict[str, dict[str, Any]]) -> pd.DataFrame:
+    return pd.DataFrame(sections.get("throughput", {}).get("tables", {}).get("data loader", []))
 
 
 def gpu_steps(results: str | Path) -> pd.DataFrame:
     """One row per backbone, image size, step (fine-tune or head only) and head: milliseconds per step of a
     128-image batch and the ratio to the FC head in the same run; empty where no GPU has run the speed sections."""
-    path = Path(results) / SPEED_REPORT
-    if not path.is_file():
-        return pd.DataFrame(columns=STEP_COLUMNS)
-    sections = _sections(path)
-    rows = [row for name in SPEED_SECTIONS if name in sections for row in sections[name]["tables"].get("steps", [])]
-    return pd.DataFrame(rows, columns=STEP_COLUMNS)
+    return _steps(_sections(Path(results) / SPEED_REPORT))
 
 
 def gpu_loader(results: str | Path) -> pd.DataFrame:
     """Images per second the augmented training loader delivered on the GPU machine, per image size."""
-    path = Path(results) / SPEED_REPORT
-    sections = _sections(path) if path.is_file() else {}
-    return pd.DataFrame(sections.get("throughput", {}).get("tables", {}).get("data loader", []))
+    return _loader(_sections(Path(results) / SPEED_REPORT))
 
 
 def gpu_facts(results: str | Path) -> dict[str, Any]:
     """What the chapter states: the GPU, the FC step's time and each NODE head's ratio to it with Lite0 at 32 and
     224 px, the head-only ratios, the loader's rate against the FC step's, and B0's ratios (random weights)."""
     results = Path(results)
-    steps = gpu_steps(results)
+    sections = _sections(results / SPEED_REPORT)
+    steps = _steps(sections)
     if steps.empty:
         return {"gpu_measured": False}
-    environment = results / ENVIRONMENT_REPORT
-    device = (_sections(environment).get("environment", {}).get("facts", {}).get("GPU", "a GPU")
-              if environment.is_file() else "a GPU")
+    device = _sections(results / ENVIRONMENT_REPORT).get("environment", {}).get("facts", {}).get("GPU", "a GPU")
 
     def ratio(backbone: str, px: int, step: str, head: str, column: str = "node_over_fc") -> float:
         row = steps[(steps["backbone"] == backbone) & (steps["px"] == px) & (steps["step"] == step)
@@ -59,7 +61,7 @@ def gpu_facts(results: str | Path) -> dict[str, Any]:
     lite_head_only = steps[(steps["backbone"] == LITE0) & (steps["step"] == "head only") & (steps["head"] != "fc")]
     b0 = steps[steps["backbone"].str.startswith("efficientnet_b0") & (steps["step"] == "fine-tune")
                & (steps["head"] != "fc")]
-    loader = gpu_loader(results)
+    loader = _loader(sections)
     loader_224 = float(loader.set_index("px")["images_per_s"].get(224, float("nan"))) if len(loader) else float("nan")
     return {"gpu_measured": True, "gpu_name": device.split(",")[0],
             **{f"gpu_fc_ms_{px}": ratio(LITE0, px, "fine-tune", "fc", "ms") for px in (32, 224)},

@@ -186,13 +186,14 @@ def holm(p_values: list[float] | np.ndarray | pd.Series) -> np.ndarray:
 
 
 def seeds_to_decide(result: PairedComparison, kind: str, alpha: float = ALPHA,
-                    most: int = MOST_SEEDS_PLANNED) -> int | None:
+                    most: int = MOST_SEEDS_PLANNED, start: int = 2) -> int | None:
     """The paired seeds at which `verdict` would decide the claim (holds or does not hold) if the mean difference
     and its SD stayed as measured: a planning estimate for the next runs, not a result (new seeds move both).
-    None where two seeds are not yet in, or where `most` seeds would not decide (a mean close to the margin)."""
+    None where two seeds are not yet in, or where `most` seeds would not decide (a mean close to the margin).
+    `start` skips seed counts known not to decide (a stricter α never decides with fewer seeds than a looser one)."""
     if result.n < 2 or result.margin is None or not np.isfinite(result.sd_diff):
         return None
-    for n in range(2, most + 1):
+    for n in range(max(start, 2), most + 1):
         spread = np.linspace(-1.0, 1.0, n)
         d = pd.Series(result.mean_diff + result.sd_diff * spread / spread.std(ddof=1))  # that mean and SD exactly
         planned = paired_compare(d, pd.Series(0.0, index=d.index), higher_is_better=result.higher_is_better,

@@ -199,10 +199,9 @@ def regime_table(runs: pd.DataFrame, histories: pd.DataFrame, regime: Regime, op
 
 def with_holm(table: pd.DataFrame, histories: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Holm over the table's primary rows: adjusted p-values and the label read from them (`verdict_holm`);
-    `histories` (by regime title) feed the overfitting rule. Other rows keep '' (exploratory: uncorrected).
-    `seeds_low`/`seeds_high` plan the next runs of an undecided primary test (`planned_seeds`)."""
+    `histories` (by regime title) feed the overfitting rule. Other rows keep '' (exploratory: uncorrected)."""
     table = table.copy()
-    table["p_holm"], table["verdict_holm"], table["seeds_low"], table["seeds_high"] = np.nan, "", np.nan, np.nan
+    table["p_holm"], table["verdict_holm"] = np.nan, ""
     primary = table.index[table["role"] == "primary"] if len(table) else []
     if not len(primary):
         return table
@@ -214,8 +213,19 @@ def with_holm(table: pd.DataFrame, histories: dict[str, pd.DataFrame]) -> pd.Dat
         label, _ = overfitting_rule(result, verdict(result, kind, p), histories[table.at[i, "regime"]])
         deciding = {"does not hold": "fails"}.get(label, "differs" if "not shown" in label else "holds")
         table.at[i, "verdict_holm"], table.at[i, "p_holm"] = label, p[deciding]
-        if label == "undecided":
-            table.loc[i, ["seeds_low", "seeds_high"]] = planned_seeds(result, kind, len(primary))
+    return table
+
+
+def with_planned_seeds(table: pd.DataFrame) -> pd.DataFrame:
+    """`seeds_low`/`seeds_high` (`planned_seeds`) for each undecided primary test of a Holm-corrected table (NaN
+    elsewhere): for the tables people read; the sensitivity scenarios, which read only labels, skip it."""
+    table = table.copy()
+    table["seeds_low"], table["seeds_high"] = np.nan, np.nan
+    primary = table.index[table["role"] == "primary"] if len(table) else []
+    for i in primary:
+        if table.at[i, "verdict_holm"] == "undecided":
+            table.loc[i, ["seeds_low", "seeds_high"]] = planned_seeds(table.at[i, "result"], table.at[i, "kind"],
+                                                                      len(primary))
     return table
 
 
@@ -225,7 +235,8 @@ def planned_seeds(result: PairedComparison, kind: str, family: int) -> tuple[flo
     than `seeds_to_decide` looks at; NaN: fewer than two seeds to plan from."""
     if result.n < 2:
         return float("nan"), float("nan")
-    low, high = (seeds_to_decide(result, kind, alpha) for alpha in (ALPHA, ALPHA / family))
+    low = seeds_to_decide(result, kind, ALPHA)
+    high = seeds_to_decide(result, kind, ALPHA / family, start=low) if low is not None else None
     return float(low or "inf"), float(high or "inf")
 
 
