@@ -42,6 +42,7 @@ def overfit_facts(runs: pd.DataFrame, histories: pd.DataFrame, planned_seeds: in
     losses = histories[histories["label"] == "baseline"].sort_values("epoch").groupby("seed")
     lowest = losses.apply(lambda run: run.loc[run["val_loss"].idxmin()])
     facts.update(ov_val_loss_min=float(lowest["val_loss"].mean()), ov_val_loss_min_epoch=float(lowest["epoch"].mean()),
+                 ov_val_loss_min_first=int(lowest["epoch"].min()), ov_val_loss_min_last=int(lowest["epoch"].max()),
                  ov_val_loss_end=float(_end(histories, "baseline", "val_loss").mean()))
     for label, own in runs.groupby("label"):
         facts[f"ov_{label.replace('-', '_')}_test"] = float(own["test_acc"].mean() * 100)
