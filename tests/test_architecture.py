@@ -20,7 +20,7 @@ CYCLE_EDGES: set[tuple[str, str]] = set()  # (importer, imported): function-loca
 # Modules (dotted paths under node_transfer) that must load no torch when imported (in a fresh interpreter, through
 # the package's __init__): the config and what it imports, the command line's parser, the readers of committed
 # results, and two old paths through node_transfer.MOVED (the finder that resolves it loads nothing itself).
-TORCH_FREE = ("core.choices", "app.cli", "core.config", "core.errors", "core.solvers", "core.speed",
+TORCH_FREE = ("core.choices", "core.signals", "app.cli", "core.config", "core.errors", "core.solvers", "core.speed",
               "suites.results", "analysis.reporting", "suites.registry", "reporting", "config")
 
 # The config and what it imports at module level (checked statically below, beside the run-time check).
@@ -30,7 +30,7 @@ CONFIG_SIDE = ("core.choices", "core.config", "core.errors", "core.solvers", "co
 # level or inside a function) only modules of its own layer or of a lower one. A new folder is declared here, or
 # the test below fails. The package's own __init__ and __main__ sit above the layers.
 LAYERS: dict[str, str] = {
-    "core": "foundations: errors, atomic writes, choices, solvers, config, run and suite files, ranks, memory",
+    "core": "foundations: errors, signals, atomic writes, choices, solvers, config, run and suite files, ranks, memory",
     "numerics": "ODE numerics: the ODE block, its dynamics and solver backends",
     "model": "the model: backbones, heads, the transfer model, data",
     "run": "one run: features, optimiser, training, resume, the experiment, predictions",

@@ -8,42 +8,17 @@ device" for a full disk), which the command line reports with exit code 1.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import tempfile
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 from .errors import FileWriteError
+from .signals import signals_deferred
 
 #: Temporary files are hidden and end so: `.NAME.XXXXXXXX.tmp` (removed when a run starts or resumes).
 TEMP_SUFFIX = ".tmp"
-
-
-@contextlib.contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Hold SIGTERM and SIGINT while a file is written, then hand the first one received to its own handler
-    (torch's zip writer turns an exception raised inside it into an unrelated RuntimeError)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[tuple[int, Any]] = []
-    previous = {signum: signal.signal(signum, lambda *args: received.append(args))
-                for signum in (signal.SIGTERM, signal.SIGINT) if signal.getsignal(signum) is not None}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
-        for signum, frame in received[:1]:
-            handler = previous[signum]
-            if callable(handler):
-                handler(signum, frame)
-            elif handler == signal.SIG_DFL:
-                signal.raise_signal(signum)
 
 
 def os_error_in(exc: BaseException) -> OSError | None:

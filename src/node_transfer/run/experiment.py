@@ -11,7 +11,6 @@ import platform
 import shutil
 import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from ..core.config import ExperimentConfig
 from ..core.distributed import DistInfo, init_distributed, main_rank_decides, main_rank_first, resolve_device
 from ..core.errors import BackboneError, ConfigError, DataError, FileWriteError, Interrupted, RunDirError, TrainingError
 from ..core.memory import peak_memory_mb
+from ..core.signals import signals_handled
 from ..core.speed import settle
 from ..core.suitedir import RUNS_ROOT, run_dir_name
 from ..model.backbones import create_backbone
@@ -136,18 +136,12 @@ def prepare(config: ExperimentConfig, check_paths: bool = True) -> Prepared:
 @contextlib.contextmanager
 def signals_as_errors() -> Iterator[None]:
     """SIGTERM raises `Interrupted` (in the main thread), so the run can say what it keeps and clean up."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
     def handler(signum: int, frame: Any) -> None:
         raise Interrupted(signum)
 
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
+    with signals_handled(handler, [signal.SIGTERM]):
         yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 @contextlib.contextmanager

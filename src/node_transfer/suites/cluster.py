@@ -16,7 +16,6 @@ import contextlib
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import ConfigError, SuiteRunError
+from ..core.signals import signals_handled
 from .notebooks import kernel_environment, stop_kernels_on_signal
 from .scheduling import Scheduler, Task, execute_task
 
@@ -190,18 +190,11 @@ class SubmititScheduler(Scheduler):
     def _signals_recorded(self) -> Iterator[None]:
         """SIGTERM/SIGINT to the suite: no new job starts, the running ones are cancelled (their runs keep their last
         complete epoch), and `Interrupted` is raised once they have ended."""
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
 
         def handler(signum: int, frame: Any) -> None:
             self.signals.append(signum)
             self._say(f"{signal.Signals(signum).name}: cancelling the suite's jobs; each run keeps its last complete "
                       "epoch; no new run starts")
 
-        previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGINT)}
-        try:
+        with signals_handled(handler):
             yield
-        finally:
-            for signum, old in previous.items():
-                signal.signal(signum, old)

@@ -13,7 +13,6 @@ import difflib
 import os
 import signal
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any, TextIO
 
 from ..core.config import ExperimentConfig
 from ..core.errors import ConfigError
+from ..core.signals import signals_handled
 
 BOOK = Path(__file__).resolve().parents[3] / "book"
 SKIP_FILE = "nbval-skip.txt"
@@ -200,9 +200,6 @@ def stop_kernels_on_signal(stopping: Callable[[int, signal.Signals], None]) -> I
     """While active (in the main thread), SIGTERM/SIGINT reach this process's kernels started meanwhile: SIGTERM
     (each run keeps its last complete epoch), SIGKILL at a second signal; `stopping(signum, how)` is told first.
     Kernels run in sessions of their own, so a signal to this process alone would never reach them."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
     since, received = time.time() - 1.0, []
 
     def handler(signum: int, frame: Any) -> None:
@@ -213,12 +210,8 @@ def stop_kernels_on_signal(stopping: Callable[[int, signal.Signals], None]) -> I
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, how)
 
-    previous = {signum: signal.signal(signum, handler) for signum in (signal.SIGTERM, signal.SIGINT)}
-    try:
+    with signals_handled(handler):
         yield
-    finally:
-        for signum, old in previous.items():
-            signal.signal(signum, old)
 
 
 def kernel_pids(since: float) -> list[int]:
