@@ -126,6 +126,19 @@ def test_slurm_options_from_the_command_line():
     assert (options.partition, options.time_min, options.gpus_per_job, options.setup, options.extra) == (
         "gpu", 90, 1, ["module load cuda"], {"account": "proj", "qos": "long"})
     assert args.jobs is None  # no limit on SLURM unless --jobs is given
+    assert not args.keep_going and build_parser().parse_args(["suite", "paper", "--keep-going"]).keep_going
+
+
+def test_keep_going_reaches_the_scheduler_of_either_executor(tmp_path, monkeypatch):
+    from node_transfer.suites.scheduling import Scheduler
+
+    seen = []
+    monkeypatch.setattr(Scheduler, "run", lambda self, tasks: seen.append((type(self).__name__, self.keep_going)))
+    monkeypatch.setattr(SubmititScheduler, "run", lambda self, tasks: seen.append((type(self).__name__,
+                                                                                    self.keep_going)))
+    assert main(["suite", "smoke", "--out", str(tmp_path / "a"), "--keep-going"]) == 0
+    assert main(["suite", "smoke", "--out", str(tmp_path / "b"), "--executor", "local"]) == 0
+    assert seen == [("Scheduler", True), ("SubmititScheduler", False)]
 
 
 @pytest.mark.parametrize("arguments, named", [

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from node_transfer.core.config import ExperimentConfig
-from node_transfer.core.errors import ConfigError, SuiteRunError
+from node_transfer.core.errors import ConfigError, SuiteRunError, TrainingError
 from node_transfer.suites.registry import SuiteRun
 from node_transfer.suites.runner import run_suite
 from node_transfer.suites.scheduling import Prefixed, Scheduler, Task, visible_devices
@@ -70,6 +70,65 @@ def test_a_failed_run_stops_new_runs_but_lets_the_running_ones_finish(tmp_path, 
     with pytest.raises(SuiteRunError, match="bad failed"):
         Scheduler(tmp_path, meta, jobs=2, use_papermill=True, progress=False).run(fake_tasks(tmp_path, spec))
     assert started == ["slow", "bad"] and finished == ["slow"]  # nothing new after the failure
+
+
+def test_keep_going_runs_what_does_not_continue_from_a_failure_and_lists_both_at_the_end(tmp_path, monkeypatch):
+    spec = {"bad": (0.05, []), "after-bad": (0.0, ["bad"]), "after-that": (0.0, ["after-bad"]),
+            "slow": (0.3, []), "free": (0.0, []), "after-free": (0.0, ["free"])}
+    started, finished = [], []
+
+    def execute(self, task, index, total):
+        started.append(task.key)
+        time.sleep(spec[task.key][0])
+        if task.key == "bad":
+            raise TrainingError("the solver failed\nat epoch 3")
+        finished.append(task.key)
+
+    monkeypatch.setattr(Scheduler, "_execute", execute)
+    meta = {"suite": "fake", "seconds": 0.0, "wall_seconds": 0.0, "rebuilt": []}
+    scheduler = Scheduler(tmp_path, meta, jobs=2, use_papermill=True, progress=False, keep_going=True)
+    with pytest.raises(SuiteRunError) as raised:
+        scheduler.run(fake_tasks(tmp_path, spec))
+    assert sorted(finished) == ["after-free", "free", "slow"] and "after-bad" not in started
+    assert str(raised.value) == (
+        "1 run failed: bad (TrainingError: the solver failed); not started, as they continue from a failed run: "
+        "after-bad, after-that; every other run finished; fix the causes and continue with --resume")
+    assert isinstance(raised.value.__cause__, TrainingError)
+
+
+def test_keep_going_with_submitit_jobs(tmp_path, monkeypatch):
+    from node_transfer.suites.cluster import SubmititScheduler
+
+    class FakeJob:
+        def __init__(self, key):
+            self.key, self.job_id, self.state = key, f"job-{key}", "RUNNING"
+            self.paths = type("Paths", (), {"stderr": tmp_path / f"{key}.err"})()
+
+        def done(self):
+            return True
+
+        def result(self):
+            if self.key == "bad":
+                raise RuntimeError("Traceback\nTrainingError: the solver failed")
+            return 1.0
+
+    submitted = []
+
+    def submit(self, executor, task, running):
+        submitted.append(task.key)
+        return task, FakeJob(task.key), None
+
+    monkeypatch.setattr(SubmititScheduler, "executor", lambda self: None)
+    monkeypatch.setattr(SubmititScheduler, "submit", submit)
+    meta = {"suite": "fake", "seconds": 0.0, "wall_seconds": 0.0, "rebuilt": []}
+    scheduler = SubmititScheduler(tmp_path, meta, 1, False, "local", devices=[], keep_going=True)
+    scheduler.poll_seconds = 0.0
+    spec = {"bad": (0, []), "after-bad": (0, ["bad"]), "free": (0, [])}
+    with pytest.raises(SuiteRunError, match=r"^1 run failed: bad \(SuiteRunError: bad failed in submitit job "
+                       r"job-bad \(TrainingError: the solver failed\).*not started, as they continue from a "
+                       r"failed run: after-bad; every other run finished"):
+        scheduler.run(fake_tasks(tmp_path, spec))
+    assert submitted == ["bad", "free"] and meta["seconds"] == 1.0
 
 
 def test_parallel_progress_lines_carry_their_run(tmp_path):

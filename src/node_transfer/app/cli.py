@@ -77,6 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     suite.add_argument("--jobs", type=int, default=None, help="configurations run at once, each in its own kernel "
                        "with cores / jobs threads and its own GPU where there are GPUs (default: 1; with --executor "
                        "slurm, no limit); a continued run waits for the run it starts from")
+    suite.add_argument("--keep-going", action="store_true", help="after a run fails, go on with the runs that do not "
+                       "continue from it (default: start no new run); the failures are listed at the end")
     suite.add_argument("--in-process", action="store_true", help="run without papermill (no notebooks)")
     suite.add_argument("--executor", default="threads", metavar="{threads,local,slurm}",
                        help="threads: kernels started by this process (default); local: each run a submitit job on "

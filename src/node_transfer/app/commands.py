@@ -49,7 +49,8 @@ def suite_command(name: str | None, profile: str = "cpu", seeds: int = 1, out: s
                   only: list[str] | None = None, only_seeds: list[int] | None = None, jobs: int | None = None,
                   in_process: bool = False, executor: str = "threads", slurm_partition: str | None = None,
                   slurm_gpus_per_job: int = 1, slurm_cpus_per_job: int | None = None, slurm_time: int | None = None,
-                  slurm_setup: list[str] | None = None, slurm_option: list[str] | None = None) -> int:
+                  slurm_setup: list[str] | None = None, slurm_option: list[str] | None = None,
+                  keep_going: bool = False) -> int:
     """`node-transfer suite`: list the suites, or run one (papermill or in process, on threads or submitit)."""
     if list_suites or not name:
         for suite_name, builder in SUITES.items():
@@ -64,7 +65,7 @@ def suite_command(name: str | None, profile: str = "cpu", seeds: int = 1, out: s
                     use_papermill=not in_process, resume=resume,
                     labels=tuple(only) if only else None, jobs=jobs,
                     only_seeds=tuple(only_seeds) if only_seeds else None, executor=executor,
-                    slurm=slurm)
+                    slurm=slurm, keep_going=keep_going)
     print(out)
     return 0
 

@@ -69,11 +69,12 @@ def run_job(task: Task, out: str, progress: bool) -> float:
 
 class SubmititScheduler(Scheduler):
     """The thread pool's contract (each run after its base, the first failure raised once the running jobs have
-    finished, a signal stops the runs and raises `Interrupted`) with each run a submitit job."""
+    finished or, with `keep_going`, every failure at the end, a signal stops the runs and raises `Interrupted`)
+    with each run a submitit job."""
 
     def __init__(self, out: Path, meta: dict[str, Any], jobs: int | None, progress: bool, executor: str,
-                 slurm: SlurmOptions | None = None, devices: list[str] | None = None) -> None:
-        super().__init__(out, meta, jobs or 1, True, progress, devices if executor == "local" else [])
+                 slurm: SlurmOptions | None = None, devices: list[str] | None = None, keep_going: bool = False) -> None:
+        super().__init__(out, meta, jobs or 1, True, progress, devices if executor == "local" else [], keep_going)
         self.kind, self.slurm, self.limit = executor, slurm or SlurmOptions(), jobs
         self.folder = out.with_name(f"{out.name}.submitit")
         self.poll_seconds = 1.0 if executor == "local" else 15.0
@@ -120,7 +121,6 @@ class SubmititScheduler(Scheduler):
     def run(self, tasks: list[Task]) -> None:
         pending, done, total = list(tasks), set(), len(tasks)
         running: dict[str, tuple] = {}  # key -> (task, job, device)
-        failure: BaseException | None = None
         started, cancelled = time.perf_counter(), False
         if self.devices:
             self.meta["devices"] = self.devices
@@ -128,7 +128,7 @@ class SubmititScheduler(Scheduler):
             with kernel_environment(self.jobs if self.kind == "local" else 1), self._signals_recorded():
                 executor = self.executor()
                 while pending or running:
-                    if failure is None and not self.signals:
+                    if self._may_start():
                         for task in self._ready(pending, running, done):
                             pending.remove(task)
                             running[task.key] = self.submit(executor, task, running)
@@ -146,8 +146,8 @@ class SubmititScheduler(Scheduler):
                             self._release_device(device)
                             outcome = self._collect(task, job)
                             if isinstance(outcome, BaseException):
-                                failure = failure or outcome
-                                if self.kind == "slurm":  # no new run starts: the queued ones are withdrawn
+                                self._failed(task, outcome)
+                                if self.kind == "slurm" and not self.keep_going:  # no new run: the queued ones go
                                     self._cancel(j for _, j, _ in running.values() if j.state == "PENDING")
                             else:
                                 done.add(key)
@@ -155,7 +155,7 @@ class SubmititScheduler(Scheduler):
             with self.lock:
                 self.meta["wall_seconds"] += time.perf_counter() - started
                 self._write_meta()
-        self._raise_outcome(failure)
+        self._raise_outcome(pending)
 
     def _ready(self, pending: list[Task], running: dict[str, tuple], done: set[str]) -> list[Task]:
         """Tasks to submit now: locally once their bases have finished, on SLURM once they are submitted (the

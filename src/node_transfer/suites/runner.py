@@ -88,14 +88,15 @@ def run_suite(name: str, profile: str = "cpu", seeds: int = 1, out: str | Path |
               overrides: dict[str, Any] | None = None, use_papermill: bool = True,
               progress: bool = True, resume: bool = False, labels: tuple[str, ...] | None = None,
               jobs: int | None = None, only_seeds: tuple[int, ...] | None = None, executor: str = "threads",
-              slurm: SlurmOptions | None = None) -> Path:
+              slurm: SlurmOptions | None = None, keep_going: bool = False) -> Path:
     """Run a suite and write `runs.csv`; returns the suite directory.
 
     `labels` (and `only_seeds`) run part of the suite now (the rest can follow with `resume=True`); `suite.json`
     always lists the whole suite, and `runs.csv` every finished run. `jobs` runs that many configurations at
     once (each in its own papermill kernel; default 1, and on SLURM no limit), a continued run only after the run
     it starts from. `executor` runs them in this process's thread pool ("threads"), or as submitit jobs on this
-    machine ("local") or on a SLURM cluster ("slurm", with `slurm`'s options): see `cluster`.
+    machine ("local") or on a SLURM cluster ("slurm", with `slurm`'s options): see `cluster`. A failed run stops
+    the suite (once the runs going have finished), or with `keep_going` only the runs that continue from it.
     With `resume=True` an interrupted suite in `out` (same suite, profile, overrides; as many seeds or more,
     which extends it) goes on:
     finished runs are kept (so configurations added to the suite's definition since are the only ones
@@ -128,8 +129,10 @@ def run_suite(name: str, profile: str = "cpu", seeds: int = 1, out: str | Path |
     elif out.exists():
         raise ConfigError("out", str(out), "a suite directory that does not exist yet "
                           "(or pass resume=True / --resume to continue the suite in it)")
-    scheduler = Scheduler(out, meta, jobs, use_papermill, progress) if executor == "threads" else \
-        SubmititScheduler(out, meta, jobs, progress, executor, slurm)
+    if executor == "threads":
+        scheduler = Scheduler(out, meta, jobs, use_papermill, progress, keep_going=keep_going)
+    else:
+        scheduler = SubmititScheduler(out, meta, jobs, progress, executor, slurm, keep_going=keep_going)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     handle = lock(out, "suite")  # two suite processes in one directory would overwrite each other's suite.json

@@ -43,24 +43,26 @@ class Task:
 
 class Scheduler:
     """Runs tasks `jobs` at a time, each once the tasks it depends on have finished; stops at the first failure
-    (after the runs already going have finished), which is then raised.
+    (after the runs already going have finished), which is then raised. With `keep_going` a failure stops only the
+    runs that continue from the failed one; the others go on, and a `SuiteRunError` listing what failed and what
+    never started is raised at the end.
 
     SIGTERM or SIGINT to the suite reaches its runs: each papermill kernel gets SIGTERM (a second signal: SIGKILL),
     keeps its last complete epoch, no new run starts, and `Interrupted` is raised once they have stopped."""
 
     def __init__(self, out: Path, meta: dict[str, Any], jobs: int, use_papermill: bool, progress: bool,
-                 devices: list[str] | None = None) -> None:
+                 devices: list[str] | None = None, keep_going: bool = False) -> None:
         self.out, self.meta, self.jobs = out, meta, jobs
-        self.use_papermill, self.progress = use_papermill, progress
+        self.use_papermill, self.progress, self.keep_going = use_papermill, progress, keep_going
         self.lock = threading.Lock()
         self.signals: list[int] = []  # signals received while running
+        self.failures: list[tuple[Task, BaseException]] = []  # failed runs, in the order they failed
         # the GPUs the kernels share out (None: those visible here); in-process runs keep this process's own
         self.devices = (visible_devices() if devices is None else list(devices)) if use_papermill else []
         self.busy = dict.fromkeys(self.devices, 0)
 
     def run(self, tasks: list[Task]) -> None:
         pending, done, total = list(tasks), set(), len(tasks)
-        failure: BaseException | None = None
         started = time.perf_counter()
         if self.devices:
             self.meta["devices"] = self.devices
@@ -69,7 +71,7 @@ class Scheduler:
                     ThreadPoolExecutor(max_workers=self.jobs) as pool:
                 running: dict[Future, Task] = {}
                 while pending or running:
-                    ready = [t for t in pending if not t.after - done] if failure is None and not self.signals else []
+                    ready = [t for t in pending if not t.after - done] if self._may_start() else []
                     for task in ready[: self.jobs - len(running)]:
                         pending.remove(task)
                         index = total - len(pending)
@@ -81,21 +83,40 @@ class Scheduler:
                         task = running.pop(future)
                         if future.exception() is None:
                             done.add(task.key)
-                        elif failure is None:
-                            failure = future.exception()
+                        else:
+                            self._failed(task, future.exception())
         finally:
             with self.lock:
                 self.meta["wall_seconds"] += time.perf_counter() - started
                 self._write_meta()
-        self._raise_outcome(failure)
+        self._raise_outcome(pending)
 
-    def _raise_outcome(self, failure: BaseException | None) -> None:
-        """`Interrupted` if a signal stopped the suite, else the first failure (if any)."""
+    def _may_start(self) -> bool:
+        """Whether new runs may start: no signal received, and no run failed (or `keep_going`)."""
+        return not self.signals and (self.keep_going or not self.failures)
+
+    def _failed(self, task: Task, failure: BaseException) -> None:
+        self.failures.append((task, failure))
+        if self.keep_going and not self.signals:
+            self._say(f"{task.key} failed ({one_line(failure)}); the runs that do not continue from it go on "
+                      "(--keep-going)")
+
+    def _raise_outcome(self, pending: list[Task]) -> None:
+        """`Interrupted` if a signal stopped the suite, else the first failure, or with `keep_going` every failure
+        and the runs that never started (because they continue from a failed run) in one `SuiteRunError`."""
         if self.signals:
             raise Interrupted(self.signals[0], f"interrupted by {signal.Signals(self.signals[0]).name}: the runs "
                               "stopped, each keeps its last complete epoch; continue the suite with --resume")
-        if failure is not None:
-            raise failure
+        if not self.failures:
+            return
+        if not self.keep_going:
+            raise self.failures[0][1]
+        failed = "; ".join(f"{task.key} ({one_line(failure)})" for task, failure in self.failures)
+        skipped = f"; not started, as they continue from a failed run: {', '.join(t.key for t in pending)}" \
+            if pending else ""
+        raise SuiteRunError(f"{len(self.failures)} run{'s' * (len(self.failures) > 1)} failed: {failed}{skipped}; "
+                            "every other run finished; fix the causes and continue with --resume") \
+            from self.failures[0][1]
 
     @contextlib.contextmanager
     def _signals_stop_kernels(self) -> Iterator[None]:
@@ -162,6 +183,12 @@ class Scheduler:
     def _say(self, text: str) -> None:
         with self.lock:
             print(text, file=sys.stderr, flush=True)
+
+
+def one_line(failure: BaseException, limit: int = 300) -> str:
+    """A failure as one line for a summary: its type and the first line of its message, at most `limit` chars."""
+    first = next((line.strip() for line in str(failure).splitlines() if line.strip()), "")
+    return f"{type(failure).__name__}: {first}"[:limit] if first else type(failure).__name__
 
 
 class Prefixed:
