@@ -19,7 +19,7 @@ from .answer import confound_kinds, target_reach
 from .claims import PAPER, PAPER_CLAIMS, Regime
 from .convergence import LADDER
 from .epoch_cost import chapter_cost_facts
-from .findings import StudyData, one_cpu_model, primary
+from .findings import StudyData, primary, seeds_on_one_cpu_model
 from .overfit_facts import overfit_facts
 from .paired import MOST_SEEDS_PLANNED
 from .statistics import by_seed, statistic
@@ -219,10 +219,10 @@ def reproducing_facts(data: StudyData, table: pd.DataFrame, results: str | Path 
     finetune, heads = regime_data(data, "paper"), regime_data(data, "heads")
     if len(finetune[0]):
         facts.update(_finetune_facts(*finetune))
-        facts["ft_one_cpu_seeds"] = ", ".join(map(str, sorted(one_cpu_model(finetune[0])))) or "none"
+        facts["ft_one_cpu_seeds"] = ", ".join(map(str, sorted(seeds_on_one_cpu_model(finetune[0])))) or "none"
     if len(heads[0]):
         facts.update(_heads_facts(*heads))
-        facts["hd_one_cpu_seeds"] = ", ".join(map(str, sorted(one_cpu_model(heads[0])))) or "none"
+        facts["hd_one_cpu_seeds"] = ", ".join(map(str, sorted(seeds_on_one_cpu_model(heads[0])))) or "none"
     overfit = regime_data(data, "overfit")
     if len(overfit[0]):
         directory = next(regime.directory for regime in data if regime.suite == "overfit")

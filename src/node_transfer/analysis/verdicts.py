@@ -47,8 +47,8 @@ class Options:
     seed_filter: Callable[[pd.DataFrame], set[int]] | None = None  # seeds allowed, from the regime's runs
 
 
-#: The analysis as declared: every paired seed. A seed filter set here (e.g. `findings.one_cpu_model`, once seeds
-#: from one CPU model are enough) changes the primary tests, the pages and the READMEs with it.
+#: The analysis as declared: every paired seed. A seed filter set here (e.g. `findings.seeds_on_one_cpu_model`, once
+#: enough seeds recorded theirs) changes the primary tests, the pages and the READMEs with it.
 DECLARED = Options()
 
 
