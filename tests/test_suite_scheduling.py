@@ -54,18 +54,25 @@ def test_scheduler_runs_at_most_jobs_at_once_and_each_after_its_base(tmp_path, m
     assert meta["wall_seconds"] > 0 and json.loads((tmp_path / "suite.json").read_text())["suite"] == "fake"
 
 
-def test_a_failed_run_stops_new_runs_but_lets_the_running_ones_finish(tmp_path, monkeypatch):
-    spec = {"slow": (0.4, []), "bad": (0.05, []), "after-bad": (0.0, ["bad"]), "free": (0.0, [])}
+def scripted_runs(monkeypatch, spec, failures):
+    """Make the Scheduler's runs sleep their `spec` seconds and raise `failures[key]`; returns the keys started and
+    finished, in order."""
     started, finished = [], []
 
     def execute(self, task, index, total):
         started.append(task.key)
         time.sleep(spec[task.key][0])
-        if task.key == "bad":
-            raise SuiteRunError("bad failed")
+        if task.key in failures:
+            raise failures[task.key]
         finished.append(task.key)
 
     monkeypatch.setattr(Scheduler, "_execute", execute)
+    return started, finished
+
+
+def test_a_failed_run_stops_new_runs_but_lets_the_running_ones_finish(tmp_path, monkeypatch):
+    spec = {"slow": (0.4, []), "bad": (0.05, []), "after-bad": (0.0, ["bad"]), "free": (0.0, [])}
+    started, finished = scripted_runs(monkeypatch, spec, {"bad": SuiteRunError("bad failed")})
     meta = {"suite": "fake", "seconds": 0.0, "wall_seconds": 0.0, "rebuilt": []}
     with pytest.raises(SuiteRunError, match="bad failed"):
         Scheduler(tmp_path, meta, jobs=2, use_papermill=True, progress=False).run(fake_tasks(tmp_path, spec))
@@ -75,16 +82,7 @@ def test_a_failed_run_stops_new_runs_but_lets_the_running_ones_finish(tmp_path, 
 def test_keep_going_runs_what_does_not_continue_from_a_failure_and_lists_both_at_the_end(tmp_path, monkeypatch):
     spec = {"bad": (0.05, []), "after-bad": (0.0, ["bad"]), "after-that": (0.0, ["after-bad"]),
             "slow": (0.3, []), "free": (0.0, []), "after-free": (0.0, ["free"])}
-    started, finished = [], []
-
-    def execute(self, task, index, total):
-        started.append(task.key)
-        time.sleep(spec[task.key][0])
-        if task.key == "bad":
-            raise TrainingError("the solver failed\nat epoch 3")
-        finished.append(task.key)
-
-    monkeypatch.setattr(Scheduler, "_execute", execute)
+    started, finished = scripted_runs(monkeypatch, spec, {"bad": TrainingError("the solver failed\nat epoch 3")})
     meta = {"suite": "fake", "seconds": 0.0, "wall_seconds": 0.0, "rebuilt": []}
     scheduler = Scheduler(tmp_path, meta, jobs=2, use_papermill=True, progress=False, keep_going=True)
     with pytest.raises(SuiteRunError) as raised:
