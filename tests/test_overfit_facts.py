@@ -31,5 +31,7 @@ def test_the_baseline_end_is_its_last_epochs_and_seeds_done_count_the_slowest_ar
     assert facts["ov_baseline_gap"] == pytest.approx(facts["ov_baseline_train_end"] - 85.0)
     assert facts["ov_val_loss_min_epoch"] == 5 and facts["ov_val_loss_min"] == pytest.approx(0.45)
     assert facts["ov_seeds_done"] == 1 and facts["ov_planned_seeds"] == 5
+    assert facts["ov_seeds_sentence"].startswith("So far 1 of 5 planned seeds")
+    assert overfit_facts(runs, histories, planned_seeds=1)["ov_seeds_sentence"].startswith("All 1 planned seeds")
     assert (facts["ov_adam_lr"], facts["ov_sgd_lr"], facts["ov_continued_epochs"]) == (3e-4, 1e-2, 12)
     assert facts["ov_baseline_test"] == pytest.approx(87.5) and facts["ov_train_images"] == "5,000"

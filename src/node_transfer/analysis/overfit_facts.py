@@ -19,6 +19,15 @@ def _end(histories: pd.DataFrame, label: str, column: str) -> pd.Series:
     return own.groupby("seed")[column].apply(lambda values: values.tail(END_EPOCHS).mean())
 
 
+def seeds_sentence(done: int, planned: int) -> str:
+    """How many seeds have finished every arm, and what that means for the tests below it."""
+    if done < planned:
+        return (f"So far {done} of {planned} planned seeds have finished every arm: a test that needs more seeds "
+                "stays undecided until they are in.")
+    return (f"All {planned} planned seeds have finished every arm; where a test is still undecided, the tests table "
+            "says how many seeds would decide it at the differences and spreads measured.")
+
+
 def overfit_facts(runs: pd.DataFrame, histories: pd.DataFrame, planned_seeds: int) -> dict[str, Any]:
     """ov_* facts: the recipe, the baseline's overfitting (training and validation accuracy over its last epochs,
     its validation loss from its minimum to its end), each arm's test accuracy and the seeds finished."""
@@ -32,6 +41,7 @@ def overfit_facts(runs: pd.DataFrame, histories: pd.DataFrame, planned_seeds: in
         "ov_end_epochs": END_EPOCHS, "ov_planned_seeds": planned_seeds,
         "ov_seeds_done": int(runs.groupby("label")["seed"].nunique().min()),
     }
+    facts["ov_seeds_sentence"] = seeds_sentence(facts["ov_seeds_done"], planned_seeds)
     for label, recipe in (("rk", "adam"), ("adjoint", "sgd")):
         own = runs[runs["label"] == label]
         if len(own):
