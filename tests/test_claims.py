@@ -1,6 +1,8 @@
 """The declared tests and their verdicts: labels checked against the suites, confounds found from the runs, the
 overfitting rule, Holm over the primary family, censored convergence, and the committed answer."""
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -129,6 +131,21 @@ def test_seed_filters_and_dropped_early_stops_leave_seeds_out():
     only = Options(seed_filter=lambda frame: {3, 4})
     assert paired_seeds(runs, "rk", "fc-adam", only) == [3, 4]
     assert table_of(runs, histories, options=only).loc["rk: same test accuracy as fc-adam", "seeds"] == "3, 4"
+
+
+def test_a_regime_that_needs_recorded_machines_tests_only_seeds_made_on_one_cpu_model():
+    runs, histories = synthetic_suite({"rk": 0.0, "fc-adam": 0.0}, {"rk": 0.9, "fc-adam": 0.9})
+    runs["cpu"] = runs["seed"].map({0: None, 1: "Xeon", 2: "EPYC", 3: "EPYC", 4: "EPYC"})
+    runs.loc[(runs["label"] == "fc-adam") & (runs["seed"] == 3), "cpu"] = "Xeon"  # seed 3 mixes two models
+    ruled = replace(FINETUNE, recorded_seeds_only=True)
+    test = "rk: same test accuracy as fc-adam"
+    assert table_of(runs, histories, ruled).loc[test, "seeds"] == "1, 2, 4"
+    assert table_of(runs, histories, ruled, Options(regime_seed_rules=False)).loc[test, "seeds"] == "0, 1, 2, 3, 4"
+    assert table_of(runs, histories, FINETUNE).loc[test, "seeds"] == "0, 1, 2, 3, 4"  # no rule: every seed
+    only = Options(seed_filter=lambda frame: {0, 1, 2})  # a scenario's filter and the rule both apply
+    assert table_of(runs, histories, ruled, only).loc[test, "seeds"] == "1, 2"
+    declared = {regime.key: regime.recorded_seeds_only for regime in STUDIES["fashion-mnist"].regimes}
+    assert declared == {"fmnist-finetune": True, "fmnist-heads": False, "fmnist-overfit": True}
 
 
 def test_convergence_targets_are_reachable_by_the_control_and_censor_the_rest():

@@ -8,16 +8,16 @@ import pandas as pd
 import pytest
 
 from node_transfer.analysis.answer import answer_facts, claim_sentences, readme_answer
-from node_transfer.analysis.chapter_facts import claims_summary, reproducing_facts
+from node_transfer.analysis.chapter_facts import claims_summary, reproducing_facts, seed_spans
 from node_transfer.analysis.claims import STUDIES
 from node_transfer.analysis.findings import (
     SCENARIOS,
     load_study,
     primary,
-    seeds_on_one_cpu_model,
     sensitivity_table,
     study_table,
 )
+from node_transfer.analysis.verdicts import seeds_on_one_cpu_model
 from node_transfer.app.readmes import write_readmes
 from node_transfer.suites.notebooks import book_dir, results_dir
 
@@ -174,3 +174,8 @@ def test_a_difference_from_one_paired_seed_is_shown_without_an_interval():
     assert _interval(pd.Series(row)) == "+0.01 points (one seed, no interval)"
     row.update(n=3, ci_low=-0.2, ci_high=0.25)
     assert _interval(pd.Series(row)) == "+0.01 [-0.20, +0.25] points"
+
+
+def test_missing_seeds_read_as_spans():
+    assert seed_spans([12, 1, 2, 8, 9, 10, 11]) == "seeds 1, 2, 8-12"
+    assert seed_spans([3]) == "seed 3" and seed_spans([0, 1, 2, 4]) == "seeds 0-2, 4"

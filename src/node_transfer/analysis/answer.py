@@ -179,8 +179,11 @@ def scope_sentence(data: StudyData) -> str:
     dataset = DATASET_NAMES.get(first["dataset"], first["dataset"])
     backbone = BACKBONE_NAMES.get(first["backbone"], first["backbone"])
     total = sum(len(runs) for runs, _ in data.values())
+    ruled = [regime.title.split(", ")[-1] for regime in data if regime.recorded_seeds_only]
+    rule = (f"; the {' and '.join(ruled)} tests pair only seeds whose runs all recorded one model"
+            if ruled and unknown else "")
     machines = (f" (the CPU model recorded by {total - unknown} of the {total} runs: {', '.join(sorted(cpus))}; "
-                "the earlier ones did not record theirs)") if cpus else ""
+                f"the earlier ones did not record theirs{rule})") if cpus else ""
     return (f"Scope: {backbone} with ImageNet weights (the paper used EfficientNet-B0), at {first['image_size']} px on "
             f"{dataset} ({'; '.join(parts)}), trained on CPUs{machines}; the paper's own "
             "scale, CIFAR-10 with EfficientNet-B0 on a GPU, has not been run.")

@@ -19,10 +19,11 @@ from .answer import confound_kinds, target_reach
 from .claims import PAPER, PAPER_CLAIMS, Regime
 from .convergence import LADDER
 from .epoch_cost import chapter_cost_facts
-from .findings import StudyData, primary, seeds_on_one_cpu_model
+from .findings import StudyData, primary
 from .overfit_facts import overfit_facts
 from .paired import MOST_SEEDS_PLANNED
 from .statistics import by_seed, statistic
+from .verdicts import seeds_on_one_cpu_model
 
 
 def regime_data(data: StudyData, suite: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -186,18 +187,32 @@ def _heads_facts(runs: pd.DataFrame, histories: pd.DataFrame) -> dict[str, Any]:
     return facts
 
 
+def seed_spans(seeds: list[int]) -> str:
+    """Seeds as runs of consecutive numbers: [1, 2, 8, 9, 10] -> 'seeds 1, 2, 8-10'."""
+    spans: list[list[int]] = []
+    for seed in sorted(seeds):
+        if spans and seed == spans[-1][-1] + 1:
+            spans[-1].append(seed)
+        else:
+            spans.append([seed])
+    text = ", ".join(f"{s[0]}-{s[-1]}" if len(s) > 2 else ", ".join(map(str, s)) for s in spans)
+    return f"seed{'s' if len(seeds) > 1 else ''} {text}"
+
+
 def not_finished(results: str | Path, data: StudyData) -> str:
-    """The configurations of the study's suites with seeds planned but not finished: 'paper-fmnist: mlp (2), ...'."""
-    parts = []
+    """The configurations of the study's suites with seeds planned but not finished, those missing the same seeds
+    together: 'fc-adam, mlp (seeds 2, 8-12), node-sgd-backprop (seeds 1, 2)'."""
+    missing: dict[tuple[int, ...], list[str]] = {}
     for regime in data:
         progress = suite_progress(Path(results) / regime.directory)
         runs = data[regime][0]
         for label, planned in zip(progress["configuration"], progress["seeds planned"]):
             done = set(runs.loc[runs["label"] == label, "seed"])
-            missing = [str(seed) for seed in range(planned) if seed not in done]
-            if missing:
-                parts.append(f"{label} (seed{'s' if len(missing) > 1 else ''} {', '.join(missing)})")
-    return ", ".join(parts) or "nothing"
+            seeds = tuple(seed for seed in range(planned) if seed not in done)
+            if seeds:
+                missing.setdefault(seeds, []).append(label)
+    return ", ".join(f"{', '.join(labels)} ({seed_spans(list(seeds))})" for seeds, labels in missing.items()) \
+        or "nothing"
 
 
 def reproducing_facts(data: StudyData, table: pd.DataFrame, results: str | Path | None = None) -> dict[str, Any]:
@@ -219,7 +234,9 @@ def reproducing_facts(data: StudyData, table: pd.DataFrame, results: str | Path 
     finetune, heads = regime_data(data, "paper"), regime_data(data, "heads")
     if len(finetune[0]):
         facts.update(_finetune_facts(*finetune))
-        facts["ft_one_cpu_seeds"] = ", ".join(map(str, sorted(seeds_on_one_cpu_model(finetune[0])))) or "none"
+        recorded = seeds_on_one_cpu_model(finetune[0])
+        facts["ft_one_cpu_seeds"] = ", ".join(map(str, sorted(recorded))) or "none"
+        facts["ft_unrecorded_seeds"] = ", ".join(map(str, sorted(set(finetune[0]["seed"]) - recorded))) or "none"
     if len(heads[0]):
         facts.update(_heads_facts(*heads))
         facts["hd_one_cpu_seeds"] = ", ".join(map(str, sorted(seeds_on_one_cpu_model(heads[0])))) or "none"

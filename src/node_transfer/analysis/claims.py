@@ -168,6 +168,9 @@ class Regime:
     profile: str
     directory: str
     tests: tuple[Endpoint, ...]
+    #: Test only seeds whose runs all recorded one CPU model (`verdicts.seeds_on_one_cpu_model`): a pair is
+    #: like for like only if both runs came from one machine model, which an unrecorded run cannot show.
+    recorded_seeds_only: bool = False
 
     def primary(self) -> tuple[Endpoint, ...]:
         return tuple(test for test in self.tests if test.role == "primary")
@@ -182,12 +185,16 @@ class Study:
     regimes: tuple[Regime, ...]
 
 
+#: Fashion-MNIST's fine-tune and overfitting regimes test only seeds whose runs all recorded one CPU model (seeds
+#: made before the model was recorded stay committed and show in the sensitivity table); the head-only regime's
+#: runs mostly predate recording, so its tests use every seed.
 STUDIES: dict[str, Study] = {s.key: s for s in (
     Study("fashion-mnist", "Fashion-MNIST", (
-        Regime("fmnist-finetune", "Fashion-MNIST, fine-tune", "paper", "fmnist", "paper-fmnist", FINETUNE_TESTS),
+        Regime("fmnist-finetune", "Fashion-MNIST, fine-tune", "paper", "fmnist", "paper-fmnist", FINETUNE_TESTS,
+               recorded_seeds_only=True),
         Regime("fmnist-heads", "Fashion-MNIST, head-only", "heads", "fmnist", "heads-fmnist", HEAD_TESTS),
         Regime("fmnist-overfit", "Fashion-MNIST, overfitting", "overfit", "fmnist",
-               "overfit-fmnist", OVERFIT_TESTS),
+               "overfit-fmnist", OVERFIT_TESTS, recorded_seeds_only=True),
     )),
     Study("digits", "scikit-learn's digits (smoke scale)", (
         Regime("digits-finetune", "digits, fine-tune", "paper", "cpu", "paper-cpu", FINETUNE_TESTS),

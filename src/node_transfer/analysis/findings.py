@@ -16,7 +16,7 @@ from ..core.rundir import machine_of
 from ..core.suitedir import has_suite_meta, read_suite_meta
 from ..suites.results import load_suite
 from .claims import ANSWER_STUDY, Regime, study, study_of
-from .verdicts import DECLARED, Options, family_table, with_planned_seeds
+from .verdicts import DECLARED, Options, family_table, seeds_on_one_cpu_model, with_planned_seeds
 
 StudyData = dict[Regime, tuple[pd.DataFrame, pd.DataFrame]]
 
@@ -54,16 +54,6 @@ def sibling_regimes(suite_dir: str | Path, suite: str, profile: str) -> StudyDat
     return load_regimes(paths)
 
 
-def seeds_on_one_cpu_model(runs: pd.DataFrame) -> set[int]:
-    """The seeds whose runs all recorded one and the same CPU model (one seed's model may differ from another's:
-    every test pairs runs within a seed); a run made before the model was recorded counts as unknown, so its seed
-    is left out."""
-    if "cpu" not in runs:
-        return set()
-    consistent = runs.groupby("seed")["cpu"].agg(lambda cpus: bool(cpus.notna().all() and cpus.nunique() == 1))
-    return set(consistent[consistent].index.astype(int))
-
-
 #: The checks of the sensitivity table, each changing one thing about how the primary family is computed.
 SCENARIOS = (
     DECLARED,
@@ -73,6 +63,7 @@ SCENARIOS = (
     replace(DECLARED, name="margin ±1.0 points", margin_scale=2.0),
     replace(DECLARED, name="early-stopped seeds dropped", drop_early_stopped=True),
     replace(DECLARED, name="one CPU model per seed", seed_filter=seeds_on_one_cpu_model),
+    replace(DECLARED, name="seeds without a recorded CPU kept", regime_seed_rules=False),
 )
 
 

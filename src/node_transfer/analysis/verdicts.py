@@ -12,7 +12,7 @@ Holm's correction to the primary tests (`paired.holm`).
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -45,11 +45,32 @@ class Options:
     margin_scale: float = 1.0  # every minimum effect x this (0.6: accuracy ±0.3 points; 2: ±1.0)
     drop_early_stopped: bool = False  # leave out seeds where either arm stopped at its target
     seed_filter: Callable[[pd.DataFrame], set[int]] | None = None  # seeds allowed, from the regime's runs
+    regime_seed_rules: bool = True  # apply each regime's own seed rule (`Regime.recorded_seeds_only`)
 
 
-#: The analysis as declared: every paired seed. A seed filter set here (e.g. `findings.seeds_on_one_cpu_model`, once
-#: enough seeds recorded theirs) changes the primary tests, the pages and the READMEs with it.
+#: The analysis as declared: every paired seed the regime's rule keeps. A seed filter set here changes the primary
+#: tests, the pages and the READMEs with it.
 DECLARED = Options()
+
+
+def seeds_on_one_cpu_model(runs: pd.DataFrame) -> set[int]:
+    """The seeds whose runs all recorded one and the same CPU model (one seed's model may differ from another's:
+    every test pairs runs within a seed); a run made before the model was recorded counts as unknown, so its seed
+    is left out."""
+    if "cpu" not in runs:
+        return set()
+    consistent = runs.groupby("seed")["cpu"].agg(lambda cpus: bool(cpus.notna().all() and cpus.nunique() == 1))
+    return set(consistent[consistent].index.astype(int))
+
+
+def regime_options(regime: Regime, options: Options = DECLARED) -> Options:
+    """The options with the regime's seed rule added to any seed filter they already have."""
+    if not (regime.recorded_seeds_only and options.regime_seed_rules):
+        return options
+    given = options.seed_filter
+    if given is None or given is seeds_on_one_cpu_model:
+        return replace(options, seed_filter=seeds_on_one_cpu_model)
+    return replace(options, seed_filter=lambda runs: given(runs) & seeds_on_one_cpu_model(runs))
 
 
 def paired_seeds(runs: pd.DataFrame, a: str, b: str, options: Options = DECLARED) -> list[int]:
@@ -192,6 +213,7 @@ def regime_table(runs: pd.DataFrame, histories: pd.DataFrame, regime: Regime, op
                  ) -> pd.DataFrame:
     """Every declared test of a regime on its runs (tests whose labels have no runs yet are left out)."""
     present = set(runs["label"]) if len(runs) else set()
+    options = regime_options(regime, options)
     rows = [endpoint_row(runs, histories, regime, test, options) for test in regime.tests
             if {test.a, test.b} <= present]
     return pd.DataFrame(rows)
