@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from node_transfer.analysis.answer import answer_facts, claim_sentences, readme_answer
-from node_transfer.analysis.chapter_facts import claims_summary, reproducing_facts, seed_spans
+from node_transfer.analysis.chapter_facts import adjoint_seed_plan, claims_summary, reproducing_facts, seed_spans
 from node_transfer.analysis.claims import STUDIES
 from node_transfer.analysis.findings import (
     SCENARIOS,
@@ -179,3 +179,12 @@ def test_a_difference_from_one_paired_seed_is_shown_without_an_interval():
 def test_missing_seeds_read_as_spans():
     assert seed_spans([12, 1, 2, 8, 9, 10, 11]) == "seeds 1, 2, 8-12"
     assert seed_spans([3]) == "seed 3" and seed_spans([0, 1, 2, 4]) == "seeds 0-2, 4"
+
+
+def test_the_adjoint_seed_plan_says_whether_the_test_decided_or_reached_its_cap():
+    regime = STUDIES["fashion-mnist"].regimes[0]
+    row = {"regime": regime.title, "role": "primary", "a": "adjoint", "b": "fc-sgd", "name": "test_acc"}
+    table = pd.DataFrame([row | {"verdict_holm": "undecided", "n": 8}])
+    assert adjoint_seed_plan(table, regime) == "undecided at 8 paired seeds, short of the cap of 10"
+    assert adjoint_seed_plan(table.assign(n=10), regime) == "still undecided at 10 paired seeds, the cap"
+    assert adjoint_seed_plan(table.assign(verdict_holm="holds"), regime) == "decided (holds) at 8 paired seeds"

@@ -16,7 +16,7 @@ import pandas as pd
 from ..core.suitedir import SUITE_META
 from ..suites.results import suite_compute, suite_progress
 from .answer import confound_kinds, target_reach
-from .claims import PAPER, PAPER_CLAIMS, Regime
+from .claims import ADJOINT_SEEDS_CAP, PAPER, PAPER_CLAIMS, Regime
 from .convergence import LADDER
 from .epoch_cost import chapter_cost_facts
 from .findings import StudyData, primary
@@ -187,6 +187,22 @@ def _heads_facts(runs: pd.DataFrame, histories: pd.DataFrame) -> dict[str, Any]:
     return facts
 
 
+def adjoint_seed_plan(table: pd.DataFrame, regime: Regime) -> str:
+    """Where the fine-tune adjoint - fc-sgd accuracy test stands against its seed plan (`ADJOINT_SEEDS_CAP`):
+    'decided (holds) at 8 paired seeds' or 'still undecided at 10 paired seeds, the cap'."""
+    rows = primary(table)
+    row = rows[(rows["regime"] == regime.title) & (rows["a"] == "adjoint") & (rows["b"] == "fc-sgd")
+               & (rows["name"] == "test_acc")]
+    if row.empty:
+        return "not computed yet"
+    label, n = row["verdict_holm"].iloc[0], int(row["n"].iloc[0])
+    if label != "undecided":
+        return f"decided ({label}) at {n} paired seeds"
+    if n >= ADJOINT_SEEDS_CAP:
+        return f"still undecided at {n} paired seeds, the cap"
+    return f"undecided at {n} paired seeds, short of the cap of {ADJOINT_SEEDS_CAP}"
+
+
 def seed_spans(seeds: list[int]) -> str:
     """Seeds as runs of consecutive numbers: [1, 2, 8, 9, 10] -> 'seeds 1, 2, 8-10'."""
     spans: list[list[int]] = []
@@ -236,6 +252,8 @@ def reproducing_facts(data: StudyData, table: pd.DataFrame, results: str | Path 
         facts.update(_finetune_facts(*finetune))
         recorded = seeds_on_one_cpu_model(finetune[0])
         facts["ft_one_cpu_seeds"] = ", ".join(map(str, sorted(recorded))) or "none"
+        facts["ft_adjoint_plan"] = adjoint_seed_plan(table, next(regime for regime in data if regime.suite == "paper"))
+        facts["ft_adjoint_cap"] = ADJOINT_SEEDS_CAP
         facts["ft_unrecorded_seeds"] = ", ".join(map(str, sorted(set(finetune[0]["seed"]) - recorded))) or "none"
     if len(heads[0]):
         facts.update(_heads_facts(*heads))
