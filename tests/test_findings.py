@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from node_transfer.analysis.answer import answer_facts, claim_sentences, readme_answer
-from node_transfer.analysis.chapter_facts import adjoint_seed_plan, claims_summary, reproducing_facts, seed_spans
+from node_transfer.analysis.chapter_facts import claims_summary, reproducing_facts
 from node_transfer.analysis.claims import STUDIES
 from node_transfer.analysis.findings import (
     SCENARIOS,
@@ -17,6 +17,7 @@ from node_transfer.analysis.findings import (
     sensitivity_table,
     study_table,
 )
+from node_transfer.analysis.seeds import adjoint_seed_plan, seed_spans
 from node_transfer.analysis.verdicts import seeds_on_one_cpu_model
 from node_transfer.app.readmes import write_readmes
 from node_transfer.suites.notebooks import book_dir, results_dir

@@ -2,7 +2,7 @@
 
 `reproducing_facts` returns every number and phrase its prose glues, by name; the table builders return what it
 shows: one row per numbered claim (`claims_summary`), the discrepancies with the paper (`discrepancy_table`),
-the compute each suite took (`compute_table`), and the seeds and CPU models behind each regime (`seed_table`).
+and the compute each suite took (`compute_table`); the seeds behind each regime come from `seeds`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from .convergence import LADDER
 from .epoch_cost import chapter_cost_facts
 from .findings import StudyData, primary
 from .overfit_facts import overfit_facts
-from .paired import MOST_SEEDS_PLANNED
+from .seeds import adjoint_seed_plan, not_finished, seeds_range
 from .statistics import by_seed, statistic
 from .verdicts import seeds_on_one_cpu_model
 
@@ -78,26 +78,6 @@ def tests_table(table: pd.DataFrame, regime: str) -> pd.DataFrame:
     rows["seeds to decide"] = [seeds_range(low, high) for low, high in zip(rows["seeds_low"], rows["seeds_high"])]
     return rows[["claim", "role", "test", "measured", "effect d_z", "verdict", "label (Holm)", "p (Holm)", "seeds",
                  "seeds to decide", "what else differs", "note"]].rename(columns={"verdict": "label"})
-
-
-def seeds_range(low: float, high: float) -> str:
-    """A planned-seeds range as the tables show it ('–' where there is nothing to plan)."""
-    if not np.isfinite(low):
-        return f"more than {MOST_SEEDS_PLANNED}" if low == np.inf else "–"
-    upper = f"more than {MOST_SEEDS_PLANNED}" if high == np.inf else f"{high:.0f}"
-    return f"{low:.0f}" if low == high else f"{low:.0f} to {upper}"
-
-
-def seed_table(data: StudyData) -> pd.DataFrame:
-    """Per regime and configuration: the seeds finished and the CPU models their runs recorded."""
-    rows = []
-    for regime, (runs, _) in data.items():
-        for label, group in runs.groupby("label", sort=False):
-            cpus = group["cpu"].fillna("not recorded").value_counts()
-            rows.append({"regime": regime.title, "configuration": label,
-                         "seeds": ", ".join(map(str, sorted(group["seed"]))),
-                         "CPU model (runs)": "; ".join(f"{cpu} ({n})" for cpu, n in cpus.items())})
-    return pd.DataFrame(rows)
 
 
 def compute_table(results: str | Path, pattern: str = "*-fmnist") -> pd.DataFrame:
@@ -185,50 +165,6 @@ def _heads_facts(runs: pd.DataFrame, histories: pd.DataFrame) -> dict[str, Any]:
         facts[f"hd_adjoint_{column}_max"] = float(adjoint[column].max())
     facts["hd_adjoint_test"] = float(adjoint["test_acc"].mean() * 100)
     return facts
-
-
-def adjoint_seed_plan(table: pd.DataFrame, regime: Regime) -> str:
-    """Where the fine-tune adjoint - fc-sgd accuracy test stands against its seed plan (`ADJOINT_SEEDS_CAP`):
-    'decided (holds) at 8 paired seeds' or 'still undecided at 10 paired seeds, the cap'."""
-    rows = primary(table)
-    row = rows[(rows["regime"] == regime.title) & (rows["a"] == "adjoint") & (rows["b"] == "fc-sgd")
-               & (rows["name"] == "test_acc")]
-    if row.empty:
-        return "not computed yet"
-    label, n = row["verdict_holm"].iloc[0], int(row["n"].iloc[0])
-    if label != "undecided":
-        return f"decided ({label}) at {n} paired seeds"
-    if n >= ADJOINT_SEEDS_CAP:
-        return f"still undecided at {n} paired seeds, the cap"
-    return f"undecided at {n} paired seeds, short of the cap of {ADJOINT_SEEDS_CAP}"
-
-
-def seed_spans(seeds: list[int]) -> str:
-    """Seeds as runs of consecutive numbers: [1, 2, 8, 9, 10] -> 'seeds 1, 2, 8-10'."""
-    spans: list[list[int]] = []
-    for seed in sorted(seeds):
-        if spans and seed == spans[-1][-1] + 1:
-            spans[-1].append(seed)
-        else:
-            spans.append([seed])
-    text = ", ".join(f"{s[0]}-{s[-1]}" if len(s) > 2 else ", ".join(map(str, s)) for s in spans)
-    return f"seed{'s' if len(seeds) > 1 else ''} {text}"
-
-
-def not_finished(results: str | Path, data: StudyData) -> str:
-    """The configurations of the study's suites with seeds planned but not finished, those missing the same seeds
-    together: 'fc-adam, mlp (seeds 2, 8-12), node-sgd-backprop (seeds 1, 2)'."""
-    missing: dict[tuple[int, ...], list[str]] = {}
-    for regime in data:
-        progress = suite_progress(Path(results) / regime.directory)
-        runs = data[regime][0]
-        for label, planned in zip(progress["configuration"], progress["seeds planned"]):
-            done = set(runs.loc[runs["label"] == label, "seed"])
-            seeds = tuple(seed for seed in range(planned) if seed not in done)
-            if seeds:
-                missing.setdefault(seeds, []).append(label)
-    return ", ".join(f"{', '.join(labels)} ({seed_spans(list(seeds))})" for seeds, labels in missing.items()) \
-        or "nothing"
 
 
 def reproducing_facts(data: StudyData, table: pd.DataFrame, results: str | Path | None = None) -> dict[str, Any]:
