@@ -21,7 +21,7 @@ from .convergence import LADDER
 from .epoch_cost import chapter_cost_facts
 from .findings import StudyData, primary
 from .overfit_facts import overfit_facts
-from .seeds import adjoint_seed_plan, not_finished, seeds_range
+from .seeds import adjoint_seed_plan, not_finished, seed_spans, seeds_range
 from .statistics import by_seed, statistic
 from .verdicts import seeds_on_one_cpu_model
 
@@ -193,7 +193,9 @@ def reproducing_facts(data: StudyData, table: pd.DataFrame, results: str | Path 
         facts["ft_unrecorded_seeds"] = ", ".join(map(str, sorted(set(finetune[0]["seed"]) - recorded))) or "none"
     if len(heads[0]):
         facts.update(_heads_facts(*heads))
-        facts["hd_one_cpu_seeds"] = ", ".join(map(str, sorted(seeds_on_one_cpu_model(heads[0])))) or "none"
+        recorded = sorted(seeds_on_one_cpu_model(heads[0]))
+        facts["hd_one_cpu_seeds"] = (seed_spans(recorded) if recorded else
+                                     "none: every seed there has runs made before the model was recorded")
     overfit = regime_data(data, "overfit")
     if len(overfit[0]):
         directory = next(regime.directory for regime in data if regime.suite == "overfit")
