@@ -123,6 +123,16 @@ def test_the_common_window_is_set_from_the_paired_seeds_only():
     assert compare(runs, histories, "rk", "fc-adam", "val_loss_fluctuation").details["window"] == 4  # not 1
 
 
+def test_a_run_stopped_within_two_epochs_leaves_its_seed_out_of_curve_tests_only():
+    runs, histories = synthetic_suite({"rk": 0.02, "fc-adam": 0.02}, {"rk": 0.9, "fc-adam": 0.9}, epochs=8)
+    stopped = (histories["label"] == "rk") & (histories["seed"] == 2) & (histories["epoch"] > 2)
+    histories = histories[~stopped]  # rk seed 2 reached its target after 2 epochs: a window of one change
+    result = compare(runs, histories, "rk", "fc-adam", "val_loss_fluctuation")
+    assert result.seeds == [0, 1, 3, 4] and result.details["window"] == 4  # the others keep their own window
+    assert "seed 2 left out" in result.details["note"]
+    assert compare(runs, histories, "rk", "fc-adam", "test_acc").seeds == [0, 1, 2, 3, 4]
+
+
 def test_seed_filters_and_dropped_early_stops_leave_seeds_out():
     runs, histories = synthetic_suite({"rk": 0.0, "fc-adam": 0.0}, {"rk": 0.9, "fc-adam": 0.9})
     runs.loc[(runs["label"] == "fc-adam") & (runs["seed"] == 1), "stopped_early"] = True

@@ -148,6 +148,10 @@ def falls_below_best(acc: np.ndarray) -> np.ndarray:
     return np.maximum.accumulate(acc) - acc
 
 
+#: The fewest changes a late window may hold for a comparison: three points, the fewest a trend residual needs.
+MIN_WINDOW = 2
+
+
 def default_window(epochs: int) -> int:
     """The late window of one run on its own: the changes into the epochs e > E/2 (at least one)."""
     return max(1, epochs - max(1, epochs // 2))

@@ -29,7 +29,15 @@ from .paired import (
     seeds_to_decide,
     verdict,
 )
-from .statistics import by_seed, common_window, late_values, stability_statistics, statistic
+from .statistics import (
+    MIN_WINDOW,
+    by_seed,
+    common_window,
+    default_window,
+    late_values,
+    stability_statistics,
+    statistic,
+)
 
 #: Recipe fields two arms must share, besides the starting checkpoint, for a comparison to isolate the head.
 RECIPE = ("optimizer", "lr", "momentum", "schedule", "lr_milestones", "batch_size", "train_subset")
@@ -99,6 +107,13 @@ def compare(runs: pd.DataFrame, histories: pd.DataFrame, a: str, b: str, name: s
     loss_level = 0.0
     if s.curve:
         paired = histories[histories["label"].isin([a, b]) & histories["seed"].isin(seeds)]
+        lengths = paired.groupby(["label", "seed"])["epoch"].max()
+        short = sorted({int(seed) for (_, seed), epochs in lengths.items() if default_window(int(epochs)) < MIN_WINDOW})
+        if short:  # a run stopped at its target within two epochs has no late window; it would shrink everyone's
+            seeds = [seed for seed in seeds if seed not in short]
+            paired = paired[paired["seed"].isin(seeds)]
+            details["note"] = (f"seed{'s' if len(short) > 1 else ''} {', '.join(map(str, short))} left out: a run "
+                               f"stopped at its target before its late window held {MIN_WINDOW} changes")
         window = common_window(paired.groupby(["label", "seed"])["epoch"].max().tolist(), options.window)
         values_a, values_b = (_curve_values(histories, label, name, seeds, window) for label in (a, b))
         if s.curve.endswith("loss") and len(seeds):
