@@ -76,9 +76,8 @@ def regime_options(regime: Regime, options: Options = DECLARED) -> Options:
     if not (regime.recorded_seeds_only and options.regime_seed_rules):
         return options
     given = options.seed_filter
-    if given is None or given is seeds_on_one_cpu_model:
-        return replace(options, seed_filter=seeds_on_one_cpu_model)
-    return replace(options, seed_filter=lambda runs: given(runs) & seeds_on_one_cpu_model(runs))
+    rule = seeds_on_one_cpu_model if given is None else (lambda runs: given(runs) & seeds_on_one_cpu_model(runs))
+    return replace(options, seed_filter=rule)
 
 
 def paired_seeds(runs: pd.DataFrame, a: str, b: str, options: Options = DECLARED) -> list[int]:
@@ -112,9 +111,10 @@ def compare(runs: pd.DataFrame, histories: pd.DataFrame, a: str, b: str, name: s
         if short:  # a run stopped at its target within two epochs has no late window; it would shrink everyone's
             seeds = [seed for seed in seeds if seed not in short]
             paired = paired[paired["seed"].isin(seeds)]
+            lengths = lengths[lengths.index.get_level_values("seed").isin(seeds)]
             details["note"] = (f"seed{'s' if len(short) > 1 else ''} {', '.join(map(str, short))} left out: a run "
                                f"stopped at its target before its late window held {MIN_WINDOW} changes")
-        window = common_window(paired.groupby(["label", "seed"])["epoch"].max().tolist(), options.window)
+        window = common_window(lengths.tolist(), options.window)
         values_a, values_b = (_curve_values(histories, label, name, seeds, window) for label in (a, b))
         if s.curve.endswith("loss") and len(seeds):
             control = paired[paired["label"] == b]
