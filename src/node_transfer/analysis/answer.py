@@ -9,6 +9,7 @@ regime or seeds added later change the numbers and the list, not the page.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -159,6 +160,11 @@ def claim_short(table: pd.DataFrame, number: int) -> str:
             f"matched control{'' if corrected else ' (exploratory)'}: {pieces}.")
 
 
+def _cpu_name(recorded: str) -> str:
+    """A recorded CPU model without its trademark marks ("Intel(R) Xeon(R) Processor" reads "Intel Xeon")."""
+    return re.sub(r"\((R|TM)\)| Processor| CPU(?= |$)", "", recorded)
+
+
 def scope_sentence(data: StudyData) -> str:
     """Backbone, image size, data, budgets and machines of a study's runs, and what has not been run."""
     parts, cpus, unknown = [], set(), 0
@@ -180,10 +186,10 @@ def scope_sentence(data: StudyData) -> str:
     backbone = BACKBONE_NAMES.get(first["backbone"], first["backbone"])
     total = sum(len(runs) for runs, _ in data.values())
     ruled = [regime.title.split(", ")[-1] for regime in data if regime.recorded_seeds_only]
-    rule = (f"; the {' and '.join(ruled)} tests pair only seeds whose runs all recorded one model"
-            if ruled and unknown else "")
-    machines = (f" (the CPU model recorded by {total - unknown} of the {total} runs: {', '.join(sorted(cpus))}; "
-                f"the earlier ones did not record theirs{rule})") if cpus else ""
+    rule = f"; the {' and '.join(ruled)} tests pair only seeds recorded on one model" if ruled and unknown else ""
+    names = ", ".join(sorted(_cpu_name(cpu) for cpu in cpus))
+    unrecorded = f"; {unknown} of the {total} runs predate CPU records{rule}" if unknown else ""
+    machines = f" ({names}{unrecorded})" if cpus else ""
     return (f"Scope: {backbone} with ImageNet weights (the paper used EfficientNet-B0), at {first['image_size']} px on "
             f"{dataset} ({'; '.join(parts)}), trained on CPUs{machines}; the paper's own "
             "scale, CIFAR-10 with EfficientNet-B0 on a GPU, has not been run.")
@@ -194,8 +200,7 @@ def bottom_line(table: pd.DataFrame) -> str:
     counting those that rest on one paired seed so far."""
     rows = primary(table)
     decided = rows[rows["verdict_holm"] != "undecided"]
-    named = "; ".join(f"{row['a']} − {row['b']} ({row['regime'].split(', ')[-1]}, {row['statistic']}): "
-                      f"**{row['verdict_holm']}**" for _, row in decided.iterrows())
+    named = "; ".join(f"**{label}**: {_tests_by_statistic(rows)}" for label, rows in decided.groupby("verdict_holm"))
     one_seed = int(((rows["verdict_holm"] == "undecided") & (rows["n"] < 2)).sum())
     undecided = int((rows["verdict_holm"] == "undecided").sum())
     waiting = f", {one_seed} of them on one paired seed so far" if one_seed else ""
@@ -207,6 +212,17 @@ def bottom_line(table: pd.DataFrame) -> str:
              "control")
     return (f"**In short:** {gains}. Of the {len(rows)} primary tests, {len(decided)} decided something "
             f"({named or 'none'}) and {undecided} are undecided{waiting}.")
+
+
+def _tests_by_statistic(rows: pd.DataFrame) -> str:
+    """Tests named by statistic, then pair, then regime: "val-loss fluctuation of adjoint − fc-sgd (fine-tune,
+    overfitting) and node − mlp (head-only)"."""
+    parts = []
+    for name, by_statistic in rows.groupby("statistic", sort=False):
+        pairs = [f"{a} − {b} ({', '.join(pair['regime'].str.split(', ').str[-1])})"
+                 for (a, b), pair in by_statistic.groupby(["a", "b"], sort=False)]
+        parts.append(f"{name} of {' and '.join([', '.join(pairs[:-1]), pairs[-1]] if len(pairs) > 1 else pairs)}")
+    return "; ".join(parts)
 
 
 def seeds_outlook(table: pd.DataFrame) -> str:
