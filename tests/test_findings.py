@@ -17,7 +17,7 @@ from node_transfer.analysis.findings import (
     sensitivity_table,
     study_table,
 )
-from node_transfer.analysis.seeds import adjoint_seed_plan, seed_spans
+from node_transfer.analysis.seeds import adjoint_seed_plan, cpu_name, seed_spans, seed_table
 from node_transfer.analysis.verdicts import seeds_on_one_cpu_model
 from node_transfer.app.readmes import write_readmes
 from node_transfer.suites.notebooks import book_dir, results_dir
@@ -180,6 +180,18 @@ def test_a_difference_from_one_paired_seed_is_shown_without_an_interval():
 def test_missing_seeds_read_as_spans():
     assert seed_spans([12, 1, 2, 8, 9, 10, 11]) == "seeds 1, 2, 8-12"
     assert seed_spans([3]) == "seed 3" and seed_spans([0, 1, 2, 4]) == "seeds 0-2, 4"
+
+
+def test_the_seed_table_shows_seed_spans_and_cpu_models_without_trademark_marks(fashion):
+    data = fashion[0]
+    table = seed_table(data)
+    for (runs, _), (_, rows) in zip(data.values(), table.groupby("regime", sort=False)):
+        for label, text in zip(rows["configuration"], rows["seeds"]):  # "0-2, 4" names seeds 0, 1, 2 and 4
+            named = [range(int(a), int(b or a) + 1) for a, b in re.findall(r"(\d+)(?:-(\d+))?", text)]
+            assert sorted(s for span in named for s in span) == sorted(runs.loc[runs["label"] == label, "seed"])
+    assert not table["CPU model (runs)"].str.contains(r"\(R\)|Processor").any()
+    assert cpu_name("Intel(R) Xeon(R) Processor") == "Intel Xeon" and cpu_name("AMD EPYC") == "AMD EPYC"
+    assert cpu_name("Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz") == "Intel Core i7-8700 @ 3.20GHz"
 
 
 def test_the_adjoint_seed_plan_says_whether_the_test_decided_or_reached_its_cap():

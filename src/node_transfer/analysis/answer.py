@@ -9,7 +9,6 @@ regime or seeds added later change the numbers and the list, not the page.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +17,7 @@ from ..suites.results import DATASET_NAMES
 from .claims import PAPER, PAPER_CLAIMS
 from .findings import StudyData, load_study, primary, study_table
 from .paired import MOST_SEEDS_PLANNED, OVERFITS_MORE_SLOWLY
+from .seeds import cpu_name
 from .statistics import statistic
 
 #: How the sentences name a backbone.
@@ -160,11 +160,6 @@ def claim_short(table: pd.DataFrame, number: int) -> str:
             f"matched control{'' if corrected else ' (exploratory)'}: {pieces}.")
 
 
-def _cpu_name(recorded: str) -> str:
-    """A recorded CPU model without its trademark marks ("Intel(R) Xeon(R) Processor" reads "Intel Xeon")."""
-    return re.sub(r"\((R|TM)\)| Processor| CPU(?= |$)", "", recorded)
-
-
 def scope_sentence(data: StudyData) -> str:
     """Backbone, image size, data, budgets and machines of a study's runs, and what has not been run."""
     parts, cpus, unknown = [], set(), 0
@@ -187,7 +182,7 @@ def scope_sentence(data: StudyData) -> str:
     total = sum(len(runs) for runs, _ in data.values())
     ruled = [regime.title.split(", ")[-1] for regime in data if regime.recorded_seeds_only]
     rule = f"; the {' and '.join(ruled)} tests pair only seeds recorded on one model" if ruled and unknown else ""
-    names = ", ".join(sorted(_cpu_name(cpu) for cpu in cpus))
+    names = ", ".join(sorted(cpu_name(cpu) for cpu in cpus))
     unrecorded = f"; {unknown} of the {total} runs predate CPU records{rule}" if unknown else ""
     machines = f" ({names}{unrecorded})" if cpus else ""
     return (f"Scope: {backbone} with ImageNet weights (the paper used EfficientNet-B0), at {first['image_size']} px on "

@@ -3,6 +3,7 @@ and have not finished (`not_finished`), and where the seed plans stand (`seeds_r
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,11 @@ def seeds_range(low: float, high: float) -> str:
     return f"{low:.0f}" if low == high else f"{low:.0f} to {upper}"
 
 
+def cpu_name(recorded: str) -> str:
+    """A recorded CPU model without its trademark marks ("Intel(R) Xeon(R) Processor" reads "Intel Xeon")."""
+    return re.sub(r"\((R|TM)\)| Processor| CPU(?= |$)", "", recorded)
+
+
 def seed_table(data: StudyData) -> pd.DataFrame:
     """Per regime and configuration: the seeds finished and the CPU models their runs recorded."""
     rows = []
@@ -29,8 +35,8 @@ def seed_table(data: StudyData) -> pd.DataFrame:
         for label, group in runs.groupby("label", sort=False):
             cpus = group["cpu"].fillna("not recorded").value_counts()
             rows.append({"regime": regime.title, "configuration": label,
-                         "seeds": ", ".join(map(str, sorted(group["seed"]))),
-                         "CPU model (runs)": "; ".join(f"{cpu} ({n})" for cpu, n in cpus.items())})
+                         "seeds": spans(list(group["seed"])),
+                         "CPU model (runs)": "; ".join(f"{cpu_name(cpu)} ({n})" for cpu, n in cpus.items())})
     return pd.DataFrame(rows)
 
 
@@ -50,16 +56,20 @@ def adjoint_seed_plan(table: pd.DataFrame, regime: Regime) -> str:
     return f"undecided at {n} paired seeds, short of the cap of {ADJOINT_SEEDS_CAP}"
 
 
-def seed_spans(seeds: list[int]) -> str:
-    """Seeds as runs of consecutive numbers: [1, 2, 8, 9, 10] -> 'seeds 1, 2, 8-10'."""
-    spans: list[list[int]] = []
+def spans(seeds: list[int]) -> str:
+    """Seeds as runs of consecutive numbers: [1, 2, 8, 9, 10] -> '1, 2, 8-10'."""
+    runs: list[list[int]] = []
     for seed in sorted(seeds):
-        if spans and seed == spans[-1][-1] + 1:
-            spans[-1].append(seed)
+        if runs and seed == runs[-1][-1] + 1:
+            runs[-1].append(seed)
         else:
-            spans.append([seed])
-    text = ", ".join(f"{s[0]}-{s[-1]}" if len(s) > 2 else ", ".join(map(str, s)) for s in spans)
-    return f"seed{'s' if len(seeds) > 1 else ''} {text}"
+            runs.append([seed])
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 2 else ", ".join(map(str, r)) for r in runs)
+
+
+def seed_spans(seeds: list[int]) -> str:
+    """Seeds as a phrase: [1, 2, 8, 9, 10] -> 'seeds 1, 2, 8-10', [3] -> 'seed 3'."""
+    return f"seed{'s' if len(seeds) > 1 else ''} {spans(seeds)}"
 
 
 def not_finished(results: str | Path, data: StudyData) -> str:
