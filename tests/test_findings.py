@@ -17,7 +17,13 @@ from node_transfer.analysis.findings import (
     sensitivity_table,
     study_table,
 )
-from node_transfer.analysis.seeds import adjoint_seed_plan, cpu_name, seed_spans, seed_table
+from node_transfer.analysis.seeds import (
+    adjoint_seed_plan,
+    cpu_name,
+    seed_spans,
+    seed_table,
+    seeds_by_configuration,
+)
 from node_transfer.analysis.verdicts import seeds_on_one_cpu_model
 from node_transfer.app.readmes import write_readmes
 from node_transfer.suites.notebooks import book_dir, results_dir
@@ -180,6 +186,13 @@ def test_a_difference_from_one_paired_seed_is_shown_without_an_interval():
 def test_missing_seeds_read_as_spans():
     assert seed_spans([12, 1, 2, 8, 9, 10, 11]) == "seeds 1, 2, 8-12"
     assert seed_spans([3]) == "seed 3" and seed_spans([0, 1, 2, 4]) == "seeds 0-2, 4"
+
+
+def test_configurations_with_the_same_recorded_seeds_are_named_together():
+    runs = pd.DataFrame({"label": ["baseline"] * 4 + ["rk"] * 4 + ["cross"] * 2,
+                         "seed": [0, 1, 2, 3, 0, 1, 2, 3, 1, 2]})
+    assert seeds_by_configuration(runs, {1, 2, 3}) == "baseline, rk: seeds 1-3; cross: seeds 1, 2"
+    assert seeds_by_configuration(runs, {5}) == "none"
 
 
 def test_the_seed_table_shows_seed_spans_and_cpu_models_without_trademark_marks(fashion):

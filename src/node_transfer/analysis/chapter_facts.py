@@ -21,7 +21,7 @@ from .convergence import LADDER
 from .epoch_cost import chapter_cost_facts
 from .findings import StudyData, primary
 from .overfit_facts import overfit_facts
-from .seeds import adjoint_seed_plan, not_finished, seed_spans, seeds_range
+from .seeds import adjoint_seed_plan, not_finished, seed_spans, seeds_by_configuration, seeds_range, spans
 from .statistics import by_seed, statistic
 from .verdicts import seeds_on_one_cpu_model
 
@@ -187,10 +187,11 @@ def reproducing_facts(data: StudyData, table: pd.DataFrame, results: str | Path 
     if len(finetune[0]):
         facts.update(_finetune_facts(*finetune))
         recorded = seeds_on_one_cpu_model(finetune[0])
-        facts["ft_one_cpu_seeds"] = ", ".join(map(str, sorted(recorded))) or "none"
+        facts["ft_one_cpu_seeds"] = spans(sorted(recorded)) or "none"
         facts["ft_adjoint_plan"] = adjoint_seed_plan(table, next(regime for regime in data if regime.suite == "paper"))
         facts["ft_adjoint_cap"] = ADJOINT_SEEDS_CAP
-        facts["ft_unrecorded_seeds"] = ", ".join(map(str, sorted(set(finetune[0]["seed"]) - recorded))) or "none"
+        facts["ft_unrecorded_seeds"] = spans(sorted(set(finetune[0]["seed"]) - recorded)) or "none"
+        facts["ft_arm_seeds"] = seeds_by_configuration(finetune[0], recorded)
     if len(heads[0]):
         facts.update(_heads_facts(*heads))
         recorded = sorted(seeds_on_one_cpu_model(heads[0]))

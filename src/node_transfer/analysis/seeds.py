@@ -1,4 +1,5 @@
-"""The study's seeds: which each regime has and what machine made them (`seed_table`), which its suites planned
+"""The study's seeds: which each regime has and what machine made them (`seed_table`, `seeds_by_configuration`),
+which its suites planned
 and have not finished (`not_finished`), and where the seed plans stand (`seeds_range`, `adjoint_seed_plan`)."""
 
 from __future__ import annotations
@@ -70,6 +71,17 @@ def spans(seeds: list[int]) -> str:
 def seed_spans(seeds: list[int]) -> str:
     """Seeds as a phrase: [1, 2, 8, 9, 10] -> 'seeds 1, 2, 8-10', [3] -> 'seed 3'."""
     return f"seed{'s' if len(seeds) > 1 else ''} {spans(seeds)}"
+
+
+def seeds_by_configuration(runs: pd.DataFrame, seeds: set[int]) -> str:
+    """Which of `seeds` each configuration has, configurations with the same seeds together:
+    'baseline, rk, adjoint: seeds 3-12; adjoint-libtol: seeds 3-7'."""
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for label, group in runs.groupby("label", sort=False):
+        have = tuple(sorted(set(group["seed"]) & seeds))
+        if have:
+            groups.setdefault(have, []).append(label)
+    return "; ".join(f"{', '.join(labels)}: {seed_spans(list(have))}" for have, labels in groups.items()) or "none"
 
 
 def not_finished(results: str | Path, data: StudyData) -> str:
