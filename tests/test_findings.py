@@ -188,6 +188,25 @@ def test_missing_seeds_read_as_spans():
     assert seed_spans([3]) == "seed 3" and seed_spans([0, 1, 2, 4]) == "seeds 0-2, 4"
 
 
+def test_the_bottom_line_names_decided_tests_by_label_then_statistic_then_pair():
+    from node_transfer.analysis.answer import bottom_line
+
+    def row(a, b, regime, statistic, label, claim=2):
+        return {"role": "primary", "a": a, "b": b, "regime": f"Fashion-MNIST, {regime}", "statistic": statistic,
+                "verdict_holm": label, "claim": claim, "n": 5}
+    table = pd.DataFrame([row("adjoint", "fc-sgd", "fine-tune", "fluctuation", "does not hold"),
+                          row("adjoint", "fc-sgd", "overfitting", "fluctuation", "does not hold"),
+                          row("node", "mlp", "head-only", "fluctuation", "does not hold"),
+                          row("rk", "fc-adam", "fine-tune", "fluctuation", "does not hold"),
+                          row("rk", "fc-adam", "fine-tune", "accuracy", "holds", claim=1),
+                          row("rk", "fc-adam", "overfitting", "accuracy", "undecided", claim=1)])
+    line = bottom_line(table)
+    assert ("5 decided something (**does not hold**: fluctuation of adjoint − fc-sgd (fine-tune, overfitting), "
+            "node − mlp (head-only) and rk − fc-adam (fine-tune); **holds**: accuracy of rk − fc-adam (fine-tune)) "
+            "and 1 is undecided") in line
+    assert line.startswith("**In short:** No primary test found the NODE block better")
+
+
 def test_configurations_with_the_same_recorded_seeds_are_named_together():
     runs = pd.DataFrame({"label": ["baseline"] * 4 + ["rk"] * 4 + ["cross"] * 2,
                          "seed": [0, 1, 2, 3, 0, 1, 2, 3, 1, 2]})

@@ -195,7 +195,7 @@ def bottom_line(table: pd.DataFrame) -> str:
     counting those that rest on one paired seed so far."""
     rows = primary(table)
     decided = rows[rows["verdict_holm"] != "undecided"]
-    named = "; ".join(f"**{label}**: {_tests_by_statistic(rows)}" for label, rows in decided.groupby("verdict_holm"))
+    named = "; ".join(f"**{label}**: {_tests_by_statistic(group)}" for label, group in decided.groupby("verdict_holm"))
     one_seed = int(((rows["verdict_holm"] == "undecided") & (rows["n"] < 2)).sum())
     undecided = int((rows["verdict_holm"] == "undecided").sum())
     waiting = f", {one_seed} of them on one paired seed so far" if one_seed else ""
@@ -206,7 +206,7 @@ def bottom_line(table: pd.DataFrame) -> str:
              f"matched control" if len(better) else "No primary test found the NODE block better than its matched "
              "control")
     return (f"**In short:** {gains}. Of the {len(rows)} primary tests, {len(decided)} decided something "
-            f"({named or 'none'}) and {undecided} are undecided{waiting}.")
+            f"({named or 'none'}) and {undecided} {'is' if undecided == 1 else 'are'} undecided{waiting}.")
 
 
 def _tests_by_statistic(rows: pd.DataFrame) -> str:
@@ -216,7 +216,8 @@ def _tests_by_statistic(rows: pd.DataFrame) -> str:
     for name, by_statistic in rows.groupby("statistic", sort=False):
         pairs = [f"{a} − {b} ({', '.join(pair['regime'].str.split(', ').str[-1])})"
                  for (a, b), pair in by_statistic.groupby(["a", "b"], sort=False)]
-        parts.append(f"{name} of {' and '.join([', '.join(pairs[:-1]), pairs[-1]] if len(pairs) > 1 else pairs)}")
+        listed = pairs[0] if len(pairs) == 1 else f"{', '.join(pairs[:-1])} and {pairs[-1]}"
+        parts.append(f"{name} of {listed}")
     return "; ".join(parts)
 
 

@@ -1,6 +1,6 @@
 """The study's seeds: which each regime has and what machine made them (`seed_table`, `seeds_by_configuration`),
-which its suites planned
-and have not finished (`not_finished`), and where the seed plans stand (`seeds_range`, `adjoint_seed_plan`)."""
+which its suites planned and have not finished (`not_finished`), and where the seed plans stand (`seeds_range`,
+`adjoint_seed_plan`)."""
 
 from __future__ import annotations
 
