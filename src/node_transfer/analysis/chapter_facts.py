@@ -187,10 +187,10 @@ def reproducing_facts(data: StudyData, table: pd.DataFrame, results: str | Path 
     if len(finetune[0]):
         facts.update(_finetune_facts(*finetune))
         recorded = seeds_on_one_cpu_model(finetune[0])
-        facts["ft_one_cpu_seeds"] = spans(sorted(recorded)) or "none"
+        facts["ft_one_cpu_seeds"] = spans(recorded) or "none"
         facts["ft_adjoint_plan"] = adjoint_seed_plan(table, next(regime for regime in data if regime.suite == "paper"))
         facts["ft_adjoint_cap"] = ADJOINT_SEEDS_CAP
-        facts["ft_unrecorded_seeds"] = spans(sorted(set(finetune[0]["seed"]) - recorded)) or "none"
+        facts["ft_unrecorded_seeds"] = spans(set(finetune[0]["seed"]) - recorded) or "none"
         facts["ft_arm_seeds"] = seeds_by_configuration(finetune[0], recorded)
     if len(heads[0]):
         facts.update(_heads_facts(*heads))

@@ -5,6 +5,7 @@ which its suites planned and have not finished (`not_finished`), and where the s
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from pathlib import Path
 
 import numpy as np
@@ -36,7 +37,7 @@ def seed_table(data: StudyData) -> pd.DataFrame:
         for label, group in runs.groupby("label", sort=False):
             cpus = group["cpu"].fillna("not recorded").value_counts()
             rows.append({"regime": regime.title, "configuration": label,
-                         "seeds": spans(list(group["seed"])),
+                         "seeds": spans(group["seed"].tolist()),
                          "CPU model (runs)": "; ".join(f"{cpu_name(cpu)} ({n})" for cpu, n in cpus.items())})
     return pd.DataFrame(rows)
 
@@ -57,7 +58,7 @@ def adjoint_seed_plan(table: pd.DataFrame, regime: Regime) -> str:
     return f"undecided at {n} paired seeds, short of the cap of {ADJOINT_SEEDS_CAP}"
 
 
-def spans(seeds: list[int]) -> str:
+def spans(seeds: Collection[int]) -> str:
     """Seeds as runs of consecutive numbers: [1, 2, 8, 9, 10] -> '1, 2, 8-10'."""
     runs: list[list[int]] = []
     for seed in sorted(seeds):
@@ -68,7 +69,7 @@ def spans(seeds: list[int]) -> str:
     return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 2 else ", ".join(map(str, r)) for r in runs)
 
 
-def seed_spans(seeds: list[int]) -> str:
+def seed_spans(seeds: Collection[int]) -> str:
     """Seeds as a phrase: [1, 2, 8, 9, 10] -> 'seeds 1, 2, 8-10', [3] -> 'seed 3'."""
     return f"seed{'s' if len(seeds) > 1 else ''} {spans(seeds)}"
 
@@ -81,7 +82,7 @@ def seeds_by_configuration(runs: pd.DataFrame, seeds: set[int]) -> str:
         have = tuple(sorted(set(group["seed"]) & seeds))
         if have:
             groups.setdefault(have, []).append(label)
-    return "; ".join(f"{', '.join(labels)}: {seed_spans(list(have))}" for have, labels in groups.items()) or "none"
+    return "; ".join(f"{', '.join(labels)}: {seed_spans(have)}" for have, labels in groups.items()) or "none"
 
 
 def not_finished(results: str | Path, data: StudyData) -> str:
@@ -96,5 +97,5 @@ def not_finished(results: str | Path, data: StudyData) -> str:
             seeds = tuple(seed for seed in range(planned) if seed not in done)
             if seeds:
                 missing.setdefault(seeds, []).append(label)
-    return ", ".join(f"{', '.join(labels)} ({seed_spans(list(seeds))})" for seeds, labels in missing.items()) \
+    return ", ".join(f"{', '.join(labels)} ({seed_spans(seeds)})" for seeds, labels in missing.items()) \
         or "nothing"
