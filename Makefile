@@ -25,9 +25,12 @@ $(STAMP): requirements.txt pyproject.toml
 demo: $(STAMP)
 	$(PY) -m node_transfer demo
 
-# The book's pages are Markdown: their code cells are linted as scripts written under $(LINTBOOK).
+# The book's pages are Markdown: their code cells are linted as scripts written under $(LINTBOOK). The workflows
+# (.github/workflows: the book's publishing) are checked offline against GitHub's workflow schema, which
+# check-jsonschema ships.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests bench
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 	rm -rf $(LINTBOOK)
 	$(PY) -m node_transfer notebooks --scripts $(LINTBOOK) >/dev/null
 	$(VENV)/bin/ruff check $(LINTBOOK)

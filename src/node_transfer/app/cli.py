@@ -55,6 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run one experiment; prints its run directory last")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
+    run.add_argument("--config", dest="config_file", default=None, metavar="RUN_DIR/config.json",
+                     help="run a recorded configuration again (a run's config.json or its directory), in a new "
+                     "directory (--out, or one under runs/); the options given on the command line override it")
+    run.add_argument("--write-params", default=None, metavar="FILE",
+                     help="write the options as papermill's parameters file (for -f FILE with book/experiment.md) "
+                     "instead of running")
     add_config_arguments(run)
 
     suite = sub.add_parser("suite", help="run a set of experiments through papermill")
@@ -139,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
                 "demo": commands.demo_command, "notebooks": commands.notebooks_command}
     try:
         if args.command == "run":
-            return commands.run_command(config_options(args), quiet=args.quiet)
+            return commands.run_command(config_options(args), quiet=args.quiet, config_file=args.config_file,
+                                        write_params=args.write_params)
         return handlers[args.command](**arguments)
     except ConfigError as exc:
         print(f"node-transfer: error: {exc}", file=sys.stderr)

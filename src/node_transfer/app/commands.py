@@ -16,9 +16,10 @@ from typing import Any
 from ..analysis.reporting import paper_tables, write_report, write_run_report
 from ..core.config import ExperimentConfig
 from ..core.errors import ConfigError, DataError
+from ..core.rerun import environment_differences, papermill_parameters, read_run_config
 from ..core.rundir import METRICS, saved_config
 from ..core.suitedir import RUNS_ROOT, SUITE_META, TABLES, read_runs_table
-from ..run.experiment import run_experiment
+from ..run.experiment import library_versions, run_experiment
 from ..run.predict import format_prediction, image_paths, load_predictor, predict, write_csv
 from ..suites.cluster import SlurmOptions
 from ..suites.notebooks import book_dir, book_scripts, convert_book, strip_images
@@ -27,21 +28,57 @@ from ..suites.runner import parse_overrides, run_suite
 from .readmes import write_readmes
 
 
-def config_for_run(options: dict[str, Any]) -> ExperimentConfig:
+def config_for_run(options: dict[str, Any], config_file: str | None = None) -> ExperimentConfig:
     """The options given; with resume, the run's saved configuration (last.pt, else config.json) overridden
-    by those given."""
+    by those given; with `config_file`, a recorded run's options (a new `out`, or none) overridden by those given."""
+    if config_file is not None:
+        if options.get("resume"):
+            raise ConfigError("resume", True, "False with --config: a recorded configuration runs again in a new "
+                              "directory; continue a run with --out RUN_DIR --resume alone")
+        recorded, _ = read_run_config(config_file)
+        return ExperimentConfig.from_dict({**recorded, **options})
     if options.get("resume") and options.get("out"):
         stored = saved_config(Path(options["out"]))
         options = {**{k: stored[k] for k in ExperimentConfig.field_names() if k in stored}, **options}
     return ExperimentConfig.from_dict(options)
 
 
-def run_command(options: dict[str, Any], quiet: bool = False) -> int:
-    """`node-transfer run`: one experiment from its config options; prints its run directory last."""
-    run_dir = run_experiment(config_for_run(options), progress=not quiet)
+def run_command(options: dict[str, Any], quiet: bool = False, config_file: str | None = None,
+                write_params: str | None = None) -> int:
+    """`node-transfer run`: one experiment from its config options (and a recorded run's, with `config_file`);
+    prints its run directory last. With `write_params`, writes papermill's parameters file instead of running."""
+    config = config_for_run(options, config_file)
+    if config_file is not None:
+        note_rerun(config_file, config, options, validate=write_params is None)
+    if write_params is not None:
+        Path(write_params).write_text(papermill_parameters(config))
+        print(write_params)
+        return 0
+    run_dir = run_experiment(config, progress=not quiet)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, the run directory is printed once
         print(run_dir)
     return 0
+
+
+def note_rerun(config_file: str, config: ExperimentConfig, given: dict[str, Any], validate: bool = True) -> None:
+    """Check a re-run's values (a bad one the file recorded is named as such, with the option that overrides it)
+    and say on stderr where this machine differs from the recorded run's (its numbers may then differ)."""
+    options, recorded = read_run_config(config_file)
+    try:
+        if validate:
+            config.validate()
+    except ConfigError as exc:
+        if exc.name in given or exc.name not in options:
+            raise
+        option = "--" + exc.name.replace("_", "-")
+        raise ConfigError(exc.name, exc.value, f"{exc.valid} (the value {config_file} records; give {option} "
+                          "to override it)") from None
+    import torch
+
+    differences = environment_differences(recorded, library_versions(), torch.get_num_threads())
+    if differences and int(os.environ.get("RANK", "0")) == 0:
+        print(f"node-transfer: note: this machine differs from the run {config_file} records ({'; '.join(differences)})"
+              ": its numbers may differ in their last digits", file=sys.stderr)
 
 
 def suite_command(name: str | None, profile: str = "cpu", seeds: int = 1, out: str | None = None,
