@@ -190,3 +190,59 @@ def test_the_reproducing_chapter_opens_with_the_claims_and_real_data(browser):
     assert not state["progress"]
     for section in ("Per-seed differences", "Sensitivity", "Discrepancies with the paper", "Limitations"):
         assert section in headings
+
+
+#: The pages whose figures are glued with numbered captions and whose tables go through `formats.readable_table`.
+CAPTIONED_PAGES = ("book/glossary", "book/node-head", "book/performance", "book/beyond")
+
+
+@pytest.mark.parametrize("page", CAPTIONED_PAGES)
+def test_every_figure_has_a_numbered_caption_and_alt_text(browser, page):
+    """Each image of the page sits in a figure numbered 'Fig. N' with a caption, and its alt text describes it
+    (not the hash file name Jupyter Book gives an output image)."""
+    browser.open((HTML / f"{page}.html").as_uri())
+    images = browser.run("""
+        const main = document.querySelector('article.bd-article') || document.querySelector('main');
+        return Array.from(main.querySelectorAll('img')).map(i => {
+            const figure = i.closest('figure');
+            const caption = figure ? figure.querySelector('figcaption') : null;
+            return {alt: i.getAttribute('alt') || '', caption: caption ? caption.innerText.trim() : ''};
+        });""")
+    assert images, f"{page} shows no figure"
+    for image in images:
+        assert re.match(r"Fig\. \d+", image["caption"]) and len(image["caption"]) > 40, image
+        assert len(image["alt"]) > 40 and not re.search(r"[0-9a-f]{16}|\.png$", image["alt"]), image
+
+
+@pytest.mark.parametrize("page", CAPTIONED_PAGES + ("book/run-it-yourself",))
+def test_no_repr_nan_or_variable_name_where_a_number_belongs(browser, page):
+    browser.open((HTML / f"{page}.html").as_uri())
+    text = browser.run("return (document.querySelector('article.bd-article') || document.body).innerText;")
+    assert "<matplotlib" not in text and not re.search(r"\bNaN\b", text)
+    assert not re.search(r"after \w+_\w+ epochs", text) and "<this repository>" not in text
+    assert not re.search(r"\brtol\s+0\.0\b|\d\.0{6}e[-+]\d\d", text)  # tolerances as 1e-7, never 0.0 or 1.000000e-07
+
+
+@pytest.mark.parametrize("page", CAPTIONED_PAGES)
+def test_glued_values_are_not_bold(browser, page):
+    """A glued number reads as the prose around it; only a glue inside **...** is bold."""
+    browser.open((HTML / f"{page}.html").as_uri())
+    bold = browser.run("""
+        return Array.from(document.querySelectorAll('span.pasted-text'))
+            .filter(s => !s.closest('strong, b, th, h1, h2, h3, h4, dt'))
+            .filter(s => parseInt(getComputedStyle(s).fontWeight) > 500).map(s => s.innerText);""")
+    assert bold == [], f"{page}: glued values in bold: {bold[:5]}"
+
+
+def test_the_glossary_has_a_target_for_every_arm_and_the_pages_link_to_it(browser):
+    from node_transfer.analysis.glossary import arm_table, arm_target
+
+    targets = {arm_target(name) for name in arm_table()["arm"]}
+    browser.open((HTML / "book" / "glossary.html").as_uri())
+    ids = set(browser.run("return Array.from(document.querySelectorAll('[id^=\"arm-\"]')).map(e => e.id);"))
+    assert targets <= ids, sorted(targets - ids)
+    for page in ("performance", "beyond"):
+        browser.open((HTML / "book" / f"{page}.html").as_uri())
+        links = browser.run("""return Array.from(document.querySelectorAll('a[href*="glossary.html#arm-"]'))
+                                   .map(a => a.getAttribute('href').split('#')[1]);""")
+        assert links and set(links) <= targets, (page, links)

@@ -112,6 +112,8 @@ def _cached(cached: pd.DataFrame, cf: dict[str, Any]) -> dict[str, Any]:
         "cf_224_default": cf["speedup_at_224px_est"][DEFAULT_HEAD],
         "cf_224_w64": cf["speedup_at_224px_est"][NARROW_HEAD],
         "cf_step_ms": float(default["cached_s_for_target"] / batches * 1000),
+        "cf_break_even_fc": float(by_head.loc["fc", "break_even_epochs"]),
+        "cf_break_even_node": float(default["break_even_epochs"]),
     }
 
 

@@ -117,3 +117,48 @@ def plot_estimation(tests: pd.DataFrame, columns: int = 3, verdict_column: str =
     axes.flat[0].legend(fontsize=7, loc="best")
     fig.tight_layout()
     return fig
+
+
+def plot_bench_tolerance(tolerance: pd.DataFrame) -> plt.Figure:
+    """The tolerance benchmark: forward and adjoint-backward NFE (left) and ms per head-only step (right)."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    ax1.plot(tolerance["tol"], tolerance["nfe_forward_train"], "o-", label="forward NFE (last epoch)")
+    ax1.plot(tolerance["tol"], tolerance["nfe_backward_adjoint"], "s--", label="backward NFE (adjoint)")
+    ax1.set_ylabel("NFE per batch")
+    ax2.plot(tolerance["tol"], tolerance["s_per_batch_direct"] * 1000, "o-", label="direct backprop")
+    ax2.plot(tolerance["tol"], tolerance["s_per_batch_adjoint"] * 1000, "s--", label="adjoint")
+    ax2.set_ylabel("ms per training step (head only)")
+    for ax in (ax1, ax2):
+        ax.set_xscale("log")
+        ax.invert_xaxis()
+        ax.set_xlabel("rtol = atol (tighter to the right)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_bench_memory(memory: pd.DataFrame) -> plt.Figure:
+    """The memory benchmark: the peak memory rise of one training step against forward NFE, per solver and mode."""
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    for (solver, mode), group in memory.groupby(["solver", "mode"]):
+        ax.plot(group["nfe_forward"], group["peak_mb"], "o-" if mode == "direct" else "s--", label=f"{solver}, {mode}")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("forward NFE")
+    ax.set_ylabel("peak memory rise (MB)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def plot_loop_throughput(loop: pd.DataFrame, ceiling: float) -> plt.Figure:
+    """The loop benchmark: images per second of each training loop, and the step's float32 matmul ceiling."""
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.barh(loop["loop"], loop["images_per_s"], color=["0.6", "C0", "C2", "0.6", "C0"][:len(loop)])
+    ax.axvline(ceiling, color="C3", linestyle="--", label="training step at the float32 matmul ceiling")
+    ax.set_xlabel("images per second (one thread)")
+    ax.invert_yaxis()
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
