@@ -16,8 +16,10 @@ from node_transfer.analysis.claims import (
     Regime,
     study_of,
 )
+from node_transfer.analysis.confounds import confounds
 from node_transfer.analysis.convergence import choose_target, first_reach, times_to_target
-from node_transfer.analysis.verdicts import Options, compare, confounds, family_table, paired_seeds, regime_table
+from node_transfer.analysis.paired import FAILS, HOLDS, paired_compare, verdict
+from node_transfer.analysis.verdicts import Options, compare, family_table, paired_seeds, regime_table
 from node_transfer.core.errors import ConfigError
 from node_transfer.suites.registry import get_suite
 
@@ -180,3 +182,79 @@ def test_regimes_without_runs_for_a_label_leave_its_tests_out():
     runs, histories = synthetic_suite({"rk": 0.0, "fc-adam": 0.0}, {"rk": 0.9, "fc-adam": 0.9})
     table = regime_table(runs, histories, FINETUNE)
     assert set(table["b"]) == {"fc-adam"} and len(table) == 1 + 4 + 1  # accuracy, 4 stability, speed
+
+
+def _two_arms(epochs_a: dict[int, int], epochs_b: dict[int, int], wobble: float = 0.02) -> tuple:
+    """Runs and histories of two arms whose validation loss wobbles around a plateau; run lengths per seed given."""
+    rng = np.random.default_rng(3)
+    rows, runs = [], []
+    for label, lengths in (("rk", epochs_a), ("fc-adam", epochs_b)):
+        for seed, epochs in lengths.items():
+            loss = 0.3 + wobble * rng.standard_normal(epochs)
+            rows += [{"label": label, "seed": seed, "epoch": e + 1, "val_loss": loss[e], "train_loss": 0.1,
+                      "val_acc": 0.9, "seconds": 1.0, "lr": 1e-3} for e in range(epochs)]
+            runs.append({"label": label, "seed": seed, "test_acc": 0.9, "val_acc": 0.9, "optimizer": "adam"})
+    return pd.DataFrame(runs), pd.DataFrame(rows)
+
+
+def test_an_early_stopped_seed_changes_only_its_own_pairs_window():
+    runs, histories = _two_arms({0: 20, 1: 20, 2: 20}, {0: 20, 1: 20, 2: 20})
+    full = compare(runs, histories, "rk", "fc-adam", "val_loss_fluctuation")
+    assert full.details["windows"] == {0: 10, 1: 10, 2: 10}
+    stopped = histories[~((histories["label"] == "rk") & (histories["seed"] == 1) & (histories["epoch"] > 9))]
+    result = compare(runs, stopped, "rk", "fc-adam", "val_loss_fluctuation")
+    assert result.details["windows"] == {0: 10, 1: 5, 2: 10}  # seed 1 judged over its own 5 changes
+    assert result.differences[0] == full.differences[0] and result.differences[2] == full.differences[2]
+    too_short = histories[~((histories["label"] == "rk") & (histories["seed"] == 1) & (histories["epoch"] > 6))]
+    left_out = compare(runs, too_short, "rk", "fc-adam", "val_loss_fluctuation")
+    assert left_out.seeds == [0, 2] and "seed 1 left out" in left_out.details["note"]  # 3 changes < MIN_WINDOW
+
+
+def test_the_stability_margin_is_one_rule_for_both_directions():
+    # the control wobbles 0.02; the NODE arm 0.019: about 5 % steadier, far less than the 25 % margin
+    runs, histories = _two_arms({s: 30 for s in range(6)}, {s: 30 for s in range(6)})
+    result = compare(runs, histories, "rk", "fc-adam", "val_loss_fluctuation")
+    assert result.margin == pytest.approx(0.25 * result.mean_b)  # a quarter of the control, nothing else
+    assert result.floor == pytest.approx(0.01 * 0.3, rel=0.05)  # the loss floor guards "holds" alone
+    tiny = paired_compare(pd.Series([0.0010] * 5) + np.linspace(0, 1e-5, 5), pd.Series([0.0012] * 5),
+                          higher_is_better=False, margin=0.25 * 0.0012, floor=0.003)
+    assert tiny.advantage < tiny.margin and verdict(tiny, "better") == FAILS  # ruled out by the margin alone
+    big = paired_compare(pd.Series([0.0004] * 5) + np.linspace(0, 1e-5, 5), pd.Series([0.0012] * 5),
+                         higher_is_better=False, margin=0.25 * 0.0012, floor=0.003)
+    assert big.advantage > big.margin and verdict(big, "better") != HOLDS  # a real gain below the loss floor
+
+
+def test_the_declared_quicker_target_decides_on_made_up_curves():
+    epochs = np.arange(1, 41)
+    slow = 0.80 + 0.08 * (1 - np.exp(-epochs / 6))  # the control: rises over about 10 epochs
+    rows, runs = [], []
+    for seed in range(5):
+        for label, curve in (("rk-imagenet", 0.80 + 0.08 * (1 - np.exp(-epochs / 2))), ("baseline", slow)):
+            acc = curve + 0.001 * seed
+            rows += [{"label": label, "seed": seed, "epoch": int(e), "val_acc": float(a), "val_loss": 0.4,
+                      "train_loss": 0.1, "seconds": 10.0, "lr": 1e-3} for e, a in zip(epochs, acc)]
+            runs.append({"label": label, "seed": seed, "optimizer": "adam"})
+    runs, histories = pd.DataFrame(runs), pd.DataFrame(rows)
+    early = compare(runs, histories, "rk-imagenet", "baseline", "val_acc_early_mean")
+    assert early.mean_diff > 0.01 and verdict(early, "better") == HOLDS  # quicker by more than 0.5 points
+    epochs_to = compare(runs, histories, "rk-imagenet", "baseline", "epochs_to_rising_target")
+    assert epochs_to.mean_diff < -1 and verdict(epochs_to, "better") == HOLDS
+    same = compare(runs, histories.assign(label=histories["label"].replace("rk-imagenet", "x")).pipe(
+        lambda h: pd.concat([h, h[h["label"] == "baseline"].assign(label="rk-imagenet")])), "rk-imagenet",
+        "baseline", "val_acc_early_mean")
+    assert verdict(same, "better") == FAILS  # identical curves: not quicker
+
+
+def test_a_confirmation_is_judged_only_on_runs_started_after_its_declaration():
+    from datetime import datetime, timezone
+
+    from node_transfer.analysis.claims import CONFIRMATIONS
+    from node_transfer.analysis.preregistration import runs_not_after
+
+    declared = datetime(2026, 12, 7, 5, 0, tzinfo=timezone.utc)
+    runs = pd.DataFrame({"label": ["rk", "fc-adam", "baseline"], "seed": [5, 5, 5],
+                         "started_at": [datetime(2026, 12, 7, 6, 0, tzinfo=timezone.utc),
+                                        datetime(2026, 12, 7, 4, 0, tzinfo=timezone.utc), None]})
+    assert runs_not_after(runs, declared) == ["fc-adam-s5", "baseline-s5"]  # older, and undated
+    assert runs_not_after(runs.iloc[:1], declared) == [] and runs_not_after(runs.iloc[:1], None) == ["rk-s5"]
+    assert all(set(c.seeds).isdisjoint(range(5)) for c in CONFIRMATIONS.values())  # new seeds only

@@ -62,11 +62,16 @@ def test_the_committed_reports_carry_the_verdicts_the_package_computes(fashion):
             committed.columns)
         assert committed["role"].str.match("primary|exploratory").all()
         mine = table[table["regime"] == regime.title]
+        senses = committed[committed["name"].isin(["test_acc_spread", "divergence_rate"])]
+        assert len(senses) == 2 * len({(t.a, t.b) for t in regime.primary()})  # spread and divergence per pair
+        committed = committed.drop(senses.index)
         assert list(committed["test"]) == list(mine["test"])
         assert list(committed["verdict"]) == list(mine["verdict"])
         assert list(committed["verdict_holm"]) == list(mine["verdict_holm"])
         planned = pd.to_numeric(committed["seeds_low"].replace("", None)).fillna(-1)  # the seeds-to-decide plan
         assert list(planned) == list(mine["seeds_low"].fillna(-1))
+        stability = committed[committed["name"] == "val_loss_fluctuation"]
+        assert pd.to_numeric(stability["difference_pct"]).notna().all() and "correlation" in committed
         assert "val-loss fluctuation" in set(committed["statistic"])
     stability = pd.read_csv(results_dir() / "paper-fmnist" / "report" / "stability.csv")
     assert "val-loss fluctuation (95% CI)" in stability.columns
@@ -77,6 +82,9 @@ def test_the_readmes_say_what_the_committed_results_give():
     answer = readme_answer(results_dir())
     readme = (book_dir().parent / "README.md").read_text()
     assert answer in readme and readme.index(answer) < readme.index("make demo")  # the answer opens the README
+    bottom = answer.split("\n\n")[0]
+    assert bottom.startswith("**In short:**") and len(re.findall(r"[.!?](?:\s|$)", bottom)) <= 3  # short
+    assert "\n| 1. Same accuracy |" in answer and "**The arms.**" in answer
 
 
 def test_the_intro_states_one_sentence_per_claim_with_its_numbers(fashion):
@@ -101,10 +109,16 @@ def test_the_intro_states_one_sentence_per_claim_with_its_numbers(fashion):
     assert outlook and int(outlook[1]) == len(plannable) and int(outlook[2]) <= int(outlook[3])
     assert int(outlook[2]) == plannable["seeds_low"].min()
     assert "planning estimate, not a result" in facts["seeds_outlook"]
-    for number in sentences:  # the first screen's one sentence per claim: the paper, the measurement, the label
-        short = facts[f"claim_{number}"]
-        assert short.startswith(f"**{number}. ") and "The paper:" in short and len(short) < len(sentences[number])
-        assert re.search(r"\*\*(holds|does not hold|undecided|[a-z]+, [a-z ]+ not shown)\*\*", short)
+    rows = facts["claims_table"].splitlines()  # the first screen's table: one row per claim after the header
+    assert rows[0].startswith("| claim | the paper said | we found against the matched control") and len(rows) == 6
+    for number, row in zip(sentences, rows[2:]):
+        assert row.startswith(f"| {number}. ") and re.search(r"\*\*(holds|does not hold|undecided|[a-z]+, [a-z ]+ "
+                                                             r"not shown)\*\*", row)
+        assert re.search(r"[+-]\d+(\.\d+)? (%|points)? ?\[", row)  # a difference with its interval
+    assert "% of fc-adam's" in rows[3]  # stability differences in % of the control
+    assert "before Holm's correction" in rows[2]  # a label Holm changed says both
+    assert all(f"`{arm}`" in facts["arms"] for arm in ("rk", "fc-adam", "adjoint", "fc-sgd", "rk-imagenet"))
+    assert "93 epochs" not in facts["scope"] and "head-only: 20,000 training images, 30 epochs" in facts["scope"]
 
 
 def test_the_chapters_glue_only_what_their_facts_functions_return(fashion):
@@ -174,7 +188,7 @@ def test_the_readme_command_checks_and_writes(tmp_path, monkeypatch, capsys):
 
 
 def test_a_difference_from_one_paired_seed_is_shown_without_an_interval():
-    from node_transfer.analysis.answer import _interval
+    from node_transfer.analysis.first_screen import interval_text as _interval
 
     row = {"name": "test_acc", "unit": "points", "difference": 0.01, "ci_low": float("nan"),
            "ci_high": float("nan"), "n": 1}

@@ -9,6 +9,7 @@ from node_transfer.analysis.statistics import (
     STATISTICS,
     common_window,
     names,
+    pair_window,
     stability_statistics,
     statistic,
     trend_residual_sd,
@@ -27,7 +28,9 @@ def curve(loss, acc=None, train_loss=None):
 def test_the_registry_is_the_one_place_statistics_are_described():
     assert statistic("test_acc").higher_is_better and not statistic("val_loss_fluctuation").higher_is_better
     assert set(names("stability")) == {"val_loss_fluctuation", "train_loss_fluctuation", "val_loss_rise",
-                                       "train_loss_rise", "val_acc_drop", "val_acc_worst_drop"}
+                                       "train_loss_rise", "val_acc_drop", "val_acc_worst_drop",
+                                       "val_loss_fluctuation_quadratic", "val_loss_sd", "val_loss_change_sd",
+                                       "val_acc_fluctuation"}
     assert all(STATISTICS[s.alternative] for s in STATISTICS.values() if s.alternative)
     with pytest.raises(ConfigError, match="val_loss_wobble.*one of"):
         statistic("val_loss_wobble")
@@ -37,10 +40,12 @@ def test_the_registry_is_the_one_place_statistics_are_described():
 def test_minimum_effects_scale_with_the_control_and_never_vanish():
     accuracy, fluctuation = statistic("test_acc"), statistic("val_loss_fluctuation")
     assert accuracy.minimum_effect(0.9) == 0.005  # ±0.5 points whatever the level
-    assert fluctuation.minimum_effect(0.02, 0.5) == pytest.approx(0.005)  # a quarter of the control's level
-    # a rise of 0.0005 per epoch on a loss of 0.16 is smaller than 1% of the loss: it cannot count
-    assert fluctuation.minimum_effect(0.0015, 0.16) == pytest.approx(0.0016)
-    assert all(s.minimum_effect(0.0, 0.0) > 0 for s in STATISTICS.values() if s.kind != "stability" and s.minimum)
+    assert fluctuation.minimum_effect(0.02) == pytest.approx(0.005)  # a quarter of the control's level
+    # one margin for both directions: the loss level no longer moves it ...
+    assert fluctuation.minimum_effect(0.0015) == pytest.approx(0.000375)
+    # ... it only sets the floor a "holds" must also clear (1 % of a loss of 0.16)
+    assert fluctuation.holds_floor(0.16) == pytest.approx(0.0016) and accuracy.holds_floor(0.16) == 0.0
+    assert all(s.minimum_effect(0.0) > 0 for s in STATISTICS.values() if s.kind != "stability" and s.minimum)
 
 
 def test_steady_descent_and_convergence_are_not_instability():
@@ -54,6 +59,17 @@ def test_steady_descent_and_convergence_are_not_instability():
     # epochs 4..6 against their predecessors: 0.6 -> 0.4 falls, 0.4 -> 0.6 rises by 0.2, 0.6 -> 0.4 falls
     assert oscillating["val_loss_rise"] == pytest.approx(0.2 / 3)
     assert oscillating["stability_window"] == 3 and oscillating["val_loss_fluctuation"] > 0.1
+
+
+def test_the_other_fluctuation_statistics_of_the_sensitivity_table():
+    parabola = np.array([(x - 5) ** 2 / 50 + 0.2 for x in range(11)])
+    wobble = np.array([0.3, 0.32, 0.3, 0.32, 0.3, 0.32, 0.3, 0.32, 0.3, 0.32, 0.3])
+    bent = stability_statistics(curve(parabola), window=10)
+    assert bent["val_loss_fluctuation"] > 0.01 and bent["val_loss_fluctuation_quadratic"] == pytest.approx(0, abs=1e-9)
+    wobbly = stability_statistics(curve(wobble), window=10)
+    assert wobbly["val_loss_sd"] == pytest.approx(np.std(wobble, ddof=1))
+    assert wobbly["val_loss_change_sd"] == pytest.approx(np.std(np.diff(wobble), ddof=1))
+    assert wobbly["val_acc_fluctuation"] == pytest.approx(0.0, abs=1e-12)  # a flat accuracy
 
 
 def test_fluctuation_is_blind_to_trends_and_steady_overfitting_but_not_to_wobble():
@@ -82,8 +98,10 @@ def test_accuracy_drops_and_the_worst_fall_within_the_window():
     assert np.isnan(stability_statistics(curve([1.0]))["val_loss_rise"])
     assert common_window([30, 30, 8]) == 4 and common_window([1, 30]) == 0
     assert common_window([8, 12], "longer") == 6 and common_window([30], "longer") == 22
-    with pytest.raises(ConfigError, match="window"):
-        common_window([8], "shorter")
+    assert common_window([8, 12], "shorter") == 2 and pair_window(30, 7, "shorter") == 2
+    assert pair_window(30, 9) == 5 and pair_window(9, 30) == 5  # the shorter run of the pair sets it
+    with pytest.raises(ConfigError, match="window.*one of"):
+        common_window([8], "quarter")
 
 
 def test_expected_calibration_error_of_known_predictions():

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -48,10 +49,18 @@ def test_each_head_learns_far_above_chance_and_writes_a_run_directory(tmp_path, 
     # the CPU a run was made on: a rebuild reproduces it bit for bit only on the same model and instruction set
     assert config["versions"]["cpu"] and config["versions"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert config["sizes"] == {"train": 1293, "val": 144, "test": 360}
+    assert datetime.fromisoformat(config["started_at"]).tzinfo is not None  # when it started, for preregistration
     if head == "node":
         assert metrics["nfe_forward"] >= 8 and metrics["nfe_backward"] == 0 and metrics["params_head"] > 650
+        # the solver-swap check: the head solved accurately (dopri5, 1e-7) takes more steps and keeps its accuracy
+        assert metrics["reference_solver"] == "dopri5, rtol = atol = 1e-07"
+        assert metrics["nfe_reference_solver"] > metrics["nfe_eval"]
+        swapped = metrics["test_acc_reference_solver"]
+        assert metrics["solver_swap_change"] == pytest.approx(swapped - metrics["test_acc"])
+        assert abs(metrics["solver_swap_change"]) < 0.02
     else:
         assert metrics["nfe_forward"] == 0 and metrics["params_head"] == 1280 * 10 + 10
+        assert "test_acc_reference_solver" not in metrics  # no ODE, nothing to swap
     assert (run_dir / "best.pt").is_file() and (run_dir / "last.pt").is_file()
 
 

@@ -59,8 +59,8 @@ def test_a_superiority_claim_needs_the_minimum_effect_not_just_significance():
     equal = paired_compare(b, b, higher_is_better=False, margin=0.0025)
     assert equal.outcome == "equal on every seed" and verdict(equal, "better") == FAILS
     assert verdict(paired_compare(b, b, margin=0.005), "same") == HOLDS
-    with pytest.raises(ValueError, match="positive minimum effect"):
-        verdict(paired_compare(b, b + 0.001, margin=0.0), "better")
+    with pytest.raises(ValueError, match="non-negative minimum effect"):
+        verdict(paired_compare(b, b + 0.001, margin=-0.001), "better")
 
 
 def test_labels_read_from_p_values_agree_with_the_interval_rules():

@@ -15,22 +15,23 @@ import pandas as pd
 
 from ..suites.results import DATASET_NAMES
 from .claims import PAPER, PAPER_CLAIMS
+from .convergence import start_label
 from .findings import StudyData, load_study, primary, study_table
+from .first_screen import (
+    arms_line,
+    claim_tests,
+    claims_table,
+    interval_text,
+    paper_comparisons,
+    percent_text,
+    target_reach,
+)
 from .paired import MOST_SEEDS_PLANNED, OVERFITS_MORE_SLOWLY
 from .seeds import cpu_name
 from .statistics import statistic
 
 #: How the sentences name a backbone.
 BACKBONE_NAMES = {"tf_efficientnet_lite0": "EfficientNet-Lite0", "efficientnet_b0": "EfficientNet-B0"}
-
-
-def _interval(row: pd.Series) -> str:
-    """'-0.04 [-0.21, +0.12] points' in the statistic's display units; one paired seed has no interval."""
-    unit = f" {row['unit']}" if row["unit"] else ""
-    digits = statistic(row["name"]).digits
-    if not row["n"] >= 2:
-        return f"{row['difference']:+.{digits}f}{unit} (one seed, no interval)"
-    return f"{row['difference']:+.{digits}f} [{row['ci_low']:+.{digits}f}, {row['ci_high']:+.{digits}f}]{unit}"
 
 
 def confound_kinds(confound: str) -> str:
@@ -45,7 +46,8 @@ def _piece(row: pd.Series, corrected: bool) -> str:
     label = row["verdict_holm"] if corrected else row["verdict"]
     reached = (f", target reached in {int(row['reached_a'])} and {int(row['reached_b'])} of {row['n']} seeds"
                if pd.notna(row.get("reached_a")) else "")
-    return f"{row['a']} − {row['b']} {_interval(row)}{reached} (**{label}**)"
+    share = percent_text(row)
+    return f"{row['a']} − {row['b']} {interval_text(row)}{f' ({share})' if share else ''}{reached} (**{label}**)"
 
 
 def _capital(text: str) -> str:
@@ -67,36 +69,9 @@ def _paper_tail(rows: pd.DataFrame) -> str:
     if rows.empty:
         return ""
     return (f" The paper's own comparison mixes in {confound_kinds(' '.join(rows['confound']))}: "
-            + ", ".join(f"{row['a']} − {row['b']} {_interval(row)} ({row['verdict']})" for _, row in rows.iterrows())
+            + ", ".join(f"{row['a']} − {row['b']} {interval_text(row)} ({row['verdict']})"
+                        for _, row in rows.iterrows())
             + ".")
-
-
-def target_reach(data: StudyData) -> dict[tuple[str, str], str]:
-    """Per configuration given a target by its suite (the paper's: the baseline's best validation accuracy), how
-    many of its runs reached it within their budget: {(regime title, 'rk'): '0 of 5', ...}."""
-    reach = {}
-    for regime, (runs, histories) in data.items():
-        if "target_val_acc" not in runs:
-            continue
-        best = histories.groupby(["label", "seed"])["val_acc"].max()
-        for label, group in runs[runs["target_val_acc"].notna()].groupby("label", sort=False):
-            hit = sum(best[(label, seed)] >= target for seed, target in zip(group["seed"], group["target_val_acc"]))
-            reach[(regime.title, label)] = f"{hit} of {len(group)}"
-    return reach
-
-
-def claim_tests(table: pd.DataFrame, number: int) -> tuple[pd.DataFrame, bool, list[str], pd.DataFrame]:
-    """The tests that answer one claim: the matched-control rows (primary; where a claim has none, the first
-    exploratory statistic of each kind for each matched pair), whether they are Holm-corrected, their statistics
-    in order, and the paper's own (confounded) rows on those statistics."""
-    rows = table[table["claim"] == number]
-    matched = rows[rows["role"] == "primary"]
-    corrected = not matched.empty
-    if not corrected:
-        kinds = rows["name"].map(lambda name: statistic(name).kind)
-        matched = rows[rows["role"] == "exploratory"].assign(kind_=kinds).drop_duplicates(["regime", "a", "b", "kind_"])
-    names = list(dict.fromkeys(matched["name"]))
-    return matched, corrected, names, rows[(rows["role"] == "paper") & rows["name"].isin(names)]
 
 
 def _slower(table: pd.DataFrame, number: int, pairs: set) -> str:
@@ -105,7 +80,7 @@ def _slower(table: pd.DataFrame, number: int, pairs: set) -> str:
     for _, row in rows.drop_duplicates(["regime", "a", "b"]).iterrows():
         if (row["regime"], row["a"], row["b"]) in pairs:
             text += (f" By the {row['statistic']}, which also counts steady overfitting, {row['a']} − {row['b']} "
-                     f"{_interval(row)} favours {row['a']}, but {row['note']}: it **{row['verdict']}**.")
+                     f"{interval_text(row)} favours {row['a']}, but {row['note']}: it **{row['verdict']}**.")
     return text
 
 
@@ -145,26 +120,14 @@ def claim_sentences(table: pd.DataFrame, reach: dict[tuple[str, str], str] | Non
     return sentences
 
 
-def claim_short(table: pd.DataFrame, number: int) -> str:
-    """One claim in one sentence, as the intro's first screen and the README state it: what the paper said and
-    the matched-control labels on the claim's main statistic."""
-    matched, corrected, names, _ = claim_tests(table, number)
-    main = matched[matched["name"] == names[0]]
-    labels = main["verdict_holm"] if corrected else main["verdict"]
-    pieces = ", ".join(f"{row['a']} − {row['b']} ({row['regime'].split(', ')[-1]}) {_interval(row)} **{label}**"
-                       for (_, row), label in zip(main.iterrows(), labels))
-    claim = PAPER_CLAIMS[number]
-    said = claim.paper + (f" ({PAPER['baseline']['test'] * 100:.0f} % for all three models, on CIFAR-10)"
-                          if number == 1 else "")
-    return (f"**{number}. {claim.title}.** The paper: {said}. {_capital(statistic(names[0]).label)} against the "
-            f"matched control{'' if corrected else ' (exploratory)'}: {pieces}.")
-
-
 def scope_sentence(data: StudyData) -> str:
     """Backbone, image size, data, budgets and machines of a study's runs, and what has not been run."""
     parts, cpus, unknown = [], set(), 0
     for regime, (runs, _) in data.items():
         node = runs[runs["label"] == regime.primary()[0].a] if regime.primary() else runs
+        compared = {label for test in regime.primary() for label in (test.a, test.b)}
+        compared |= {start for label in compared if (start := start_label(runs, label))}
+        runs = runs[runs["label"].isin(compared)] if compared & set(runs["label"]) else runs
         subset = (node if len(node) else runs)["train_subset"].iloc[0]
         images = f"{int(subset):,}" if pd.notna(subset) else "all"
         started = runs["init_from"] if "init_from" in runs else pd.Series(None, index=runs.index, dtype=object)
@@ -241,17 +204,19 @@ def seeds_outlook(table: pd.DataFrame) -> str:
 
 
 def answer_facts(results: str | Path) -> dict[str, str | int]:
-    """What the intro states, by the name it glues it under: per numbered claim one sentence for the first screen
-    (`claim_1`...) and the full account (`detail_1`...), the claims as a numbered list (`claims_list`), the scope,
-    and the primary tests by label."""
+    """What the intro states, by the name it glues it under: the bottom line, the claims table and the arms for the
+    first screen, per numbered claim the full account (`detail_1`...), the claims as a numbered list
+    (`claims_list`), the scope, the paper's own comparisons and the primary tests by label."""
     data = load_study(results)
     table = study_table(data)
-    numbers = [n for n in PAPER_CLAIMS if n and (table["claim"] == n).any()]
-    facts: dict[str, str | int] = {f"claim_{n}": claim_short(table, n) for n in numbers}
-    facts.update({f"detail_{n}": text for n, text in claim_sentences(table, target_reach(data)).items()})
+    details = claim_sentences(table, target_reach(data))
+    facts: dict[str, str | int] = {f"detail_{n}": text for n, text in details.items()}
     facts["claims_list"] = "\n".join(f"{n}. **{c.title}**: {c.paper}." for n, c in PAPER_CLAIMS.items() if n)
     labels = primary(table)["verdict_holm"]
     facts["bottom_line"] = bottom_line(table)
+    facts["claims_table"] = claims_table(table)
+    facts["arms"] = arms_line(data, table)
+    facts["paper_comparisons"] = paper_comparisons(data, table)
     facts["seeds_outlook"] = seeds_outlook(table)
     facts.update(scope=scope_sentence(data), primary_tests=len(labels), primary_hold=int((labels == "holds").sum()),
                  primary_fail=int((labels == "does not hold").sum()),
@@ -262,10 +227,10 @@ def answer_facts(results: str | Path) -> dict[str, str | int]:
 
 
 def readme_answer(results: str | Path) -> str:
-    """The README's opening paragraph: the intro's first-screen sentences and scope, from the same facts."""
+    """The README's answer, as the intro's first screen gives it: the bottom line, the claims table, the arms, the
+    paper's own comparisons and the scope, from the same facts."""
     facts = answer_facts(results)
-    claims = " ".join(str(facts[key]) for key in sorted(k for k in facts if k.startswith("claim_")))
-    return (f"**What we found**, testing each claim of the paper against its matched control (the same training "
-            f"without the ODE; seed-paired differences with 95 % intervals, primary tests Holm-corrected over "
-            f"{facts['primary_tests']}): {facts['bottom_line']} {claims} {facts['scope']} The book's introduction "
-            "says what each label means and how sure each is.")
+    return "\n\n".join([
+        f"{facts['bottom_line']} Each claim was tested against its *matched control*: the same training from the "
+        "same checkpoint, without the ODE.", str(facts["claims_table"]), str(facts["arms"]),
+        str(facts["paper_comparisons"]), f"{facts['scope']} The book's introduction says what each label means."])

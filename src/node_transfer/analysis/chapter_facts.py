@@ -22,7 +22,7 @@ from .epoch_cost import chapter_cost_facts
 from .findings import StudyData, primary
 from .overfit_facts import overfit_facts
 from .seeds import adjoint_seed_plan, not_finished, seed_spans, seeds_by_configuration, seeds_range, spans
-from .statistics import by_seed, statistic
+from .statistics import MIN_WINDOW, by_seed, statistic
 from .verdicts import seeds_on_one_cpu_model
 
 
@@ -174,7 +174,7 @@ def reproducing_facts(data: StudyData, table: pd.DataFrame, results: str | Path 
     facts: dict[str, Any] = {
         "primary_tests": len(labels), "margin": statistic("test_acc").minimum * 100,
         "stability_relative": statistic("val_loss_fluctuation").relative * 100,
-        "stability_floor": statistic("val_loss_fluctuation").loss_floor * 100,
+        "stability_floor": statistic("val_loss_fluctuation").loss_floor * 100, "min_window": MIN_WINDOW,
         "regimes": " and ".join(regime.title for regime in data), "regime_count": len(data),
         "ladder": ", ".join(f"{drop * 100:g}" for drop in LADDER[:-1]) + f" or {LADDER[-1] * 100:g}",
         "paper_epochs": f"{PAPER['baseline']['epochs']} + {PAPER['rk']['epochs']} / {PAPER['adjoint']['epochs']}",

@@ -51,16 +51,19 @@ class PaperClaim:
     number: int
     title: str
     paper: str  # what the paper says, in our words (its numbers are added from `PAPER`)
+    short: str = ""  # the same in a few words, for the claims table
 
 
 #: The paper's claims (0: questions of ours the paper does not ask).
 PAPER_CLAIMS = {c.number: c for c in (
-    PaperClaim(1, "Same accuracy", "a NODE block before the final layer keeps the baseline's test accuracy"),
-    PaperClaim(2, "More stable", "the NODE block makes the training and validation curves more stable"),
+    PaperClaim(1, "Same accuracy", "a NODE block before the final layer keeps the baseline's test accuracy",
+               "the baseline's test accuracy"),
+    PaperClaim(2, "More stable", "the NODE block makes the training and validation curves more stable",
+               "steadier training and validation curves"),
     PaperClaim(3, "Quicker", "the NODE models reach the target validation accuracy in fewer epochs and less "
-                             "time, though each epoch is slower"),
+                             "time, though each epoch is slower", "the target in fewer epochs and less time"),
     PaperClaim(4, "Adjoint best", "the adjoint model is the most stable, converges fastest and has the best "
-                                  "validation accuracy"),
+                                  "validation accuracy", "the adjoint model steadiest, quickest, most accurate"),
     PaperClaim(0, "Calibration", "(not in the paper) the NODE head's predictions are better calibrated"),
 )}
 
@@ -148,12 +151,18 @@ HEAD_TESTS: tuple[Endpoint, ...] = (
 
 #: The paper's own regime (`overfit` suite): long training on 5,000 images that overfits, windows of 20+ epochs.
 #: Claim 3 gets its decidable test here: the NODE head and the FC head trained side by side from the ImageNet
-#: checkpoint with the baseline's recipe, epochs to a validation accuracy both can reach.
+#: checkpoint with the baseline's recipe, judged on the rising part of the curve (the mean validation accuracy over
+#: the first `statistics.EARLY_EPOCHS` epochs). The first target, the control's best minus 0.5 points, sat on the
+#: plateau where first-passage epochs are noise: it stays, exploratory, beside the epochs and seconds to half the
+#: control's gain.
 OVERFIT_TESTS: tuple[Endpoint, ...] = (
     *CONTINUED_ARM_TESTS,
     Endpoint(1, "rk-imagenet", "baseline", "test_acc"),
     *stability_tests(2, "rk-imagenet", "baseline"),
-    Endpoint(3, "rk-imagenet", "baseline", "epochs_to_target", "primary"),
+    Endpoint(3, "rk-imagenet", "baseline", "val_acc_early_mean", "primary"),
+    Endpoint(3, "rk-imagenet", "baseline", "epochs_to_rising_target"),
+    Endpoint(3, "rk-imagenet", "baseline", "seconds_to_rising_target"),
+    Endpoint(3, "rk-imagenet", "baseline", "epochs_to_target"),
     Endpoint(3, "rk", "fc-adam", "epochs_to_target"),
     Endpoint(3, "adjoint", "fc-sgd", "epochs_to_target"),
     *stability_tests(4, "adjoint", "rk", "paper"),
@@ -210,6 +219,42 @@ STUDIES: dict[str, Study] = {s.key: s for s in (
 )}
 #: The study whose answer the book and the README give first.
 ANSWER_STUDY = "fashion-mnist"
+
+#: A NODE head whose test accuracy moves by more than this when solved with the reference solver (dopri5 at
+#: rtol = atol = 1e-7, `run.solver_swap`) instead of its training solver does not behave as an ODE (Ott et al.
+#: 2021): the accuracy margin, 0.5 points.
+SOLVER_SWAP_TOLERANCE = 0.005
+
+
+@dataclass(frozen=True)
+class Confirmation:
+    """A confirmatory family declared before its runs: a regime's primary tests, as declared here, on new seeds
+    only, Holm-corrected among themselves. `key` names the declaration: the commit that first added it to this file
+    is its date (`preregistration.declared_at`), and every run it judges must have started after it."""
+
+    key: str
+    regime: str  # a regime key of `STUDIES`
+    seeds: tuple[int, ...]
+    rules: str  # what is declared, in words
+
+
+#: The declared confirmations. Their rules are the code at the declaring commit: the primary tests of the regime
+#: (`OVERFIT_TESTS`), the statistics and margins of `statistics.STATISTICS`, the per-pair windows of at least
+#: `statistics.MIN_WINDOW` changes, the rising "quicker" target, α = 0.05 and Holm over the family.
+CONFIRMATIONS: dict[str, Confirmation] = {c.key: c for c in (
+    Confirmation("confirm-overfit-fmnist-s5-9", "fmnist-overfit", (5, 6, 7, 8, 9),
+                 "the overfitting regime's 5 primary tests (test accuracy and val-loss fluctuation of rk - fc-adam "
+                 "and adjoint - fc-sgd; the mean validation accuracy over the first 10 epochs of rk-imagenet - "
+                 "baseline), on seeds 5-9 only, every arm of a seed on one recorded CPU model, Holm over these 5; "
+                 "one-margin stability rule (25 % of the control's fluctuation; the 1 % loss floor guards 'holds' "
+                 "only), each seed's pair judged over its own late window of at least 4 changes"),
+)}
+
+
+def confirmation(key: str) -> Confirmation:
+    if key not in CONFIRMATIONS:
+        raise ConfigError("confirmation", key, f"one of {sorted(CONFIRMATIONS)}")
+    return CONFIRMATIONS[key]
 
 
 def study(key: str) -> Study:

@@ -54,17 +54,38 @@ def sibling_regimes(suite_dir: str | Path, suite: str, profile: str) -> StudyDat
     return load_regimes(paths)
 
 
-#: The checks of the sensitivity table, each changing one thing about how the primary family is computed.
+def _fluctuation_swap(name: str, instead: str) -> Options:
+    return replace(DECLARED, name=name, swap=(("val_loss_fluctuation", instead),))
+
+
+#: The checks of the sensitivity table, each changing one thing about how the primary family is computed (what a
+#: reviewer tries: other statistics, windows, margins, tests, corrections and seed sets); `leave_one_out` adds
+#: one scenario per seed.
 SCENARIOS = (
     DECLARED,
     replace(DECLARED, name="other statistic", swap_statistic=True),
-    replace(DECLARED, name="longer window", window="longer"),
-    replace(DECLARED, name="margin ±0.3 points", margin_scale=0.6),
-    replace(DECLARED, name="margin ±1.0 points", margin_scale=2.0),
+    _fluctuation_swap("quadratic trend", "val_loss_fluctuation_quadratic"),
+    _fluctuation_swap("plain SD of the window", "val_loss_sd"),
+    _fluctuation_swap("SD of the changes", "val_loss_change_sd"),
+    _fluctuation_swap("val-acc fluctuation", "val_acc_fluctuation"),
+    _fluctuation_swap("train-loss fluctuation", "train_loss_fluctuation"),
+    replace(DECLARED, name="window x1.5", window="longer"),
+    replace(DECLARED, name="window x1/2", window="shorter"),
+    replace(DECLARED, name="margin x0.6", margin_scale=0.6),
+    replace(DECLARED, name="margin x2", margin_scale=2.0),
+    replace(DECLARED, name="Wilcoxon", method="wilcoxon"),
+    replace(DECLARED, name="Benjamini-Hochberg", correction="bh"),
     replace(DECLARED, name="early-stopped seeds dropped", drop_early_stopped=True),
     replace(DECLARED, name="one CPU model per seed", seed_filter=seeds_on_one_cpu_model),
     replace(DECLARED, name="seeds without a recorded CPU kept", regime_seed_rules=False),
 )
+
+
+def leave_one_out(data: StudyData) -> tuple[Options, ...]:
+    """One scenario per seed of the study's runs: every test computed without that seed."""
+    seeds = sorted({int(seed) for runs, _ in data.values() for seed in runs["seed"]})
+    return tuple(replace(DECLARED, name=f"without seed {seed}",
+                         seed_filter=lambda runs, left=seed: set(runs["seed"].astype(int)) - {left}) for seed in seeds)
 
 
 def study_table(data: StudyData, options: Options = DECLARED) -> pd.DataFrame:
@@ -82,24 +103,28 @@ def primary(table: pd.DataFrame) -> pd.DataFrame:
 ROLE_NAMES = {"primary": "primary", "paper": "exploratory: the paper's comparison (confounded)",
               "exploratory": "exploratory"}
 CLAIM_CSV_COLUMNS = ["regime", "claim", "test", "role", "verdict_holm", "p_holm", "verdict", "measured", "difference",
-                     "ci_low", "ci_high", "unit", "minimum_effect", "effect_size", "p_value", "p_holds", "p_fails", "n",
-                     "seeds", "seeds_low", "seeds_high", "a_better_in", "window", "mean_a", "mean_b", "a", "b",
-                     "against", "name", "statistic", "reached_a", "reached_b", "confound", "note"]
+                     "ci_low", "ci_high", "unit", "difference_pct", "ci_low_pct", "ci_high_pct", "minimum_effect",
+                     "minimum_effect_pct", "holds_floor", "effect_size", "correlation", "p_value", "p_holds",
+                     "p_fails", "n", "seeds", "seeds_low", "seeds_high", "a_better_in", "window", "windows", "mean_a",
+                     "mean_b", "a", "b", "against", "name", "statistic", "reached_a", "reached_b", "confound", "note"]
 
 
-def claims_frame(table: pd.DataFrame) -> pd.DataFrame:
+def claims_frame(table: pd.DataFrame, senses: pd.DataFrame | None = None) -> pd.DataFrame:
     """A tests table as written to `claims.csv`: roles spelt out, the Holm-corrected label first, no in-memory
-    comparison objects."""
+    comparison objects; `senses` (`dispersion.senses_table`) adds the spread and divergence rows."""
+    if senses is not None and len(senses):
+        table = pd.concat([table, senses], ignore_index=True)
     frame = table.assign(role=table["role"].map(ROLE_NAMES))
     return frame[[c for c in CLAIM_CSV_COLUMNS if c in frame]].reset_index(drop=True)
 
 
-def sensitivity_table(data: StudyData, scenarios: tuple[Options, ...] = SCENARIOS) -> pd.DataFrame:
-    """Each primary test's Holm-corrected verdict under each scenario (the first is the declared analysis), and
-    the scenarios under which it flips."""
+def sensitivity_table(data: StudyData, scenarios: tuple[Options, ...] | None = None) -> pd.DataFrame:
+    """Each primary test's Holm-corrected verdict under each scenario (the first is the declared analysis; by
+    default `SCENARIOS` and `leave_one_out`), and the scenarios under which it flips."""
+    scenarios = scenarios if scenarios is not None else SCENARIOS + leave_one_out(data)
     columns = {}
     for options in scenarios:
-        table = primary(family_table(data, options))  # labels only: no seed planning
+        table = primary(family_table(data, options, primary_only=True))  # labels only: no seed planning
         columns[options.name] = pd.Series(table["verdict_holm"].to_numpy(), index=table["regime"] + ": " +
                                           table["test"].str.replace(r" \(.*\)$", "", regex=True))
     frame = pd.DataFrame(columns)

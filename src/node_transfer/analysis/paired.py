@@ -9,8 +9,8 @@ A claim is either "a has the same value as b" (an equivalence claim: accuracy) o
 superiority claim: steadier, quicker, better calibrated). Each gets one of four labels:
 
 - **holds**: equivalence shown by two one-sided tests (TOST) within ±margin; or, for a superiority claim, a
-  better (the 95% interval excludes zero on a's side) by at least the margin on average. A difference smaller
-  than the margin can never hold.
+  better (the 95% interval excludes zero on a's side) by at least the margin on average (and by at least the
+  statistic's `floor`, a guard of "holds" alone). A difference smaller than the margin can never hold.
 - **does not hold**: the 95% interval lies wholly beyond the margin (equivalence), or wholly below an advantage
   of one margin (superiority: a is worse, equal, or better by less than counts).
 - **lower / higher, equivalence (or minimum effect) not shown**: the interval excludes zero, so a and b differ,
@@ -22,7 +22,8 @@ Each label rests on one p-value (`claim_p_values`): "holds" on the TOST p (equiv
 one-sided p of a better (superiority), "does not hold" on the doubled one-sided p against the margin,
 "differ" on the two-sided p against zero; at α = 0.05 these are exactly the interval rules above. For a family
 of primary tests each of the three p-values is adjusted by Holm's step-down method over the family (`holm`) and
-the label is read from the adjusted ones.
+the label is read from the adjusted ones. The sensitivity checks swap the t-test for Wilcoxon's signed-rank test
+(`METHODS`) and Holm for Benjamini-Hochberg (`CORRECTIONS`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ IDENTICAL = 1e-12
 KINDS = ("same", "better")
 #: The most seeds `seeds_to_decide` plans for: beyond it, "more than" this.
 MOST_SEEDS_PLANNED = 50
+#: The one-sample tests behind the labels: the paired t-test (declared) or Wilcoxon's signed-rank test.
+METHODS = ("t", "wilcoxon")
 
 
 def not_shown(mean_diff: float, kind: str) -> str:
@@ -73,6 +76,10 @@ class PairedComparison:
     sd_diff: float = float("nan")
     effect_size: float = float("nan")  # Cohen's d_z
     differences: pd.Series = field(default_factory=lambda: pd.Series(dtype=float))
+    floor: float = 0.0  # the least advantage that may hold, besides the margin (a guard of "holds" only)
+    correlation: float = float("nan")  # Pearson's r of a and b across the paired seeds: what pairing buys
+    method: str = "t"  # the one-sample test of the labels (`METHODS`)
+    details: dict = field(default_factory=dict)  # how the values were computed (window, target, seeds left out)
 
     @property
     def seeds(self) -> list[int]:
@@ -84,21 +91,41 @@ class PairedComparison:
         return self.mean_diff if self.higher_is_better else -self.mean_diff
 
 
-def _one_sided(d: np.ndarray, mu: float, greater: bool) -> float:
-    """p of a one-sided paired t-test that the mean of d is greater (or less) than mu; exact when d is constant."""
+def percent_of_control(result: PairedComparison, kind: str) -> dict[str, float]:
+    """A stability difference and its interval in % of the control's mean level ("-3 % [-47 %, +42 %]"), and the
+    minimum effect likewise; NaN for other kinds, whose units speak for themselves."""
+    keys = ("difference_pct", "ci_low_pct", "ci_high_pct", "minimum_effect_pct")
+    level = result.mean_b
+    if kind != "stability" or not np.isfinite(level) or level == 0:
+        return dict.fromkeys(keys, float("nan"))
+    values = (result.mean_diff, result.ci_low, result.ci_high, result.margin or 0.0)
+    return {key: 100 * value / abs(level) for key, value in zip(keys, values)}
+
+
+def _one_sided(d: np.ndarray, mu: float, greater: bool, method: str = "t") -> float:
+    """p of a one-sided paired test (t, or Wilcoxon's signed rank) that d lies above (or below) mu; exact when d is
+    constant."""
     if float(d.std(ddof=1)) < IDENTICAL:
         return 0.0 if (d.mean() > mu if greater else d.mean() < mu) else 1.0
-    return float(stats.ttest_1samp(d, mu, alternative="greater" if greater else "less").pvalue)
+    alternative = "greater" if greater else "less"
+    if method == "wilcoxon":
+        shifted = d - mu
+        if not np.any(shifted):
+            return 1.0
+        return float(stats.wilcoxon(shifted, alternative=alternative, zero_method="zsplit").pvalue)
+    return float(stats.ttest_1samp(d, mu, alternative=alternative).pvalue)
 
 
 def paired_compare(a: pd.Series, b: pd.Series, statistic: str = "", names: tuple[str, str] = ("a", "b"),
-                   higher_is_better: bool = True, margin: float | None = None, confidence: float = 0.95
-                   ) -> PairedComparison:
+                   higher_is_better: bool = True, margin: float | None = None, confidence: float = 0.95,
+                   floor: float = 0.0, method: str = "t") -> PairedComparison:
     """Compare two configurations whose values are indexed by seed, through the per-seed differences.
 
     Seeds present in only one of a, b are left out; NaNs too. `outcome` is the neutral reading ("a better" when
     the interval excludes zero on a's side, "equivalent (±margin)" when TOST passes, ...); claims read
-    `verdict` instead."""
+    `verdict` instead. `floor` guards "holds" of a superiority claim; `method` picks the labels' test."""
+    if method not in METHODS:
+        raise ValueError(f"a paired test's method is one of {METHODS}, not {method!r}")
     paired = pd.concat({"a": a, "b": b}, axis=1).dropna()
     differences = (paired["a"] - paired["b"]).astype(float).sort_index()
     d = differences.to_numpy()
@@ -121,7 +148,7 @@ def paired_compare(a: pd.Series, b: pd.Series, statistic: str = "", names: tuple
             p_value = float(stats.ttest_1samp(d, 0.0).pvalue)
             effect = mean_diff / sd
         if margin is not None:
-            tost_p = max(_one_sided(d, -margin, True), _one_sided(d, margin, False))
+            tost_p = max(_one_sided(d, -margin, True, method), _one_sided(d, margin, False, method))
     if n < 2:
         outcome = "undecided (fewer than 2 paired seeds)"
     elif np.all(d == 0):
@@ -132,8 +159,14 @@ def paired_compare(a: pd.Series, b: pd.Series, statistic: str = "", names: tuple
         outcome = f"equivalent (±{margin:g})"
     else:
         outcome = "undecided"
+    if method == "wilcoxon" and n >= 2 and sd >= IDENTICAL:
+        p_value = min(1.0, 2 * min(_one_sided(d, 0.0, True, method), _one_sided(d, 0.0, False, method)))
+    correlation = nan
+    if n >= 3 and paired["a"].std() > IDENTICAL and paired["b"].std() > IDENTICAL:
+        correlation = float(np.corrcoef(paired["a"].astype(float), paired["b"].astype(float))[0, 1])
     return PairedComparison(statistic, names[0], names[1], n, mean_a, mean_b, mean_diff, ci_low, ci_high, p_value,
-                            margin, tost_p, int(better.sum()), outcome, higher_is_better, sd, effect, differences)
+                            margin, tost_p, int(better.sum()), outcome, higher_is_better, sd, effect, differences,
+                            floor, correlation, method)
 
 
 def claim_p_values(result: PairedComparison, kind: str) -> dict[str, float]:
@@ -144,14 +177,14 @@ def claim_p_values(result: PairedComparison, kind: str) -> dict[str, float]:
     if result.n < 2 or result.margin is None:
         return {"holds": nan, "fails": nan, "differs": nan}
     d = result.differences.to_numpy(dtype=float)
-    margin = result.margin
+    margin, method = result.margin, result.method
     if kind == "same":
         holds = result.tost_p
-        fails = 2 * min(_one_sided(d, margin, True), _one_sided(d, -margin, False))
+        fails = 2 * min(_one_sided(d, margin, True, method), _one_sided(d, -margin, False, method))
     else:
         g = d if result.higher_is_better else -d  # the advantage of a
-        holds = 2 * _one_sided(g, 0.0, True)
-        fails = 2 * _one_sided(g, margin, False)
+        holds = 2 * _one_sided(g, 0.0, True, method)
+        fails = 2 * _one_sided(g, margin, False, method)
     return {"holds": min(1.0, holds), "fails": min(1.0, fails), "differs": result.p_value}
 
 
@@ -159,10 +192,10 @@ def verdict(result: PairedComparison, kind: str, p: dict[str, float] | None = No
     """The claim's label from its p-values (`claim_p_values`, or Holm-adjusted ones passed as `p`)."""
     if result.n < 2 or result.margin is None:
         return UNDECIDED
-    if kind == "better" and not result.margin > 0:
-        raise ValueError(f"a superiority claim needs a positive minimum effect, not {result.margin!r}")
+    if kind == "better" and not result.margin >= 0:
+        raise ValueError(f"a superiority claim needs a non-negative minimum effect, not {result.margin!r}")
     p = p if p is not None else claim_p_values(result, kind)
-    if p["holds"] < alpha and (kind == "same" or result.advantage >= result.margin):
+    if p["holds"] < alpha and (kind == "same" or result.advantage >= max(result.margin, result.floor)):
         return HOLDS
     if p["fails"] < alpha:
         return FAILS
@@ -183,6 +216,24 @@ def holm(p_values: list[float] | np.ndarray | pd.Series) -> np.ndarray:
         running = max(running, min(1.0, (m - rank) * p[index]))
         adjusted[index] = running
     return adjusted
+
+
+def benjamini_hochberg(p_values: list[float] | np.ndarray | pd.Series) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (false discovery rate; same order, NaNs kept), for the sensitivity check."""
+    p = np.asarray(p_values, dtype=float)
+    adjusted = np.full(p.shape, np.nan)
+    finite = np.flatnonzero(~np.isnan(p))
+    m = len(finite)
+    order = finite[np.argsort(p[finite], kind="stable")][::-1]
+    running = 1.0
+    for rank, index in zip(range(m, 0, -1), order):
+        running = min(running, m * p[index] / rank)
+        adjusted[index] = running
+    return adjusted
+
+
+#: The corrections a family of primary tests may take: Holm (declared) or Benjamini-Hochberg (a sensitivity check).
+CORRECTIONS = {"holm": holm, "bh": benjamini_hochberg}
 
 
 def seeds_to_decide(result: PairedComparison, kind: str, alpha: float = ALPHA,

@@ -35,6 +35,7 @@ from ..core.suitedir import (
 )
 from ..suites.results import load_histories
 from .claims import PAPER
+from .dispersion import senses_table
 from .findings import claims_frame, sensitivity_table, sibling_regimes, study_table
 from .plots import plot_cost_accuracy, plot_curves, plot_estimation, plot_history, plot_sweep
 from .statistics import mean_ci, statistic
@@ -152,7 +153,8 @@ def write_report(suite_dir: str | Path, out: str | Path | None = None) -> Path:
     if own:
         table = study_table(study)
         mine = table[table["regime"] == own[0].title]
-        tables["Claims: paired tests"] = claims_frame(mine)
+        senses = senses_table({own[0]: study[own[0]]}, suite_dirs={own[0]: suite_dir})
+        tables["Claims: paired tests"] = claims_frame(mine, senses)
         sensitivity = sensitivity_table(study).reset_index()
         tables["Sensitivity: primary tests"] = sensitivity[sensitivity["primary test"].str.startswith(own[0].title)]
         lines.append(f"Holm's correction runs over the {int((table['role'] == 'primary').sum())} primary tests of "

@@ -1,8 +1,8 @@
 """The declared tests (`claims`) computed on runs: one row per test with its numbers, label and confounds.
 
 A verdict is computed, never typed: `compare` pairs the seeds both configurations have (optionally filtered),
-computes the statistic (stability over one late window set from those paired seeds only), its minimum effect of
-interest from the registry, and `paired.verdict` labels it. `endpoint_row` adds what a reader needs to trust it:
+computes the statistic (stability over each seed's own late window, `statistics.pair_window`), its minimum effect
+of interest from the registry, and `paired.verdict` labels it. `endpoint_row` adds what a reader needs to trust it:
 what the two arms differ in besides the head (`confounds`, with the learning rate read per epoch from
 `history.csv` over the window), and the rule that a steadier validation loss with a worse training fit is a
 head that **overfits more slowly** (`overfitting_rule`). `family_table` computes a study's regimes and applies
@@ -18,29 +18,29 @@ import numpy as np
 import pandas as pd
 
 from .claims import Endpoint, Regime
-from .convergence import choose_target, describe_target, start_label, times_to_target
+from .confounds import confounds
+from .convergence import choose_target, describe_target, times_to_target
 from .paired import (
     ALPHA,
+    CORRECTIONS,
     OVERFITS_MORE_SLOWLY,
     PairedComparison,
     claim_p_values,
-    holm,
     paired_compare,
+    percent_of_control,
     seeds_to_decide,
     verdict,
 )
 from .statistics import (
     MIN_WINDOW,
     by_seed,
-    common_window,
-    default_window,
+    early_mean,
     late_values,
+    pair_window,
+    run_history,
     stability_statistics,
     statistic,
 )
-
-#: Recipe fields two arms must share, besides the starting checkpoint, for a comparison to isolate the head.
-RECIPE = ("optimizer", "lr", "momentum", "schedule", "lr_milestones", "batch_size", "train_subset")
 
 
 @dataclass(frozen=True)
@@ -49,11 +49,20 @@ class Options:
 
     name: str = "as declared"
     swap_statistic: bool = False  # use each statistic's registry `alternative`
-    window: str = "default"  # or "longer" (`statistics.common_window`)
+    swap: tuple[tuple[str, str], ...] = ()  # (declared, instead) statistic pairs: another stability statistic
+    window: str = "default"  # a rule of `statistics.WINDOW_RULES`: "longer" (x1.5), "shorter" (x1/2)
     margin_scale: float = 1.0  # every minimum effect x this (0.6: accuracy ±0.3 points; 2: ±1.0)
     drop_early_stopped: bool = False  # leave out seeds where either arm stopped at its target
     seed_filter: Callable[[pd.DataFrame], set[int]] | None = None  # seeds allowed, from the regime's runs
     regime_seed_rules: bool = True  # apply each regime's own seed rule (`Regime.recorded_seeds_only`)
+    method: str = "t"  # the labels' one-sample test (`paired.METHODS`): "t" or "wilcoxon"
+    correction: str = "holm"  # the family's correction (`paired.CORRECTIONS`): "holm" or "bh"
+
+    def statistic_for(self, declared: str) -> str:
+        """The statistic this analysis computes in place of a declared one."""
+        if self.swap_statistic:
+            return statistic(declared).alternative or declared
+        return dict(self.swap).get(declared, declared)
 
 
 #: The analysis as declared: every paired seed the regime's rule keeps. A seed filter set here changes the primary
@@ -91,47 +100,69 @@ def paired_seeds(runs: pd.DataFrame, a: str, b: str, options: Options = DECLARED
     return sorted(int(s) for s in seeds)
 
 
-def _curve_values(histories: pd.DataFrame, label: str, name: str, seeds: list[int], window: int) -> pd.Series:
-    rows = histories[(histories["label"] == label) & histories["seed"].isin(seeds)]
-    return pd.Series({seed: stability_statistics(h, window)[name] for seed, h in rows.groupby("seed")}, dtype=float)
+def pair_windows(histories: pd.DataFrame, a: str, b: str, seeds: list[int], rule: str = "default"
+                 ) -> tuple[dict[int, int], list[int]]:
+    """Each seed's window for the pair (`statistics.pair_window`), and the seeds whose pair cannot give
+    `MIN_WINDOW` changes (left out of the pair's curve tests)."""
+    lengths = histories[histories["label"].isin([a, b])].groupby(["label", "seed"])["epoch"].max()
+    windows, short = {}, []
+    for seed in seeds:
+        if (a, seed) not in lengths.index or (b, seed) not in lengths.index:
+            continue
+        window = pair_window(int(lengths[(a, seed)]), int(lengths[(b, seed)]), rule)
+        if window >= MIN_WINDOW:
+            windows[seed] = window
+        else:
+            short.append(seed)
+    return windows, short
+
+
+def window_span(windows: dict[int, int]) -> str:
+    """'4' or '4-20': the windows' lengths in changes."""
+    if not windows:
+        return "0"
+    low, high = min(windows.values()), max(windows.values())
+    return f"{low}" if low == high else f"{low}-{high}"
 
 
 def compare(runs: pd.DataFrame, histories: pd.DataFrame, a: str, b: str, name: str,
             options: Options = DECLARED) -> PairedComparison:
     """`a` against `b` on one statistic, over their paired seeds (`paired_seeds`), with the registry's minimum
-    effect (x `options.margin_scale`). `details` holds the window, and for the speed test its target."""
+    effect (x `options.margin_scale`). `details` holds the windows, and for the speed test its target."""
     s = statistic(name)
     seeds = paired_seeds(runs, a, b, options)
-    details: dict = {"window": 0, "note": ""}
+    details: dict = {"window": 0, "windows": {}, "note": ""}
     loss_level = 0.0
     if s.curve:
-        paired = histories[histories["label"].isin([a, b]) & histories["seed"].isin(seeds)]
-        lengths = paired.groupby(["label", "seed"])["epoch"].max()
-        short = sorted({int(seed) for (_, seed), epochs in lengths.items() if default_window(int(epochs)) < MIN_WINDOW})
-        if short:  # a run stopped at its target within two epochs has no late window; it would shrink everyone's
-            seeds = [seed for seed in seeds if seed not in short]
-            paired = paired[paired["seed"].isin(seeds)]
-            lengths = lengths[lengths.index.get_level_values("seed").isin(seeds)]
-            details["note"] = (f"seed{'s' if len(short) > 1 else ''} {', '.join(map(str, short))} left out: a run "
-                               f"stopped at its target before its late window held {MIN_WINDOW} changes")
-        window = common_window(lengths.tolist(), options.window)
-        values_a, values_b = (_curve_values(histories, label, name, seeds, window) for label in (a, b))
-        if s.curve.endswith("loss") and len(seeds):
-            control = paired[paired["label"] == b]
-            loss_level = float(np.mean([late_values(h[s.curve], window).mean() for _, h in control.groupby("seed")]))
-        details["window"] = window
-    elif name == "epochs_to_target":
-        target = choose_target(runs, histories, a, b, seeds)
+        windows, short = pair_windows(histories, a, b, seeds, options.window)
+        seeds = sorted(windows)
+        if short:  # a pair whose shorter run stopped early judges its own seed; too short a pair is left out
+            details["note"] = (f"seed{'s' if len(short) > 1 else ''} {', '.join(map(str, short))} left out: the "
+                               f"pair's late window held fewer than {MIN_WINDOW} changes")
+        values_a, values_b = (pd.Series({seed: stability_statistics(run_history(histories, label, seed), windows[seed])[
+            name] for seed in seeds}, dtype=float) for label in (a, b))
+        if s.loss_floor and seeds:
+            loss = "train_loss" if s.curve == "train_loss" else "val_loss"
+            loss_level = float(np.mean([late_values(run_history(histories, b, seed)[loss], windows[seed]).mean()
+                                        for seed in seeds]))
+        details.update(window=max(windows.values(), default=0), windows=windows)
+    elif name == "val_acc_early_mean":
+        values_a, values_b = (pd.Series({seed: early_mean(run_history(histories, label, seed)) for seed in seeds},
+                                        dtype=float) for label in (a, b))
+    elif s.kind == "speed":
+        target = choose_target(runs, histories, a, b, seeds, rising="rising" in name)
         times_a, times_b = (times_to_target(histories, label, target.values) for label in (a, b))
-        values_a, values_b = times_a["epochs"].astype(float), times_b["epochs"].astype(float)
+        column = "seconds" if s.unit == "s" else "epochs"
+        values_a, values_b = times_a[column].astype(float), times_b[column].astype(float)
         details.update(note=describe_target(target, times_a, times_b, a, b), reached_a=int(times_a["reached"].sum()),
                        reached_b=int(times_b["reached"].sum()), target_drop=target.drop)
     else:
         values_a, values_b = (by_seed(runs, label, name) for label in (a, b))
         values_a, values_b = values_a[values_a.index.isin(seeds)], values_b[values_b.index.isin(seeds)]
     control_level = float(values_b.mean()) if len(values_b) else 0.0
-    margin = s.minimum_effect(control_level, loss_level) * options.margin_scale
-    result = paired_compare(values_a, values_b, name, (a, b), s.higher_is_better, margin)
+    margin = s.minimum_effect(control_level) * options.margin_scale
+    result = paired_compare(values_a, values_b, name, (a, b), s.higher_is_better, margin,
+                            floor=s.holds_floor(loss_level) * options.margin_scale, method=options.method)
     result.details = details
     return result
 
@@ -147,39 +178,6 @@ def describe(result: PairedComparison) -> str:
     return (f"{s.label}: {result.a} {s.show(result.mean_a)} vs {result.b} {s.show(result.mean_b)}; difference "
             f"{s.show(result.mean_diff, True)}{interval}{' ' + s.unit if s.unit else ''}{effect}, {result.a} better "
             f"in {result.a_better_in}/{result.n} seeds")
-
-
-def _learning_rates(histories: pd.DataFrame, label: str, seed: int, window: int) -> np.ndarray:
-    history = histories[(histories["label"] == label) & (histories["seed"] == seed)].sort_values("epoch")
-    return history["lr"].to_numpy(dtype=float)[-window:] if window > 0 else np.array([])
-
-
-def _show_rates(rates: np.ndarray) -> str:
-    return f"{rates[0]:.2g}" if np.allclose(rates, rates[0]) else f"{rates[0]:.2g} → {rates[-1]:.2g}"
-
-
-def confounds(runs: pd.DataFrame, histories: pd.DataFrame, a: str, b: str, seeds: list[int], window: int) -> str:
-    """What a and b differ in besides the head, as a phrase ('' when they are matched): the checkpoint they start
-    from, the optimizer, and the learning rate, read per epoch from history.csv's `lr` over the window where the
-    statistic has one, else from the configuration."""
-    found = []
-    start_a, start_b = start_label(runs, a), start_label(runs, b)
-    if start_a != start_b:
-        origin = {label: start or "the pretrained weights" for label, start in ((a, start_a), (b, start_b))}
-        found.append(f"{a} is {b} trained further" if start_a == b else
-                     f"{a} starts from {origin[a]}, {b} from {origin[b]}")
-    first = {label: runs[runs["label"] == label].iloc[0] for label in (a, b) if (runs["label"] == label).any()}
-    if len(first) == 2 and first[a].get("optimizer") != first[b].get("optimizer"):
-        found.append(f"optimizer {first[a]['optimizer']} vs {first[b]['optimizer']}")
-    if window and seeds and "lr" in histories:
-        rates = {label: _learning_rates(histories, label, seeds[0], window) for label in (a, b)}
-        differ = any(not np.allclose(_learning_rates(histories, a, seed, window),
-                                     _learning_rates(histories, b, seed, window)) for seed in seeds)
-        if differ:
-            found.append(f"learning rate in the window {a} {_show_rates(rates[a])}, {b} {_show_rates(rates[b])}")
-    elif len(first) == 2 and any(str(first[a].get(f)) != str(first[b].get(f)) for f in RECIPE if f != "optimizer"):
-        found.append("learning-rate recipe differs")
-    return "; ".join(found)
 
 
 def overfitting_rule(result: PairedComparison, label: str, histories: pd.DataFrame) -> tuple[str, str]:
@@ -201,8 +199,7 @@ def overfitting_rule(result: PairedComparison, label: str, histories: pd.DataFra
 def endpoint_row(runs: pd.DataFrame, histories: pd.DataFrame, regime: Regime, test: Endpoint,
              options: Options = DECLARED) -> dict:
     """One declared test computed: its numbers (in display units), raw label, confounds and notes."""
-    name = statistic(test.statistic).alternative if options.swap_statistic else test.statistic
-    name = name or test.statistic
+    name = options.statistic_for(test.statistic)
     s = statistic(name)
     result = compare(runs, histories, test.a, test.b, name, options)
     p = claim_p_values(result, test.kind)
@@ -217,32 +214,38 @@ def endpoint_row(runs: pd.DataFrame, histories: pd.DataFrame, regime: Regime, te
             "mean_a": result.mean_a * s.scale, "mean_b": result.mean_b * s.scale,
             "difference": result.mean_diff * s.scale, "ci_low": result.ci_low * s.scale,
             "ci_high": result.ci_high * s.scale, "effect_size": result.effect_size,
-            "minimum_effect": (result.margin or 0.0) * s.scale, "p_value": result.p_value,
+            **percent_of_control(result, s.kind),
+            "minimum_effect": (result.margin or 0.0) * s.scale, "holds_floor": result.floor * s.scale,
+            "correlation": result.correlation, "windows": window_span(result.details.get("windows", {})),
+            "p_value": result.p_value,
             "p_holds": p["holds"], "p_fails": p["fails"], "verdict": label, "a_better_in": result.a_better_in,
             "reached_a": result.details.get("reached_a"), "reached_b": result.details.get("reached_b"),
             "confound": confound, "note": "; ".join(x for x in (result.details["note"], overfit) if x),
             "measured": describe(result), "result": result}
 
 
-def regime_table(runs: pd.DataFrame, histories: pd.DataFrame, regime: Regime, options: Options = DECLARED
-                 ) -> pd.DataFrame:
-    """Every declared test of a regime on its runs (tests whose labels have no runs yet are left out)."""
+def regime_table(runs: pd.DataFrame, histories: pd.DataFrame, regime: Regime, options: Options = DECLARED,
+                 primary_only: bool = False) -> pd.DataFrame:
+    """Every declared test of a regime on its runs (tests whose labels have no runs yet are left out); with
+    `primary_only` its primary tests alone (what the sensitivity checks recompute)."""
     present = set(runs["label"]) if len(runs) else set()
     options = regime_options(regime, options)
-    rows = [endpoint_row(runs, histories, regime, test, options) for test in regime.tests
-            if {test.a, test.b} <= present]
+    tests = regime.primary() if primary_only else regime.tests
+    rows = [endpoint_row(runs, histories, regime, test, options) for test in tests if {test.a, test.b} <= present]
     return pd.DataFrame(rows)
 
 
-def with_holm(table: pd.DataFrame, histories: dict[str, pd.DataFrame]) -> pd.DataFrame:
+def with_holm(table: pd.DataFrame, histories: dict[str, pd.DataFrame], correction: str = "holm") -> pd.DataFrame:
     """Holm over the table's primary rows: adjusted p-values and the label read from them (`verdict_holm`);
-    `histories` (by regime title) feed the overfitting rule. Other rows keep '' (exploratory: uncorrected)."""
+    `histories` (by regime title) feed the overfitting rule. Other rows keep '' (exploratory: uncorrected).
+    `correction` "bh" adjusts by Benjamini-Hochberg instead (a sensitivity check; the columns keep their names)."""
     table = table.copy()
     table["p_holm"], table["verdict_holm"] = np.nan, ""
     primary = table.index[table["role"] == "primary"] if len(table) else []
     if not len(primary):
         return table
-    adjusted = {key: holm([claim_p_values(table.at[i, "result"], table.at[i, "kind"])[key] for i in primary])
+    adjust = CORRECTIONS[correction]
+    adjusted = {key: adjust([claim_p_values(table.at[i, "result"], table.at[i, "kind"])[key] for i in primary])
                 for key in ("holds", "fails", "differs")}
     for position, i in enumerate(primary):
         result, kind = table.at[i, "result"], table.at[i, "kind"]
@@ -277,12 +280,12 @@ def planned_seeds(result: PairedComparison, kind: str, family: int) -> tuple[flo
     return float(low or "inf"), float(high or "inf")
 
 
-def family_table(data: dict[Regime, tuple[pd.DataFrame, pd.DataFrame]], options: Options = DECLARED
-                 ) -> pd.DataFrame:
+def family_table(data: dict[Regime, tuple[pd.DataFrame, pd.DataFrame]], options: Options = DECLARED,
+                 primary_only: bool = False) -> pd.DataFrame:
     """The tests of several regimes (one study) in one table, Holm applied over all their primary tests."""
     tables = []
     for regime, (runs, histories) in data.items():
-        tables.append(regime_table(runs, histories, regime, options))
+        tables.append(regime_table(runs, histories, regime, options, primary_only))
     table = pd.concat([t for t in tables if len(t)], ignore_index=True) if any(len(t) for t in tables) else \
         pd.DataFrame(columns=["regime", "claim", "role", "verdict", "result"])
-    return with_holm(table, {regime.title: histories for regime, (_, histories) in data.items()})
+    return with_holm(table, {regime.title: histories for regime, (_, histories) in data.items()}, options.correction)

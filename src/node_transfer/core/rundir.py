@@ -14,6 +14,7 @@ import fcntl
 import io
 import json
 import math
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any
 
@@ -231,6 +232,17 @@ def epoch_line(record: dict[str, Any], epochs: int) -> str:
     nfe = f", NFE {record['nfe_forward']:.1f}" if record["solver"] != "none" else ""
     return (f"epoch {record['epoch']}/{epochs}: train loss {record['train_loss']:.4f} acc {record['train_acc']:.3f}, "
             f"val loss {record['val_loss']:.4f} acc {record['val_acc']:.3f}{nfe}, {record['seconds']:.1f} s")
+
+
+def started_at(run_dir: Path) -> str | None:
+    """When the run was first started (UTC, ISO 8601), for `config.json`: now for a new run, the recorded time for
+    a resumed one, None for a resumed run started before starts were recorded (it cannot show its date). A
+    confirmation's check compares it with the commit that declared its tests."""
+    if (run_dir / CONFIG).is_file():
+        recorded = read_json(run_dir / CONFIG, "run configuration")
+        if (run_dir / LAST).is_file() or "started_at" in recorded:
+            return recorded.get("started_at")
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def machine_of(run_dir: Path) -> str | None:

@@ -36,6 +36,7 @@ from ..model.tensor_images import make_loader
 from ..model.transfer import TransferModel, apply_memory_format, head_from_config, load_initial_weights
 from .features import cached_feature_sets
 from .resume import check_resume, early_stop_reason, is_finished
+from .solver_swap import solver_swap
 from .training import Trainer, TrainState, seed_everything
 
 
@@ -241,7 +242,8 @@ def _run(config: ExperimentConfig, run_dir: Path, dist: DistInfo, resume_point: 
         raise _NotStarted(exc) from None
     model, splits, device, config = prepared.model, prepared.splits, prepared.device, prepared.config
     if dist.is_main:
-        rundir.write_json(prepared.resolved, run_dir / rundir.CONFIG)  # on resume: with the options given now
+        resolved = {**prepared.resolved, "started_at": rundir.started_at(run_dir)}  # kept from the first start
+        rundir.write_json(resolved, run_dir / rundir.CONFIG)  # on resume: with the options given now
         if resume_point is not None:
             (run_dir / rundir.METRICS).unlink(missing_ok=True)  # extended: the old metrics no longer hold
             (run_dir / rundir.ERROR).unlink(missing_ok=True)
@@ -269,6 +271,8 @@ def _run(config: ExperimentConfig, run_dir: Path, dist: DistInfo, resume_point: 
     model.load_state_dict(rundir.load_best(run_dir, state.best_epoch)["model"])
     test_loader = make_loader(test_set, batch_size=config.batch_size)
     test = trainer.evaluate(test_loader, None, "the test set")
+    swap = solver_swap(model, lambda: trainer.evaluate(test_loader, None, "the test set (reference solver)"),
+                       test["acc"])
     best_row = state.history[state.best_epoch - 1]
     last_row = state.history[-1]
     metrics = {
@@ -282,7 +286,7 @@ def _run(config: ExperimentConfig, run_dir: Path, dist: DistInfo, resume_point: 
         "nfe_eval": test["nfe"], "images_per_s": last_row["images_per_s"],
         "peak_memory_mb": peak_memory_mb(device), "memory_kind": "cuda_max_allocated" if device.type == "cuda"
         else "process_max_rss", "fallbacks": state.fallbacks, "stopped_early": state.stopped_early,
-        "stop_reason": stop_reason(state, config), "selected": "best validation accuracy",
+        "stop_reason": stop_reason(state, config), "selected": "best validation accuracy", **swap,
     }
     if dist.is_main:
         rundir.write_json(metrics, run_dir / rundir.METRICS)

@@ -1,0 +1,146 @@
+"""The answer's first screen, as the intro and the README give it: one row per claim of the paper (what it said,
+what the matched-control tests found, how sure), every arm named once, and the paper's own comparisons.
+
+Stability differences are shown in % of the control's level; a label beside an uncorrected 95 % interval is the
+Holm-corrected one, and where Holm changed it the uncorrected reading follows in words (`before_holm`).
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from .claims import PAPER, PAPER_CLAIMS
+from .findings import StudyData
+from .statistics import statistic
+
+
+def interval_text(row: pd.Series) -> str:
+    """'-0.04 [-0.21, +0.12] points' in the statistic's display units; one paired seed has no interval."""
+    unit = f" {row['unit']}" if row["unit"] else ""
+    digits = statistic(row["name"]).digits
+    if not row["n"] >= 2:
+        return f"{row['difference']:+.{digits}f}{unit} (one seed, no interval)"
+    return f"{row['difference']:+.{digits}f} [{row['ci_low']:+.{digits}f}, {row['ci_high']:+.{digits}f}]{unit}"
+
+
+def target_reach(data: StudyData) -> dict[tuple[str, str], str]:
+    """Per configuration given a target by its suite (the paper's: the baseline's best validation accuracy), how
+    many of its runs reached it within their budget: {(regime title, 'rk'): '0 of 5', ...}."""
+    reach = {}
+    for regime, (runs, histories) in data.items():
+        if "target_val_acc" not in runs:
+            continue
+        best = histories.groupby(["label", "seed"])["val_acc"].max()
+        for label, group in runs[runs["target_val_acc"].notna()].groupby("label", sort=False):
+            hit = sum(best[(label, seed)] >= target for seed, target in zip(group["seed"], group["target_val_acc"]))
+            reach[(regime.title, label)] = f"{hit} of {len(group)}"
+    return reach
+
+
+def claim_tests(table: pd.DataFrame, number: int) -> tuple[pd.DataFrame, bool, list[str], pd.DataFrame]:
+    """The tests that answer one claim: the matched-control rows (primary; where a claim has none, the first
+    exploratory statistic of each kind for each matched pair), whether they are Holm-corrected, their statistics
+    in order, and the paper's own (confounded) rows on those statistics."""
+    rows = table[table["claim"] == number]
+    matched = rows[rows["role"] == "primary"]
+    corrected = not matched.empty
+    if not corrected:
+        kinds = rows["name"].map(lambda name: statistic(name).kind)
+        matched = rows[rows["role"] == "exploratory"].assign(kind_=kinds).drop_duplicates(["regime", "a", "b", "kind_"])
+    names = list(dict.fromkeys(matched["name"]))
+    return matched, corrected, names, rows[(rows["role"] == "paper") & rows["name"].isin(names)]
+
+
+def regime_short(regime: str) -> str:
+    """'fine-tune' for 'Fashion-MNIST, fine-tune'."""
+    return regime.split(", ")[-1]
+
+
+def percent_text(row: pd.Series) -> str:
+    """'+19 % [+5 %, +33 %] of fc-adam's' for a stability row with a control level; '' otherwise."""
+    if not pd.notna(row.get("difference_pct")):
+        return ""
+    interval = (f" [{_pct(row['ci_low_pct'])}, {_pct(row['ci_high_pct'])}]" if pd.notna(row.get("ci_low_pct"))
+                else "")
+    return f"{_pct(row['difference_pct'])}{interval} of {row['b']}'s"
+
+
+def _pct(value: float) -> str:
+    """'+19 %', '-0.3 %' (one decimal below one per cent, so a small difference does not read as '-0 %')."""
+    return f"{value:+.1f} %" if abs(value) < 1 else f"{value:+.0f} %"
+
+
+def before_holm(row: pd.Series) -> str:
+    """How the uncorrected label reads where Holm's differs: 'lower in 9 of 10 seeds before Holm's correction'."""
+    raw, corrected = row["verdict"], row.get("verdict_holm", "")
+    if not corrected or raw == corrected:
+        return ""
+    if "not shown" in raw:
+        n, better = int(row["n"]), int(row["a_better_in"])
+        higher_is_better = statistic(row["name"]).higher_is_better
+        side = raw.split(",")[0]
+        count = better if (side == "higher") == higher_is_better else n - better
+        raw = f"{side} in {count} of {n} seeds"
+    return f"{raw} before Holm's correction"
+
+
+def finding(row: pd.Series) -> str:
+    """One matched-control test for the claims table: pair, regime, difference and interval (stability in % of the
+    control), its label after Holm, and the uncorrected label where it differs."""
+    shown = percent_text(row) or interval_text(row)
+    label = row["verdict_holm"] or row["verdict"]
+    raw = before_holm(row)
+    return (f"{row['a']} − {row['b']}, {regime_short(row['regime'])}: {shown}, **{label}**"
+            + (f" ({raw})" if raw else ""))
+
+
+def claims_table(table: pd.DataFrame) -> str:
+    """The answer as a Markdown table, one row per claim: what the paper said, what the matched-control tests found
+    on the claim's main statistic, and how sure (seeds, intervals, correction)."""
+    family = int((table["role"] == "primary").sum())
+    rows = ["| claim | the paper said | we found against the matched control (95 % intervals, uncorrected) "
+            "| how sure |", "|---|---|---|---|"]
+    for number, claim in PAPER_CLAIMS.items():
+        if number == 0 or not (table["claim"] == number).any():
+            continue
+        matched, corrected, names, _ = claim_tests(table, number)
+        main = matched[matched["name"] == names[0]]
+        found = "; ".join(finding(row) for _, row in main.iterrows())
+        seeds = sorted(set(main["n"].astype(int)))
+        count = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
+        sure = (f"{count} paired seeds; labels Holm-corrected over {family}" if corrected
+                else f"{count} paired seeds; exploratory, labels uncorrected")
+        said = claim.short + (f" ({PAPER['baseline']['test'] * 100:.0f} % for all three)" if number == 1 else "")
+        rows.append(f"| {number}. {claim.title} | {said} | {statistic(names[0]).label}: {found} | {sure} |")
+    return "\n".join(rows)
+
+
+def arms_line(data: StudyData, table: pd.DataFrame) -> str:
+    """Every arm the claims table and the paper's comparisons name, once, in words (from the suites' groups)."""
+    named = dict.fromkeys(label for column in ("a", "b") for label in table.loc[
+        table["role"].isin(["primary", "paper"]) | (table["claim"] == 4), column])
+    groups: dict[str, str] = {}
+    for runs, _ in data.values():
+        if "group" in runs:
+            for label, group in runs.drop_duplicates("label").set_index("label")["group"].items():
+                groups.setdefault(label, group)
+    return "**The arms.** " + "; ".join(f"`{label}`: {groups[label]}" for label in named if label in groups) + "."
+
+
+def paper_comparisons(data: StudyData, table: pd.DataFrame) -> str:
+    """The paper's own (confounded) accuracy comparisons against the baseline, by regime, and how many runs of the
+    NODE arms reached the paper's own target (the baseline's best validation accuracy)."""
+    rows = table[(table["role"] == "paper") & (table["name"] == "test_acc") & (table["b"] == "baseline")]
+    below = [f"{row['a']} {interval_text(row)} ({regime_short(row['regime'])})" for _, row in rows.iterrows()
+             if row["n"] >= 2 and row["ci_high"] < 0]
+    reach = target_reach(data)
+    reached = [f"{label} in {count} ({regime_short(regime)})" for (regime, label), count in reach.items()
+               if label in set(rows["a"])]
+    text = ("**The paper's own comparisons** (against the baseline, so the ODE comes mixed with more training and "
+            "another optimizer or learning rate): ")
+    text += (f"the continued NODE arms end below the baseline they start from: {', '.join(below)}. " if below else
+             "no continued NODE arm ends below the baseline it starts from. ")
+    if reached:
+        text += ("The paper's target, the baseline's best validation accuracy, was reached by "
+                 f"{', '.join(reached)} runs.")
+    return text

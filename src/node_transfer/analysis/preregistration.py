@@ -1,0 +1,81 @@
+"""Declare, then run: a confirmatory family is judged only by rules committed before its runs started.
+
+A confirmation (`claims.CONFIRMATIONS`) is dated by git: the commit that first added its key to `claims.py`
+(`declared_at`). Every run it judges records when it started (`config.json`'s `started_at`, UTC), and
+`runs_not_after` lists those that started before the declaration or cannot show when they started: the check
+fails on any. `confirmation_table` computes the family on the declared seeds only, Holm over its own tests.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import replace
+from datetime import datetime
+from pathlib import Path
+
+import pandas as pd
+
+from ..core.rundir import CONFIG, read_json
+from .claims import STUDIES, Confirmation, Regime
+from .findings import StudyData
+from .verdicts import DECLARED, Options, family_table
+
+#: The file whose history dates a declaration.
+DECLARING_FILE = Path(__file__).with_name("claims.py")
+
+
+def declared_at(confirmation: Confirmation, repository: Path | None = None) -> datetime | None:
+    """The commit time of the first commit that added the confirmation's key to `claims.py`; None when git or the
+    history cannot tell (a copy without `.git`, or a declaration not committed yet)."""
+    root = repository or DECLARING_FILE.parents[3]
+    try:
+        log = subprocess.run(["git", "-C", str(root), "log", "--reverse", "--format=%cI", f"-S{confirmation.key}",
+                              "--", str(DECLARING_FILE.relative_to(root))],
+                             capture_output=True, text=True, check=True, timeout=60).stdout.split()
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None
+    return datetime.fromisoformat(log[0]) if log else None
+
+
+def started_at(run_dir: Path) -> datetime | None:
+    """When a run was first started, from its `config.json` (None for runs made before starts were recorded)."""
+    value = read_json(run_dir / CONFIG, "run configuration").get("started_at") if (run_dir / CONFIG).is_file() \
+        else None
+    return datetime.fromisoformat(value) if value else None
+
+
+def regime_of(confirmation: Confirmation) -> Regime:
+    """The declared regime of a confirmation."""
+    return next(regime for s in STUDIES.values() for regime in s.regimes if regime.key == confirmation.regime)
+
+
+def confirmatory_runs(suite_dir: Path, runs: pd.DataFrame, confirmation: Confirmation) -> pd.DataFrame:
+    """The runs of the declared seeds, with when each started (`started_at`, NaT when unrecorded)."""
+    chosen = runs[runs["seed"].isin(confirmation.seeds)].copy()
+    chosen["started_at"] = [started_at(Path(suite_dir) / run_dir) for run_dir in chosen["run_dir"]]
+    return chosen
+
+
+def runs_not_after(runs: pd.DataFrame, declared: datetime | None) -> list[str]:
+    """The runs ('rk-s5') that started before the declaration, or cannot show when they started; every run when
+    the declaration itself has no date."""
+    return [f"{row['label']}-s{int(row['seed'])}" for _, row in runs.iterrows()
+            if declared is None or row["started_at"] is None or pd.isna(row["started_at"])
+            or row["started_at"] <= declared]
+
+
+def confirmation_options(confirmation: Confirmation, options: Options = DECLARED) -> Options:
+    """The declared analysis restricted to the confirmation's seeds."""
+    seeds = set(confirmation.seeds)
+    given = options.seed_filter
+    rule = (lambda runs: seeds) if given is None else (lambda runs: given(runs) & seeds)
+    return replace(options, seed_filter=rule)
+
+
+def confirmation_table(data: StudyData, confirmation: Confirmation, options: Options = DECLARED) -> pd.DataFrame:
+    """The confirmatory family: the regime's declared tests on the declared seeds only, Holm over its primary
+    tests alone (an empty frame while the regime has no runs)."""
+    regime = regime_of(confirmation)
+    if regime not in data:
+        return pd.DataFrame()
+    return family_table({regime: data[regime]}, confirmation_options(confirmation, options))
