@@ -166,9 +166,12 @@ def test_where_this_machine_differs_from_the_recorded_run_is_noted(tmp_path, cap
     older = read_json(COMMITTED / "config.json")
     older["versions"] = {**older["versions"], "torch": "2.9.0", **cpu_description()}
     older["torch_threads"] = torch.get_num_threads() + 1
+    older["device_resolved"] = "cuda:0"  # its device option was `auto`, on a machine with a GPU
     (tmp_path / "config.json").write_text(json.dumps(older))
     params = tmp_path / "params.yaml"
-    assert main(["run", "--config", str(tmp_path / "config.json"), "--write-params", str(params)]) == 0
+    argv = ["run", "--config", str(tmp_path / "config.json"), "--device", "cpu", "--write-params", str(params)]
+    assert main(argv) == 0
     err = capsys.readouterr().err
     assert f"torch {torch.__version__} here, 2.9.0 in the run" in err and "torch threads" in err
-    assert "cpu " not in err  # the same CPU model and instruction set: not a difference
+    assert "device cpu here, cuda:0 in the run" in err
+    assert f"cpu {cpu_description()['cpu']} here" not in err  # the same CPU model: not a difference

@@ -75,7 +75,8 @@ def note_rerun(config_file: str, config: ExperimentConfig, given: dict[str, Any]
                           "to override it)") from None
     import torch
 
-    differences = environment_differences(recorded, library_versions(), torch.get_num_threads())
+    device_type = "cuda" if config.device != "cpu" and torch.cuda.is_available() else "cpu"
+    differences = environment_differences(recorded, library_versions(), torch.get_num_threads(), device_type)
     if differences and int(os.environ.get("RANK", "0")) == 0:
         print(f"node-transfer: note: this machine differs from the run {config_file} records ({'; '.join(differences)})"
               ": its numbers may differ in their last digits", file=sys.stderr)

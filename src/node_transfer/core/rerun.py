@@ -70,12 +70,17 @@ def read_run_config(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return values, recorded
 
 
-def environment_differences(recorded: Mapping[str, Any], versions: Mapping[str, Any], threads: int) -> list[str]:
-    """What differs between where a run was recorded and here ("torch 2.14.1 here, 2.13.0 recorded"), for a note."""
+def environment_differences(recorded: Mapping[str, Any], versions: Mapping[str, Any], threads: int,
+                            device_type: str) -> list[str]:
+    """What differs between where a run was recorded and here ("torch 2.14.1 here, 2.13.0 in the run"), for a note;
+    `device_type` is the kind of device the re-run will use (cpu, cuda)."""
     saved = recorded.get("versions") if isinstance(recorded.get("versions"), dict) else {}
     differences = [f"{name} {versions.get(name, 'unknown')} here, " + (f"{saved[name]} in the run" if name in saved
                                                                         else "not recorded by the run")
                    for name in COMPARED_VERSIONS if saved.get(name) != versions.get(name)]
+    device = recorded.get("device_resolved")
+    if isinstance(device, str) and device.split(":")[0] != device_type:
+        differences.append(f"device {device_type} here, {device} in the run")
     if isinstance(recorded.get("torch_threads"), int) and recorded["torch_threads"] != threads:
         differences.append(f"torch threads {threads} here, {recorded['torch_threads']} in the run (OMP_NUM_THREADS "
                            "sets them)")
