@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..core.rundir import ERROR, METRICS
+from ..core.suitedir import run_dir_name
 from .claims import Regime
 from .paired import FAILS, HOLDS, UNDECIDED
 from .statistics import by_seed
@@ -82,9 +84,9 @@ def diverged(runs: pd.DataFrame, histories: pd.DataFrame, label: str) -> pd.Seri
 def failed_seeds(suite_dir: Path, label: str) -> set[int]:
     """Seeds of `label` whose run directory holds an error and no metrics: runs that failed outright."""
     found = set()
-    for run_dir in Path(suite_dir).glob(f"{label}-s*"):
+    for run_dir in Path(suite_dir).glob(run_dir_name(label, "*")):
         seed = run_dir.name.rsplit("-s", 1)[-1]
-        if seed.isdigit() and (run_dir / "error.txt").is_file() and not (run_dir / "metrics.json").is_file():
+        if seed.isdigit() and (run_dir / ERROR).is_file() and not (run_dir / METRICS).is_file():
             found.add(int(seed))
     return found
 

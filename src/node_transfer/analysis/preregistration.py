@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..core.rundir import CONFIG, read_json
+from ..core.suitedir import run_dir_name
 from .claims import STUDIES, Confirmation, Regime
 from .findings import StudyData
 from .verdicts import DECLARED, Options, family_table
@@ -59,7 +60,7 @@ def confirmatory_runs(suite_dir: Path, runs: pd.DataFrame, confirmation: Confirm
 def runs_not_after(runs: pd.DataFrame, declared: datetime | None) -> list[str]:
     """The runs ('rk-s5') that started before the declaration, or cannot show when they started; every run when
     the declaration itself has no date."""
-    return [f"{row['label']}-s{int(row['seed'])}" for _, row in runs.iterrows()
+    return [run_dir_name(row["label"], int(row["seed"])) for _, row in runs.iterrows()
             if declared is None or row["started_at"] is None or pd.isna(row["started_at"])
             or row["started_at"] <= declared]
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from ..core.config import ExperimentConfig
 from ..core.errors import BackboneError, ConfigError, DataError, Interrupted, RunDirError, SuiteRunError, TrainingError
+from ..core.rundir import CONFIG
 
 
 def _optional_parser(base: type):
@@ -55,8 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run one experiment; prints its run directory last")
     run.add_argument("--quiet", action="store_true", help="no progress bars")
-    run.add_argument("--config", dest="config_file", default=None, metavar="RUN_DIR/config.json",
-                     help="run a recorded configuration again (a run's config.json or its directory), in a new "
+    run.add_argument("--config", dest="config_file", default=None, metavar=f"RUN_DIR/{CONFIG}",
+                     help=f"run a recorded configuration again (a run's {CONFIG} or its directory), in a new "
                      "directory (--out, or one under runs/); the options given on the command line override it")
     run.add_argument("--write-params", default=None, metavar="FILE",
                      help="write the options as papermill's parameters file (for -f FILE with book/experiment.md) "

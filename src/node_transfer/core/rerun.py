@@ -18,6 +18,7 @@ from typing import Any
 
 from .config import ExperimentConfig
 from .errors import ConfigError
+from .rundir import CONFIG
 from .speed import with_legacy
 
 #: What a run's config.json records besides its options (`run.experiment.prepare` writes them): facts of its data,
@@ -31,7 +32,6 @@ RUN_CONFIG_MARKERS = ("dataset", "backbone", "head", "epochs", "seed", "versions
 NOT_RERUN = ("out", "resume")
 #: Recorded versions that decide the numbers a run computes (`platform` names the kernel, which does not).
 COMPARED_VERSIONS = ("python", "torch", "torchvision", "timm", "torchdiffeq", "cpu", "cpu_capability")
-CONFIG_FILE = "config.json"
 
 
 def read_run_config(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -40,8 +40,8 @@ def read_run_config(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     ConfigError naming `config` when the file is not a run configuration or names fields this version lacks; a
     recorded value of the wrong type is named by its own parameter."""
     given = Path(path)
-    file = given / CONFIG_FILE if given.is_dir() else given
-    expected = "a run's config.json (or its run directory)"
+    file = given / CONFIG if given.is_dir() else given
+    expected = f"a run's {CONFIG} (or its run directory)"
     try:
         recorded = json.loads(file.read_text())
     except FileNotFoundError:
