@@ -59,14 +59,9 @@ def model_sizes(params: dict[str, Any]) -> ModelSizes:
                       count_parameters(head.block), count_parameters(head.fc))
 
 
-def _box(ax: plt.Axes, x: float, y: float, w: float, h: float, text: str, colour: str, size: float = 9) -> None:
-    ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.02,rounding_size=0.08", fc=colour, ec="0.3"))
+def _box(ax: plt.Axes, x: float, y: float, w: float, h: float, text: str, colour: str, size: float = 10) -> None:
+    ax.add_patch(FancyBboxPatch((x, y), w, h, boxstyle="round,pad=0.02,rounding_size=0.12", fc=colour, ec="0.3"))
     ax.text(x + w / 2, y + h / 2, text, ha="center", va="center", fontsize=size)
-
-
-def _arrow(ax: plt.Axes, x0: float, x1: float, y: float, label: str) -> None:
-    ax.annotate("", (x1, y), (x0, y), arrowprops=dict(arrowstyle="-|>", color="0.2", lw=1.2))
-    ax.text((x0 + x1) / 2, y + 0.12, label, ha="center", va="bottom", fontsize=8.5, color="0.15")
 
 
 def _shape(shape: tuple[int, ...]) -> str:
@@ -74,29 +69,36 @@ def _shape(shape: tuple[int, ...]) -> str:
 
 
 def plot_model(sizes: ModelSizes) -> plt.Figure:
-    """The transfer model as a chain of boxes, each arrow labelled with the tensor size (per image) it carries."""
-    fig, ax = plt.subplots(figsize=(12, 3.4))
+    """The transfer model as a column of boxes, top to bottom, each arrow labelled with the tensor size (per image)
+    it carries; a bracket marks the NODE head and names the controls that replace its ODE block."""
+    fig, ax = plt.subplots(figsize=(7, 6.6))
     d, w = sizes.pooled, sizes.width
-    boxes = [  # (x, width, text, colour)
-        (0.0, 1.3, f"image\n{_shape(sizes.image)}", COLOURS["data"]),
-        (2.6, 2.2, f"{sizes.backbone}\nforward_features\n{sizes.backbone_params / 1e6:.1f} M parameters",
+    boxes = [  # (bottom, height, text, colour), top to bottom
+        (9.0, 0.7, "image", COLOURS["data"]),
+        (7.3, 1.0, f"{sizes.backbone} (forward_features)\n{sizes.backbone_params / 1e6:.1f} M parameters",
          COLOURS["backbone"]),
-        (6.1, 1.3, "global\naverage pool", COLOURS["head"]),
-        (8.5, 3.6, f"ODE block: h(0) → h(1)\ndh/dt = f(t, h)\n{sizes.solver}\n"
+        (6.0, 0.6, "global average pool", COLOURS["head"]),
+        (3.2, 2.0, f"ODE block: h(0) → h(1), dh/dt = f(t, h)\n{sizes.solver}\n"
                    f"f: LayerNorm → Linear({d} + t → {w})\n→ softplus → Linear({w} + t → {d})\n"
                    f"{sizes.block_params:,} parameters", COLOURS["node"]),
-        (13.3, 1.3, f"FC\n{d} → {sizes.classes}\n{sizes.fc_params:,}\nparameters", COLOURS["head"]),
+        (1.6, 0.8, f"FC: Linear({d} → {sizes.classes})\n{sizes.fc_params:,} parameters", COLOURS["head"]),
     ]
-    for x, width, text, colour in boxes:
-        _box(ax, x, 0.0, width, 1.8, text, colour, size=8.5)
-    labels = [_shape(sizes.image), _shape(sizes.feature_map), str(d), str(d)]
-    for (x0, w0, *_), (x1, *_), label in zip(boxes, boxes[1:], labels):
-        _arrow(ax, x0 + w0 + 0.1, x1 - 0.1, 0.9, label)
-    _arrow(ax, 14.7, 15.9, 0.9, f"{sizes.classes} logits")
-    ax.text(10.3, -0.25, "NODE head = pool + ODE block + FC. Its controls: FC alone (no block); an MLP (f once, "
-                         "without t); one Euler step", ha="center", va="top", fontsize=8, color="0.3")
-    ax.set_xlim(-0.1, 16.0)
-    ax.set_ylim(-0.7, 2.0)
+    left, width = 0.2, 5.6
+    for bottom, height, text, colour in boxes:
+        _box(ax, left, bottom, width, height, text, colour)
+    labels = [f"{_shape(sizes.image)} (channels × pixels)", f"feature map {_shape(sizes.feature_map)}",
+              f"vector of {d}", f"vector of {d}", f"{sizes.classes} logits"]
+    ends = [(bottom, next_bottom + height) for (bottom, *_), (next_bottom, height, *_) in zip(boxes, boxes[1:])]
+    ends.append((boxes[-1][0], 0.8))
+    for (top, end), label in zip(ends, labels):
+        ax.annotate("", (3.0, end + 0.05), (3.0, top - 0.05), arrowprops=dict(arrowstyle="-|>", color="0.2", lw=1.3))
+        ax.text(3.15, (top + end) / 2, label, ha="left", va="center", fontsize=9.5, color="0.15")
+    head_top, head_bottom = boxes[2][0] + boxes[2][1], boxes[4][0]
+    ax.plot([6.05, 6.25, 6.25, 6.05], [head_top, head_top, head_bottom, head_bottom], color="0.3", lw=1.2)
+    ax.text(6.4, (head_top + head_bottom) / 2, "the NODE head\n\nits controls\nreplace the block:\nnothing (FC),\n"
+            "f once without t\n(MLP),\none Euler step", ha="left", va="center", fontsize=9.5, color="0.2")
+    ax.set_xlim(0, 8.6)
+    ax.set_ylim(0.5, 9.8)
     ax.axis("off")
     fig.tight_layout()
     return fig
@@ -136,36 +138,35 @@ def protocol(profile: str = "fmnist") -> Protocol:
 
 
 def _bar(ax: plt.Axes, y: float, start: float, length: float, text: str, colour: str) -> None:
-    ax.barh(y, length, left=start, height=0.6, color=colour, edgecolor="0.3")
-    ax.text(start + length / 2, y, text, ha="center", va="center", fontsize=8.5)
+    ax.barh(y, length, left=start, height=0.7, color=colour, edgecolor="0.3")
+    ax.text(start + length / 2, y, text, ha="center", va="center", fontsize=9.5)
 
 
 def _checkpoint(ax: plt.Axes, x: float, y0: float, y1: float) -> None:
     ax.plot([x, x], [y0, y1], color="0.2", lw=1.2, ls="--")
     ax.plot([x], [y0], marker="v", color="0.2", ms=7)
-    ax.text(x, y0 + 0.12, "checkpoint", ha="center", va="bottom", fontsize=8)
+    ax.text(x, y0 + 0.12, "checkpoint", ha="center", va="bottom", fontsize=9.5)
 
 
 def plot_protocol(plan: Protocol) -> plt.Figure:
     """Two timelines on epoch axes: the paper regime (baseline, then the continued arms from its checkpoint) and the
     overfitting regime (the same, longer, and the NODE head trained from ImageNet beside the baseline)."""
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 4.6), height_ratios=[2, 3])
-    stop = "; each stops at the baseline's val. accuracy" if plan.paper_stops_at_target else ""
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(8.5, 5.4), height_ratios=[2, 3])
+    stop = "\neach stops at the baseline's val. accuracy" if plan.paper_stops_at_target else ""
     _bar(top, 1, 0, plan.paper_baseline, "baseline\n(FC, from ImageNet)", COLOURS["baseline"])
     _bar(top, 0, plan.paper_baseline, plan.paper_continued,
-         f"{len(plan.paper_arms)} continued arms,\nup to {plan.paper_continued} epochs{stop}", COLOURS["continued"])
+         f"{len(plan.paper_arms)} continued arms, up to {plan.paper_continued} epochs{stop}", COLOURS["continued"])
     _checkpoint(top, plan.paper_baseline, 1.45, 0.3)
-    top.set_title(f"paper suite ({plan.profile} profile): full fine-tuning, the paper's protocol", fontsize=10,
-                  loc="left")
+    top.set_title(f"paper suite ({plan.profile} profile): the paper's protocol", fontsize=10.5, loc="left")
     _bar(bottom, 2, 0, plan.overfit_baseline, "baseline (FC, from ImageNet)", COLOURS["baseline"])
     _bar(bottom, 1, plan.overfit_baseline, plan.overfit_continued,
          f"{len(plan.overfit_arms)} continued arms,\n{plan.overfit_continued} epochs each", COLOURS["continued"])
     _bar(bottom, 0, 0, plan.overfit_baseline,
-         f"{', '.join(plan.side_by_side)} (NODE head, from ImageNet, the baseline's recipe)", COLOURS["imagenet"])
+         f"{', '.join(plan.side_by_side)}: NODE head from ImageNet,\nthe baseline's recipe", COLOURS["imagenet"])
     _checkpoint(bottom, plan.overfit_baseline, 2.45, 1.3)
     images = f"{plan.overfit_images:,} training images, " if plan.overfit_images else ""
-    bottom.set_title(f"overfit suite: the overfitting regime, {images}no augmentation, long training", fontsize=10,
-                     loc="left")
+    bottom.set_title(f"overfit suite: the overfitting regime\n({images}no augmentation, long training)",
+                     fontsize=10.5, loc="left")
     for ax, total in ((top, plan.paper_baseline + plan.paper_continued),
                       (bottom, plan.overfit_baseline + plan.overfit_continued)):
         ax.set_yticks([])
@@ -173,7 +174,7 @@ def plot_protocol(plan: Protocol) -> plt.Figure:
         ax.set_xlim(0, total * 1.02)
         ax.set_xlabel("epochs from the ImageNet weights")
         ax.spines[["left", "right", "top"]].set_visible(False)
-    top.set_ylim(-0.5, 2.1)
-    bottom.set_ylim(-0.5, 3.1)
+    top.set_ylim(-0.6, 2.2)
+    bottom.set_ylim(-0.6, 3.2)
     fig.tight_layout()
     return fig
