@@ -258,3 +258,33 @@ def test_a_confirmation_is_judged_only_on_runs_started_after_its_declaration():
     assert runs_not_after(runs, declared) == ["fc-adam-s5", "baseline-s5"]  # older, and undated
     assert runs_not_after(runs.iloc[:1], declared) == [] and runs_not_after(runs.iloc[:1], None) == ["rk-s5"]
     assert all(set(c.seeds).isdisjoint(range(5)) for c in CONFIRMATIONS.values())  # new seeds only
+
+
+def test_every_committed_confirmatory_run_started_after_its_declaration():
+    from node_transfer.analysis.claims import CONFIRMATIONS
+    from node_transfer.analysis.preregistration import confirmation_status
+    from node_transfer.suites.notebooks import results_dir
+
+    for confirmation in CONFIRMATIONS.values():
+        status = confirmation_status(results_dir(), confirmation)
+        if status["finished"] and status["declared"] is None:
+            pytest.skip("git cannot date the declaration here (no history, or a shallow clone)")
+        assert status["early"] == [], f"{confirmation.key}: runs that started before the declaration"
+        assert status["planned"] == 6 * len(confirmation.seeds)  # the regime's primary arms, each seed
+
+
+def test_the_forest_plot_puts_the_node_better_to_the_right_in_minimum_effects():
+    from node_transfer.analysis.forest import forest_rows
+
+    def row(name, difference, low, high, margin, role="primary", label="undecided"):
+        return {"regime": "r", "claim": 1, "role": role, "name": name, "a": "rk", "b": "fc-adam",
+                "difference": difference, "ci_low": low, "ci_high": high, "minimum_effect": margin,
+                "verdict_holm": label}
+    table = pd.DataFrame([row("test_acc", 0.25, -0.1, 0.6, 0.5),  # accuracy: higher is better
+                          row("val_loss_fluctuation", -0.002, -0.003, -0.001, 0.001),  # lower is steadier
+                          row("test_acc", -1.0, -1.5, -0.5, 0.5, role="paper")])
+    rows = forest_rows(table)
+    assert list(rows["advantage"]) == pytest.approx([0.5, 2.0, -2.0])
+    assert list(rows["low"]) == pytest.approx([-0.2, 1.0, -3.0])
+    assert list(rows["high"]) == pytest.approx([1.2, 3.0, -1.0])
+    assert list(rows["role"]) == ["primary", "primary", "paper"]  # the paper's own beneath its regime's tests

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from node_transfer.app.cli import build_parser, config_options, main
+from node_transfer.core.choices import HEAD_KINDS
 from node_transfer.core.config import ExperimentConfig
 from node_transfer.core.errors import ConfigError
 
@@ -149,3 +150,13 @@ def test_help_shows_one_spelling_and_both_are_accepted(capsys):
     args = build_parser().parse_args(["run", "--data_dir", "d", "--freeze_backbone", "--no-cache_features"])
     config = ExperimentConfig.from_dict(config_options(args))
     assert config.data_dir == "d" and config.freeze_backbone and not config.cache_features
+
+
+@pytest.mark.parametrize("head", sorted(HEAD_KINDS))
+def test_a_new_run_directory_names_its_head(tmp_path, head):
+    from node_transfer.run.experiment import new_run_dir
+
+    config = ExperimentConfig(head=head, solver="rk4", step_size=0.25, adjoint=head == "node", dataset="digits")
+    name = new_run_dir(config, tmp_path).name
+    expected = {"fc": "-digits-fc-s0", "mlp": "-digits-mlp-s0", "node": "-digits-node-rk4-adjoint-s0"}[head]
+    assert name.endswith(expected), name  # an mlp run once got a folder named ...-node-dopri5-s0

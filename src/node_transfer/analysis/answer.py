@@ -16,7 +16,7 @@ import pandas as pd
 from ..suites.results import DATASET_NAMES
 from .claims import PAPER, PAPER_CLAIMS
 from .convergence import start_label
-from .findings import StudyData, load_study, primary, study_table
+from .findings import StudyData, declared_study, primary
 from .first_screen import (
     arms_line,
     claim_tests,
@@ -207,8 +207,7 @@ def answer_facts(results: str | Path) -> dict[str, str | int]:
     """What the intro states, by the name it glues it under: the bottom line, the claims table and the arms for the
     first screen, per numbered claim the full account (`detail_1`...), the claims as a numbered list
     (`claims_list`), the scope, the paper's own comparisons and the primary tests by label."""
-    data = load_study(results)
-    table = study_table(data)
+    data, table = declared_study(str(results))
     details = claim_sentences(table, target_reach(data))
     facts: dict[str, str | int] = {f"detail_{n}": text for n, text in details.items()}
     facts["claims_list"] = "\n".join(f"{n}. **{c.title}**: {c.paper}." for n, c in PAPER_CLAIMS.items() if n)

@@ -8,6 +8,7 @@ with Holm over the primary ones; `sensitivity_table` recomputes the primary fami
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import lru_cache
 from pathlib import Path
 
 import pandas as pd
@@ -92,6 +93,14 @@ def study_table(data: StudyData, options: Options = DECLARED) -> pd.DataFrame:
     """Every declared test of the study's regimes, Holm applied over the primary ones, with the seeds each
     undecided primary test would need."""
     return with_planned_seeds(family_table(data, options))
+
+
+@lru_cache(maxsize=4)
+def declared_study(results: str, key: str = ANSWER_STUDY) -> tuple[StudyData, pd.DataFrame]:
+    """A study's runs and its tests table as declared, read once per kernel (the intro's facts and its figure share
+    them); callers must not change the frames."""
+    data = load_study(results, key)
+    return data, study_table(data)
 
 
 def primary(table: pd.DataFrame) -> pd.DataFrame:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..core.rundir import CONFIG, read_json
 from ..core.suitedir import run_dir_name
-from .claims import STUDIES, Confirmation, Regime
+from .claims import CONFIRMATIONS, STUDIES, Confirmation, Regime
 from .findings import StudyData
 from .verdicts import DECLARED, Options, family_table
 
@@ -25,17 +25,23 @@ from .verdicts import DECLARED, Options, family_table
 DECLARING_FILE = Path(__file__).with_name("claims.py")
 
 
-def declared_at(confirmation: Confirmation, repository: Path | None = None) -> datetime | None:
-    """The commit time of the first commit that added the confirmation's key to `claims.py`; None when git or the
-    history cannot tell (a copy without `.git`, or a declaration not committed yet)."""
+def declaring_commit(confirmation: Confirmation, repository: Path | None = None) -> tuple[str, datetime] | None:
+    """(hash, commit time) of the first commit that added the confirmation's key to `claims.py`; None when git or
+    the history cannot tell (a copy without `.git`, a shallow clone, or a declaration not committed yet)."""
     root = repository or DECLARING_FILE.parents[3]
     try:
-        log = subprocess.run(["git", "-C", str(root), "log", "--reverse", "--format=%cI", f"-S{confirmation.key}",
+        log = subprocess.run(["git", "-C", str(root), "log", "--reverse", "--format=%H %cI", f"-S{confirmation.key}",
                               "--", str(DECLARING_FILE.relative_to(root))],
                              capture_output=True, text=True, check=True, timeout=60).stdout.split()
     except (OSError, ValueError, subprocess.SubprocessError):
         return None
-    return datetime.fromisoformat(log[0]) if log else None
+    return (log[0], datetime.fromisoformat(log[1])) if len(log) >= 2 else None
+
+
+def declared_at(confirmation: Confirmation, repository: Path | None = None) -> datetime | None:
+    """When the confirmation was declared (`declaring_commit`), or None."""
+    found = declaring_commit(confirmation, repository)
+    return found[1] if found else None
 
 
 def started_at(run_dir: Path) -> datetime | None:
@@ -73,6 +79,25 @@ def confirmation_options(confirmation: Confirmation, options: Options = DECLARED
     return replace(options, seed_filter=rule)
 
 
+def confirmation_status(results: str | Path, confirmation: Confirmation) -> dict:
+    """Where a confirmation stands: its declaring commit, the runs of its seeds finished against those planned,
+    the runs that cannot count (started before the declaration or undated), and its family table."""
+    from ..suites.results import load_suite  # noqa: PLC0415  (results readers stay out of the module's import time)
+
+    regime = regime_of(confirmation)
+    suite_dir = Path(results) / regime.directory
+    runs, histories = load_suite(suite_dir)
+    labels = {label for test in regime.primary() for label in (test.a, test.b)}
+    chosen = confirmatory_runs(suite_dir, runs[runs["label"].isin(labels)], confirmation) if len(runs) else \
+        pd.DataFrame()
+    commit = declaring_commit(confirmation)
+    data = {regime: (runs, histories)} if len(runs) else {}
+    table = confirmation_table(data, confirmation) if len(chosen) else pd.DataFrame()
+    return {"commit": commit[0][:7] if commit else "not found", "declared": commit[1] if commit else None,
+            "planned": len(labels) * len(confirmation.seeds), "finished": len(chosen),
+            "early": runs_not_after(chosen, commit[1] if commit else None) if len(chosen) else [], "table": table}
+
+
 def confirmation_table(data: StudyData, confirmation: Confirmation, options: Options = DECLARED) -> pd.DataFrame:
     """The confirmatory family: the regime's declared tests on the declared seeds only, Holm over its primary
     tests alone (an empty frame while the regime has no runs)."""
@@ -80,3 +105,27 @@ def confirmation_table(data: StudyData, confirmation: Confirmation, options: Opt
     if regime not in data:
         return pd.DataFrame()
     return family_table({regime: data[regime]}, confirmation_options(confirmation, options))
+
+
+def confirmation_markdown(results: str | Path) -> str:
+    """Each declared confirmation in words for the reproducing chapter: what was declared and when, how many of
+    its runs are in, and its family's labels once there are paired seeds (kept apart from the exploratory seeds)."""
+    parts = []
+    for confirmation in CONFIRMATIONS.values():
+        status = confirmation_status(results, confirmation)
+        when = f"{status['declared']:%Y-%m-%d %H:%M} UTC" if status["declared"] else "a date git cannot show here"
+        text = (f"**{confirmation.key}** (declared in commit `{status['commit']}`, {when}): {confirmation.rules}. "
+                f"{status['finished']} of its {status['planned']} runs are in")
+        if status["early"]:
+            early = status["early"]
+            text += f"; {len(early)} cannot count, started before the declaration: {', '.join(early)}"
+        table = status["table"]
+        tests = table[table["role"] == "primary"] if len(table) else table
+        if len(tests) and (tests["n"] >= 2).any():
+            text += ". Its family, Holm over its own tests: " + "; ".join(
+                f"{row['test']}: {row['measured'].split('; ', 1)[-1]} (**{row['verdict_holm']}**)"
+                for _, row in tests.iterrows())
+        elif len(tests):
+            text += ", fewer than two paired seeds per test: no test can be judged yet"
+        parts.append(text + ".")
+    return "\n\n".join(parts)

@@ -6,7 +6,27 @@ The solver's choices (methods, backends, failure policies) are in `solvers.py`.
 
 from __future__ import annotations
 
-HEADS = ("fc", "mlp", "node")
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class HeadKind:
+    """A head's name and what the code around it needs to know without building it."""
+
+    name: str
+    solves: bool  # whether it integrates an ODE (has a solver, NFE, a solver-swap check)
+
+    def run_label(self, config: Any) -> str:
+        """The head's part of a new run directory's name: 'fc', 'mlp', 'node-dopri5', 'node-rk4-adjoint'."""
+        if not self.solves:
+            return self.name
+        return f"{self.name}-{config.solver}{'-adjoint' if config.adjoint else ''}"
+
+
+#: The heads, by the name `--head` takes.
+HEAD_KINDS = {kind.name: kind for kind in (HeadKind("fc", False), HeadKind("mlp", False), HeadKind("node", True))}
+HEADS = tuple(HEAD_KINDS)
 NODE_STATES = ("vector", "map")
 #: Activation name -> the `torch.nn` class that implements it.
 ACTIVATIONS = {"softplus": "Softplus", "tanh": "Tanh", "relu": "ReLU"}

@@ -23,6 +23,7 @@ import torch.distributed as torch_dist
 
 from .. import __version__
 from ..core import rundir
+from ..core.choices import HEAD_KINDS
 from ..core.config import ExperimentConfig
 from ..core.distributed import DistInfo, init_distributed, main_rank_decides, main_rank_first, resolve_device
 from ..core.errors import BackboneError, ConfigError, DataError, FileWriteError, Interrupted, RunDirError, TrainingError
@@ -65,7 +66,7 @@ def cpu_description() -> dict[str, str]:
 def new_run_dir(config: ExperimentConfig, root: Path = RUNS_ROOT) -> Path:
     """A fresh directory name under `root`; never an existing one."""
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    label = config.head if config.head == "fc" else f"node-{config.solver}{'-adjoint' if config.adjoint else ''}"
+    label = HEAD_KINDS[config.head].run_label(config)
     base = root / run_dir_name(f"{stamp}-{config.dataset}-{label}", config.seed)
     candidate, n = base, 1
     while candidate.exists():
