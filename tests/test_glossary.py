@@ -128,3 +128,12 @@ def test_the_teaching_chapter_timings_count_and_compare():
     table, facts = gradient_timings(x, y, width=8, rounds=2)
     assert list(table["NFE backward"] > 0) == [False, True]
     assert facts["grad_gap"] < 1e-2 and facts["adjoint_time_ratio"] > 0
+
+
+def test_the_suites_table_links_every_arm_name(arms):
+    from node_transfer.analysis.glossary import suites_markdown
+
+    text = suites_markdown(arms)
+    rows = [line for line in text.splitlines()[2:] if line]
+    assert len(rows) == arms["suite"].nunique()
+    assert text.count("](#arm-") == len(arms) and "| `paper` |" in text

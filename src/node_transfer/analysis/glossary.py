@@ -213,6 +213,18 @@ def suites_overview(table: pd.DataFrame | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def suites_markdown(table: pd.DataFrame | None = None) -> str:
+    """`suites_overview` as a MyST table whose arm names link to their glossary entries."""
+    overview = suites_overview(table)
+    columns = [column for column in overview.columns if column != "names"] + ["arms, by name"]
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    for _, row in overview.iterrows():
+        names = ", ".join(arm_link(name) for name in row["names"].split(", "))
+        cells = [f"`{row['suite']}`", row["regime"], row["data (fmnist profile)"], str(row["arms"]), names]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def profiles_table() -> pd.DataFrame:
     """One row per profile: data, image size, backbone, head width and the paper suite's epoch budgets."""
     rows = []
