@@ -31,7 +31,8 @@ from torch.utils.data import Subset
 from node_transfer.analysis.bench_results import DEFAULT_HEAD, NARROW_HEAD
 from node_transfer.model.transfer import TransferModel, head_from_config
 from node_transfer.run.features import extract_features
-from node_transfer.run.training import Trainer, seed_everything
+from node_transfer.run.resume import seed_everything
+from node_transfer.run.training import Trainer
 
 TARGET = 50.0  # cached epochs at least 50x faster than epochs that re-run the frozen backbone
 HEADS = [("fc", {"head": "fc"}), (DEFAULT_HEAD, {"head": "node"}),

@@ -30,7 +30,7 @@ def test_the_registry_is_the_one_place_statistics_are_described():
     assert set(names("stability")) == {"val_loss_fluctuation", "train_loss_fluctuation", "val_loss_rise",
                                        "train_loss_rise", "val_acc_drop", "val_acc_worst_drop",
                                        "val_loss_fluctuation_quadratic", "val_loss_sd", "val_loss_change_sd",
-                                       "val_acc_fluctuation"}
+                                       "val_acc_fluctuation", "fine_val_loss_fluctuation"}
     assert all(STATISTICS[s.alternative] for s in STATISTICS.values() if s.alternative)
     with pytest.raises(ConfigError, match="val_loss_wobble.*one of"):
         statistic("val_loss_wobble")
@@ -116,3 +116,21 @@ def test_expected_calibration_error_of_known_predictions():
     bins.add(torch.tensor([[0.0, 0.0]] * 4), torch.tensor([0, 1, 0, 1]))  # confidence 0.5, accuracy 0.5
     assert bins.ece() == pytest.approx(0.075, abs=1e-6)
     assert np.isnan(CalibrationBins().ece())
+
+
+def test_fine_curve_fluctuation_reads_the_pairs_late_epochs_on_made_up_curves():
+    from node_transfer.analysis.fine import MIN_FINE_POINTS, fine_values
+
+    rows = []
+    for label, wobble in (("rk", 0.05), ("fc-adam", 0.01)):
+        for seed, epochs in ((0, 6), (1, 6), (2, 1)):
+            for epoch in range(1, epochs + 1):
+                for k in range(8):  # eight evaluations an epoch, around a falling trend
+                    step = (epoch - 1) * 8 + k
+                    rows.append({"label": label, "seed": seed, "epoch": epoch, "step": step,
+                                 "val_loss": 1.0 - 0.01 * step + wobble * (-1) ** k})
+    fine = pd.DataFrame(rows)
+    a, b, points, left_out = fine_values(fine, "rk", "fc-adam", [0, 1, 2, 3])
+    assert points == {0: 24, 1: 24} and left_out == [2, 3]  # 3 late epochs x 8; too short; no curve
+    assert a[0] == pytest.approx(0.05, rel=0.1) and b[0] == pytest.approx(0.01, rel=0.1)  # the wobble, not the trend
+    assert MIN_FINE_POINTS > 1

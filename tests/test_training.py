@@ -62,6 +62,17 @@ def test_each_head_learns_far_above_chance_and_writes_a_run_directory(tmp_path, 
         assert metrics["nfe_forward"] == 0 and metrics["params_head"] == 1280 * 10 + 10
         assert "test_acc_reference_solver" not in metrics  # no ODE, nothing to swap
     assert (run_dir / "best.pt").is_file() and (run_dir / "last.pt").is_file()
+    fine = pd.read_csv(run_dir / "fine.csv")  # fine curves: every batch, and the validation subset 8 times an epoch
+    assert len(fine) == 3 * 21 and list(fine["step"]) == list(range(1, 64))
+    evaluated = fine[fine["val_loss"].notna()]
+    assert len(evaluated) == 3 * 8 and evaluated.groupby("epoch")["batch"].max().tolist() == [21] * 3
+
+
+def test_fine_curves_leave_the_run_unchanged(tmp_path):
+    plain = run(tmp_path, "plain", **{**LEARNING_RUN, **LEARNING_NODE, "epochs": 2, "fine_evals": 0})
+    fine = run(tmp_path, "fine", **{**LEARNING_RUN, **LEARNING_NODE, "epochs": 2, "fine_evals": 8})
+    assert not (plain / "fine.csv").exists() and (fine / "fine.csv").is_file()
+    assert comparable(pd.read_csv(plain / "history.csv")).equals(comparable(pd.read_csv(fine / "history.csv")))
 
 
 def test_adjoint_run_counts_backward_evaluations(tmp_path):

@@ -126,7 +126,8 @@ def cached_trainer(config, num_features: int, num_classes: int, train_set: Datas
     """The package's Trainer in cached mode on a fresh head (the backbone is not needed: features are given); in
     cached mode the Trainer keeps bf16 autocast off by itself, so the ODE solve stays float32."""
     from node_transfer.model.transfer import TransferModel, head_from_config
-    from node_transfer.run.training import Trainer, seed_everything
+    from node_transfer.run.resume import seed_everything
+    from node_transfer.run.training import Trainer
 
     seed_everything(config.seed)
     head = head_from_config(config, num_features, num_classes)

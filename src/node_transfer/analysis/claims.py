@@ -40,8 +40,10 @@ ADJOINT_SEEDS_CAP = 10
 ROLES = ("primary", "paper", "exploratory")
 #: The stability statistic of the primary tests: the paper's "more stable" is about how much the curves wobble.
 PRIMARY_STABILITY = "val_loss_fluctuation"
-#: Every "more stable" question is asked of both curves, by fluctuation and by rise.
-STABILITY = ("val_loss_fluctuation", "train_loss_fluctuation", "val_loss_rise", "train_loss_rise")
+#: Every "more stable" question is asked of both curves, by fluctuation and by rise, and of the fine curves where
+#: the runs have them (`run.fine_curves`; a regime whose runs have none leaves that test out).
+STABILITY = ("val_loss_fluctuation", "train_loss_fluctuation", "val_loss_rise", "train_loss_rise",
+             "fine_val_loss_fluctuation")
 
 
 @dataclass(frozen=True)

@@ -103,6 +103,9 @@ STATISTICS: dict[str, Statistic] = {s.name: s for s in (
               **_LOSS_STABILITY),
     Statistic("val_loss_sd", "val-loss SD over the window", curve="val_loss", **_LOSS_STABILITY),
     Statistic("val_loss_change_sd", "SD of the val-loss changes", curve="val_loss", **_LOSS_STABILITY),
+    Statistic("fine_val_loss_fluctuation", "fine val-loss fluctuation", curve="fine_val_loss",
+              meaning="fluctuation of the validation-subset loss evaluated eight times per epoch (fine curves)",
+              **_LOSS_STABILITY),
     Statistic("val_acc_fluctuation", "val-acc fluctuation", "stability", False, 100, "points", 3, minimum=0.0,
               relative=0.25, curve="val_acc"),
     Statistic("val_loss_rise", "val-loss rise", curve="val_loss", alternative="val_loss_fluctuation",
@@ -236,7 +239,8 @@ def stability_statistics(history: pd.DataFrame, window: int | None = None) -> di
     window = default_window(len(history)) if window is None else window
     values = {column: late_values(history[column], window) for column in ("val_loss", "train_loss", "val_acc")}
     if len(values["val_loss"]) < 2:
-        return {**dict.fromkeys(names("stability"), float("nan")), "val_loss_tv": float("nan"),
+        epoch_level = [name for name in names("stability") if STATISTICS[name].curve != "fine_val_loss"]
+        return {**dict.fromkeys(epoch_level, float("nan")), "val_loss_tv": float("nan"),
                 "stability_window": 0}
     acc, val_loss = values["val_acc"], values["val_loss"]
     tv_changes = late_changes(history["val_loss"], default_window(len(history)))

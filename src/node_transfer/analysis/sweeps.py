@@ -13,9 +13,9 @@ import pandas as pd
 
 from ..core.suitedir import read_runs_table
 from ..suites.results import load_suite, suite_scale
-from .paired import HOLDS, UNDECIDED, verdict
+from .paired import HOLDS, UNDECIDED, describe, verdict
 from .statistics import statistic
-from .verdicts import compare, describe, overfitting_rule
+from .verdicts import compare, overfitting_rule
 
 #: The target set for the beyond study before any run: within the reference's seed SD in test accuracy, at least
 #: this many times fewer forward NFE and this much less time per epoch.

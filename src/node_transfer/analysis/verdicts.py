@@ -20,12 +20,14 @@ import pandas as pd
 from .claims import Endpoint, Regime
 from .confounds import confounds
 from .convergence import choose_target, describe_target, times_to_target
+from .fine import MIN_FINE_POINTS, fine_loss_level, fine_values
 from .paired import (
     ALPHA,
     CORRECTIONS,
     OVERFITS_MORE_SLOWLY,
     PairedComparison,
     claim_p_values,
+    describe,
     paired_compare,
     percent_of_control,
     seeds_to_decide,
@@ -65,6 +67,7 @@ class Options:
         return dict(self.swap).get(declared, declared)
 
 
+EMPTY = pd.DataFrame(columns=["label", "seed", "epoch", "step", "val_loss"])
 #: The analysis as declared: every paired seed the regime's rule keeps. A seed filter set here changes the primary
 #: tests, the pages and the READMEs with it.
 DECLARED = Options()
@@ -133,7 +136,14 @@ def compare(runs: pd.DataFrame, histories: pd.DataFrame, a: str, b: str, name: s
     seeds = paired_seeds(runs, a, b, options)
     details: dict = {"window": 0, "windows": {}, "note": ""}
     loss_level = 0.0
-    if s.curve:
+    if s.curve == "fine_val_loss":
+        fine = histories.attrs.get("fine")
+        fine = EMPTY if fine is None or fine.empty else fine
+        values_a, values_b, points, short = fine_values(fine, a, b, seeds, options.window)
+        loss_level = fine_loss_level(fine, b, points)
+        details.update(windows=points, note=f"left out (no fine curve, or under {MIN_FINE_POINTS} points): "
+                                            f"{', '.join(map(str, short))}" if short else "")
+    elif s.curve:
         windows, short = pair_windows(histories, a, b, seeds, options.window)
         seeds = sorted(windows)
         if short:  # a pair whose shorter run stopped early judges its own seed; too short a pair is left out
@@ -165,19 +175,6 @@ def compare(runs: pd.DataFrame, histories: pd.DataFrame, a: str, b: str, name: s
                             floor=s.holds_floor(loss_level) * options.margin_scale, method=options.method)
     result.details = details
     return result
-
-
-def describe(result: PairedComparison) -> str:
-    """'test accuracy: rk 90.65 vs baseline 91.17; difference -0.52 [-0.75, -0.30] points, d_z -2.9, rk better
-    in 0/5 seeds' in the statistic's own scale."""
-    s = statistic(result.statistic)
-    if result.n == 0:
-        return f"{s.label}: no paired seeds"
-    interval = f" [{s.show(result.ci_low, True)}, {s.show(result.ci_high, True)}]" if result.n >= 2 else ""
-    effect = f", d_z {result.effect_size:+.1f}" if np.isfinite(result.effect_size) else ""
-    return (f"{s.label}: {result.a} {s.show(result.mean_a)} vs {result.b} {s.show(result.mean_b)}; difference "
-            f"{s.show(result.mean_diff, True)}{interval}{' ' + s.unit if s.unit else ''}{effect}, {result.a} better "
-            f"in {result.a_better_in}/{result.n} seeds")
 
 
 def overfitting_rule(result: PairedComparison, label: str, histories: pd.DataFrame) -> tuple[str, str]:
@@ -231,7 +228,9 @@ def regime_table(runs: pd.DataFrame, histories: pd.DataFrame, regime: Regime, op
     present = set(runs["label"]) if len(runs) else set()
     options = regime_options(regime, options)
     tests = regime.primary() if primary_only else regime.tests
-    rows = [endpoint_row(runs, histories, regime, test, options) for test in tests if {test.a, test.b} <= present]
+    has_fine = not histories.attrs.get("fine", pd.DataFrame()).empty if len(histories) else False
+    rows = [endpoint_row(runs, histories, regime, test, options) for test in tests if {test.a, test.b} <= present
+            and (has_fine or statistic(test.statistic).curve != "fine_val_loss")]
     return pd.DataFrame(rows)
 
 

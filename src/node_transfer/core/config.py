@@ -104,6 +104,9 @@ class ExperimentConfig:
     target_val_acc: float | None = field(default=None, metadata={"help": "stop once val acc reaches it"})
     patience: int = field(default=0, metadata={"help": "stop once the val loss has not improved for this many "
                                                        "epochs (0: never)"})
+    fine_evals: int = field(default=8, metadata={"help": "fine curves (fine.csv): validation-subset evaluations "
+                                                         "per epoch, and every batch's training loss (0: none)"})
+    fine_val_size: int = field(default=100, metadata={"help": "images of that validation subset"})
     reproduce_run: str | None = field(default=None, metadata={"help": "a finished run to repeat exactly: stop at "
                                                                          "the first epoch that differs"})
     # output
@@ -150,9 +153,9 @@ class ExperimentConfig:
             if choices and getattr(self, f.name) not in choices:
                 raise ConfigError(f.name, getattr(self, f.name), f"one of {list(choices)}")
         _positive(self, "image_size", "epochs", "batch_size", "lr", "rtol", "atol", "t_end",
-                  "max_num_steps", "ode_width", "fallback_step_size", "lr_gamma")
+                  "max_num_steps", "ode_width", "fallback_step_size", "lr_gamma", "fine_val_size")
         _non_negative(self, "train_subset", "num_workers", "patience", "weight_decay", "steer", "augment_dim",
-                      "kinetic_weight", "jacobian_weight", "dropout")
+                      "kinetic_weight", "jacobian_weight", "dropout", "fine_evals")
         if self.image_size < 16:
             raise ConfigError("image_size", self.image_size, "an integer >= 16")
         if not 0 <= self.seed < 2**63:

@@ -32,10 +32,13 @@ LAST = "last.pt"
 BEST = "best.pt"
 ERROR = "error.txt"
 LOCK = ".lock"
-RUN_FILES = (CONFIG, HISTORY, METRICS, LAST, BEST, ERROR, LOCK)
+FINE_CURVES = "fine.csv"
+RUN_FILES = (CONFIG, HISTORY, METRICS, LAST, BEST, ERROR, LOCK, FINE_CURVES)
 TEMP_PATTERN = f".*{TEMP_SUFFIX}"
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "nfe_forward",
                    "nfe_backward", "nfe_eval", "reg_kinetic", "reg_jacobian", "images_per_s", "solver"]
+#: `fine.csv`: one row per training batch; the validation subset's numbers on the rows after which it was evaluated.
+FINE_COLUMNS = ["epoch", "batch", "step", "train_loss", "val_loss", "val_acc"]
 
 
 def finite_json(value: Any) -> Any:
@@ -195,10 +198,16 @@ def read_history(run_dir: Path) -> pd.DataFrame:
         raise DataError(f"{str(run_dir / HISTORY)!r} is missing or unreadable ({exc})") from None
 
 
-def write_history(history: list[dict[str, Any]], path: Path) -> None:
-    """history.csv, one row per epoch, replaced atomically."""
+def read_fine_curves(run_dir: Path) -> pd.DataFrame:
+    """A run's `fine.csv` (an empty frame for a run made without fine curves)."""
+    path = run_dir / FINE_CURVES
+    return pd.read_csv(path) if path.is_file() else pd.DataFrame(columns=FINE_COLUMNS)
+
+
+def write_history(history: list[dict[str, Any]], path: Path, columns: list[str] = HISTORY_COLUMNS) -> None:
+    """history.csv, one row per epoch (or `fine.csv`, with `FINE_COLUMNS`), replaced atomically."""
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=HISTORY_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in history:
         writer.writerow({k: (repr(v) if isinstance(v, float) and not math.isfinite(v) else v) for k, v in row.items()})

@@ -31,8 +31,11 @@ DATA_PATHS = ("auto", "tensor", "pil")
 #: What `auto` becomes for a new run: the fastest settings measured (bench/loop_overhead.py).
 FAST: dict[str, str] = {"memory_format": "channels_last", "data_path": "tensor"}
 #: What runs made before these settings existed used; a saved configuration without them means these.
-#: (`ode_backend`, whose new default is `lean`, was recorded by every run made before that default changed.)
-LEGACY: dict[str, str] = {"memory_format": "channels_last_on_cuda", "data_path": "pil", "ode_backend": LEGACY_BACKEND}
+#: (`ode_backend`, whose new default is `lean`, was recorded by every run made before that default changed; runs
+#: made before fine curves existed had none.)
+LEGACY_LOOP: dict[str, str] = {"memory_format": "channels_last_on_cuda", "data_path": "pil",
+                               "ode_backend": LEGACY_BACKEND}
+LEGACY: dict[str, Any] = {**LEGACY_LOOP, "fine_evals": 0}
 
 
 def with_legacy(saved: Mapping[str, Any]) -> dict[str, Any]:

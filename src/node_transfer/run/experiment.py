@@ -36,9 +36,9 @@ from ..model.data import DataSplits, build_datasets
 from ..model.tensor_images import make_loader
 from ..model.transfer import TransferModel, apply_memory_format, head_from_config, load_initial_weights
 from .features import cached_feature_sets
-from .resume import check_resume, early_stop_reason, is_finished
+from .resume import check_resume, early_stop_reason, is_finished, seed_everything
 from .solver_swap import solver_swap
-from .training import Trainer, TrainState, seed_everything
+from .training import Trainer, TrainState
 
 
 def library_versions() -> dict[str, str]:

@@ -1,10 +1,15 @@
-"""Whether a run may be resumed with a configuration, and whether it has anything left to do."""
+"""Whether a run may be resumed with a configuration, whether it has anything left to do, and the seeds that let a
+resumed run replay its epochs exactly."""
 
 from __future__ import annotations
 
 import math
+import random
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import torch
 
 from ..core import rundir
 from ..core.config import ExperimentConfig
@@ -14,7 +19,7 @@ from ..core.speed import with_legacy
 #: What a resumed run may change; every other parameter must equal the saved one.
 RESUME_MAY_CHANGE = ("epochs", "target_val_acc", "patience", "device", "num_workers", "data_dir", "download",
                      "feature_cache", "on_solver_failure", "fallback_solver", "fallback_step_size", "max_num_steps",
-                     "amp", "reproduce_run", "out", "resume")
+                     "amp", "reproduce_run", "out", "resume", "fine_evals", "fine_val_size")
 
 
 def check_resume(config: ExperimentConfig, checkpoint: dict[str, Any], run_dir: Path) -> None:
@@ -49,3 +54,15 @@ def early_stop_reason(history: list[dict[str, Any]], config: ExperimentConfig) -
             return (f"no lower validation loss for {config.patience} epochs after epoch {history[best]['epoch']} "
                     f"(patience={config.patience}), stopped at epoch {history[-1]['epoch']}")
     return None
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (the model's initialisation, each epoch's draws)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """A seed for one epoch of one run: resume replays it without saved RNG states."""
+    return (seed * 1_000_003 + epoch * 7919) % 2**63

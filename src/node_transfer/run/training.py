@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import random
 import sys
 import time
 import warnings
@@ -19,7 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -34,9 +32,10 @@ from ..core.errors import ODESolveError, TrainingError
 from ..model.heads import ode_blocks
 from ..model.tensor_images import make_loader
 from ..model.transfer import TransferModel
+from .fine_curves import FineCurves
 from .optim import make_optimizer, make_scheduler
 from .rebuild import check_reproduces
-from .resume import early_stop_reason
+from .resume import early_stop_reason, epoch_seed, seed_everything
 
 
 @dataclass
@@ -49,17 +48,6 @@ class TrainState:
     best_epoch: int = 0
     fallbacks: int = 0
     stopped_early: bool = False
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """A seed for one epoch of one run: resume replays it without saved RNG states."""
-    return (seed * 1_000_003 + epoch * 7919) % 2**63
 
 
 class Trainer:
@@ -94,6 +82,8 @@ class Trainer:
         self.train_loader = make_loader(train_set, shuffle=self.sampler is None, sampler=self.sampler,
                                         generator=self.generator, **loader_args)
         self.val_loader = make_loader(val_set, **loader_args)
+        self.fine = FineCurves(self, val_set, config.fine_evals, config.fine_val_size, **loader_args) \
+            if config.fine_evals else None
 
     # -- checkpoints
     def checkpoint(self) -> dict[str, Any]:
@@ -116,12 +106,16 @@ class Trainer:
         for block, saved in zip(self.blocks, checkpoint.get("solvers", [])):
             if saved["fallback_used"]:
                 block.use_fallback(saved["solver"], saved["step_size"])
+        if self.fine:
+            self.fine.restore(self.run_dir, self.state.epochs_done)
 
     def _save(self, improved: bool) -> None:
         if not self.dist.is_main:
             return
         rundir.save_checkpoints(self.checkpoint(), self.run_dir, improved)
         rundir.write_history(self.state.history, self.run_dir / rundir.HISTORY)
+        if self.fine:
+            self.fine.save(self.run_dir)
 
     # -- one step
     def _loss(self, inputs: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -185,9 +179,7 @@ class Trainer:
         self.generator.manual_seed(seed)
         if self.sampler is not None:
             self.sampler.set_epoch(epoch)
-        self.train_module.train()
-        if self.config.freeze_backbone:
-            self.model.backbone.eval()  # frozen BatchNorm statistics too
+        self.train_mode()
         totals = dict(loss=0.0, correct=0, seen=0, nfe_forward=0, nfe_backward=0, batches=0)
         regs = {"kinetic": 0.0, "jacobian": 0.0}
         start = time.perf_counter()
@@ -205,6 +197,8 @@ class Trainer:
                 totals["nfe_backward"] += block.nfe_backward
                 for name, value in block.regularization.items():
                     regs[name] += value.item()
+            if self.fine:  # after the counters: an evaluation resets the blocks' NFE
+                self.fine.after_batch(epoch, batch, len(self.train_loader), loss)
             bar.set_postfix(loss=f"{totals['loss'] / totals['seen']:.3f}",
                             nfe=totals["nfe_forward"] // max(totals["batches"], 1))
         seconds = time.perf_counter() - start
@@ -213,6 +207,12 @@ class Trainer:
                 max(totals["seen"], 1), "nfe_forward": totals["nfe_forward"] / n,
                 "nfe_backward": totals["nfe_backward"] / n, "reg_kinetic": regs["kinetic"] / n,
                 "reg_jacobian": regs["jacobian"] / n, "images_per_s": totals["seen"] / seconds}
+
+    def train_mode(self) -> None:
+        """The trained module in training mode (a frozen backbone keeps its BatchNorm statistics)."""
+        self.train_module.train()
+        if self.config.freeze_backbone:
+            self.model.backbone.eval()
 
     def _eval_logits(self, inputs: torch.Tensor, epoch: int | None, batch: int, stage: str) -> torch.Tensor:
         """Logits in evaluation; a solver failure falls back or stops as in training, naming where it happened."""

@@ -51,14 +51,20 @@ def suite_progress(suite_dir: str | Path) -> pd.DataFrame:
 
 
 def load_histories(suite_dir: Path, runs: pd.DataFrame) -> pd.DataFrame:
-    """All history.csv rows of a suite, tagged with label and seed."""
-    from ..core.rundir import read_history
+    """All history.csv rows of a suite, tagged with label and seed; the runs' fine curves (`fine.csv`, where they
+    have them) ride along as `.attrs["fine"]`, tagged alike."""
+    from ..core.rundir import read_fine_curves, read_history
 
-    frames = []
+    frames, fine = [], []
     for _, row in runs.iterrows():
         history = read_history(suite_dir / row["run_dir"])
         frames.append(history.assign(label=row["label"], seed=row["seed"]))
-    return pd.concat(frames, ignore_index=True)
+        curves = read_fine_curves(suite_dir / row["run_dir"])
+        if len(curves):
+            fine.append(curves.assign(label=row["label"], seed=row["seed"]))
+    histories = pd.concat(frames, ignore_index=True)
+    histories.attrs["fine"] = pd.concat(fine, ignore_index=True) if fine else pd.DataFrame()
+    return histories
 
 
 def load_suite(suite_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -20,7 +20,7 @@ from ..analysis.statistics import stability_statistics
 from ..core.config import ExperimentConfig
 from ..core.errors import ConfigError
 from ..core.rundir import CONFIG, METRICS, lock, machine_of, read_history, read_json, unlock
-from ..core.speed import FAST, LEGACY
+from ..core.speed import FAST, LEGACY_LOOP
 from ..core.suitedir import (
     RUNS_ROOT,
     SUITE_META,
@@ -148,7 +148,7 @@ def run_suite(name: str, profile: str = "cpu", seeds: int = 1, out: str | Path |
 def suite_speed(out: Path, resume: bool, seeds: int) -> dict[int, dict[str, str]]:
     """The speed settings of each seed's runs. A seed is the unit whose runs are compared with each other, so it
     keeps one loop: a seed that already has runs in a resumed suite keeps the settings suite.json records for it,
-    or, for a suite started before the settings existed, those of its runs (`speed.LEGACY`: also torchdiffeq's
+    or, for a suite started before the settings existed, those of its runs (`speed.LEGACY_LOOP`: also torchdiffeq's
     backend, the default before `lean`); a new seed gets the fast ones (`speed.FAST`)."""
     recorded = read_suite_meta(out).get("speed", {}) if resume and has_suite_meta(out) else {}
     speeds = {}
@@ -157,7 +157,7 @@ def suite_speed(out: Path, resume: bool, seeds: int) -> dict[int, dict[str, str]
         if str(seed) in recorded:
             speeds[seed] = dict(recorded[str(seed)])
         elif started:
-            speeds[seed] = dict(LEGACY)
+            speeds[seed] = dict(LEGACY_LOOP)
         else:
             speeds[seed] = dict(FAST)
     return speeds
