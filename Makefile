@@ -13,7 +13,7 @@ LINTBOOK := _build/lint
 # Agg itself for the committed notebooks, which were made with it.
 unexport MPLBACKEND
 
-.PHONY: demo test lint unit notebooks reproduce book browser chromium fashion-mnist bench gpu-check gpu-carry clean
+.PHONY: demo test lint unit notebooks reproduce book browser chromium fashion-mnist slurm bench gpu-check gpu-carry clean
 
 $(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -35,7 +35,7 @@ lint: $(STAMP)
 	$(PY) -m node_transfer notebooks --scripts $(LINTBOOK) >/dev/null
 	$(VENV)/bin/ruff check $(LINTBOOK)
 
-unit: $(STAMP) fashion-mnist
+unit: $(STAMP) fashion-mnist slurm
 	$(VENV)/bin/pytest tests -q --durations=10 --ignore=tests/browser
 
 # Every book page under nbval-lax (each cell must run; cells marked NBVAL_CHECK_OUTPUT are compared), in a
@@ -71,6 +71,11 @@ chromium:
 fashion-mnist:
 	test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; }
+
+# Debian's SLURM and munge: the tests marked `slurm` start a one-node cluster with them (tests/slurm/one_node_cluster.sh)
+slurm:
+	command -v slurmctld >/dev/null && command -v slurmd >/dev/null && command -v munged >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge; }
 
 browser: book chromium
 	$(VENV)/bin/pytest tests/browser -q

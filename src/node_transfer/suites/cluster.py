@@ -8,28 +8,47 @@ its base has finished, one GPU each where there are GPUs); the tests use it. Eve
 page through papermill exactly as the default thread pool does (`scheduling.execute_task`), so the suite
 directory, `suite.json`, `runs.csv` and `--resume` are the same. submitit's own files (the pickled jobs, their
 logs) go beside the suite directory, in `SUITE.submitit/`, which a cluster's nodes must be able to read.
+
+On SLURM the suite never outlives its jobs. It reads their states from the queue (`squeue`, one call a poll; `sacct`
+only for jobs the queue has forgotten, where the cluster keeps accounting), not through submitit, which asks `sacct`
+alone and, on a cluster without accounting, warns at every poll and never learns that a job is gone. A job that
+ends without a result (cancelled, failed before its run started, its node lost) counts as a run that did not
+finish once the queue has said so for `ENDED_GRACE_SECONDS` (or has not known the job for `LOST_GRACE_SECONDS`);
+the suite then names the runs that did not finish and exits with the command that continues it. SIGTERM or SIGINT
+cancels the jobs and ends the suite at once. A job that SLURM preempts or stops near its time limit (submitit's
+USR2) stops its kernel, is requeued by submitit, and its run resumes from its last complete epoch.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
+import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import ConfigError, SuiteRunError
+from ..core.errors import ConfigError, Interrupted, SuiteRunError
 from ..core.signals import signals_handled
-from .notebooks import kernel_environment, stop_kernels_on_signal
-from .scheduling import Scheduler, Task, execute_task
+from .notebooks import kernel_environment, kernel_pids, stop_kernels_on_signal
+from .scheduling import Scheduler, Task, execute_task, one_line
 
 EXECUTORS = ("threads", "local", "slurm")  # threads: this process's thread pool (the default)
 LOCAL_TIME_MIN = 7 * 24 * 60  # the local executor's time limit per job (submitit's own default is 2 minutes)
 SLURM_TIME_MIN = 24 * 60  # SLURM's, unless --slurm-time is given (submitit's own default is 5 minutes)
+SLURM_POLL_SECONDS = 10.0  # how often the suite asks squeue about its jobs (one call for all; results: every second)
+ENDED_GRACE_SECONDS = 10.0  # an ended job's result may reach a network file system late: wait this long for it
+LOST_GRACE_SECONDS = 60.0  # a job the queue (and accounting) no longer knows, with no result: gone after this long
+REQUEUE_STOP_SECONDS = 30.0  # a job about to be requeued waits this long for its kernel to stop
+#: squeue's states of a job that may still write a result (any other state, or none, means the job has ended)
+LIVE_STATES = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_FED",
+                         "REQUEUE_HOLD", "RESIZING", "SIGNALING", "STAGE_OUT", "STOPPED", "RESV_DEL_HOLD",
+                         "POWER_UP_NODE"})
 
 
 @dataclass
@@ -53,31 +72,162 @@ def check_executor(executor: str, use_papermill: bool) -> None:
                           "execute the experiment page through papermill")
 
 
-def run_job(task: Task, out: str, progress: bool) -> float:
-    """One submitit job: the task through papermill, as the thread pool executes it; returns its seconds. SIGTERM or
-    SIGINT (a cancelled job, the time limit) reach its kernel, which keeps the run's last complete epoch."""
+class RunJob:
+    """What every submitit job runs: one task through papermill, as the thread pool executes it; returns its seconds.
 
-    def stopping(signum: int, how: signal.Signals) -> None:
-        print(f"{signal.Signals(signum).name}: stopping the run ({how.name} to its kernel)", file=sys.stderr,
-              flush=True)
+    SIGTERM or SIGINT (a cancelled job, the time limit) reach its kernel, which keeps the run's last complete epoch.
+    On SLURM a job stopped so leaves no result: whether it was cancelled or requeued is the queue's to say, and a
+    requeued job resumes its run. submitit calls `checkpoint` when SLURM preempts the job or its time limit nears."""
 
-    started = time.perf_counter()
-    with stop_kernels_on_signal(stopping):
-        execute_task(task, Path(out), use_papermill=True, progress=progress, stream=sys.stderr)
-    return time.perf_counter() - started
+    def __init__(self, on_slurm: bool) -> None:
+        self.on_slurm = on_slurm
+
+    def __call__(self, task: Task, out: str, progress: bool) -> float:
+        received: list[int] = []
+
+        def stopping(signum: int, how: signal.Signals) -> None:
+            received.append(signum)
+            print(f"{signal.Signals(signum).name}: stopping the run ({how.name} to its kernel)", file=sys.stderr,
+                  flush=True)
+
+        started = time.perf_counter()
+        try:
+            with stop_kernels_on_signal(stopping):
+                execute_task(task, Path(out), use_papermill=True, progress=progress, stream=sys.stderr)
+        except Exception:
+            if not (self.on_slurm and received):
+                raise
+            print(f"{task.key} stopped by {signal.Signals(received[0]).name}: no result; a requeued job resumes "
+                  "the run from its last complete epoch", file=sys.stderr, flush=True)
+            raise SystemExit(128 + received[0]) from None
+        return time.perf_counter() - started
+
+    def checkpoint(self, task: Task, out: str, progress: bool) -> Any:
+        """submitit's hook before it requeues the job: stop the kernel (its run keeps its last complete epoch) and
+        hand back the same task, which resumes from that epoch (`execute_task` resumes a run that has last.pt)."""
+        from submitit.helpers import DelayedSubmission
+
+        print(f"{task.key}: preempted or near the time limit; stopping its kernel, the job is requeued and the run "
+              "resumes from its last complete epoch", file=sys.stderr, flush=True)
+        stop_kernels(REQUEUE_STOP_SECONDS)
+        return DelayedSubmission(self, task, out, progress)
+
+
+def stop_kernels(timeout: float) -> None:
+    """SIGTERM to this process's Jupyter kernels, then wait up to `timeout` seconds for them to end."""
+    import psutil
+
+    kernels = []
+    for pid in kernel_pids(0.0):
+        with contextlib.suppress(psutil.Error):
+            process = psutil.Process(pid)
+            process.terminate()
+            kernels.append(process)
+    psutil.wait_procs(kernels, timeout=timeout)
+
+
+class SlurmQueue:
+    """The states of a suite's SLURM jobs, from the queue: one `squeue` call a poll, `sacct` only for jobs the queue
+    has forgotten (and only where accounting answers; whether it does is asked once and said in one line)."""
+
+    def __init__(self, say: Callable[[str], None]) -> None:
+        self.say = say
+        self.accounting: bool | None = None  # whether sacct answers here; None until asked
+        self.squeue_failing = False
+        self.asked_at = float("-inf")  # when squeue was last asked (time.monotonic)
+        self.ended_since: dict[str, float] = {}  # job id -> when the queue first said it had ended (or forgot it)
+
+    def states_if_due(self, job_ids: list[str]) -> dict[str, str] | None:
+        """`states`, once every SLURM_POLL_SECONDS (None in between: results are checked more often than that)."""
+        if time.monotonic() - self.asked_at < SLURM_POLL_SECONDS:
+            return None
+        self.asked_at = time.monotonic()
+        return self.states(job_ids)
+
+    def states(self, job_ids: list[str]) -> dict[str, str] | None:
+        """Each job's state in squeue's words ("" for a job neither the queue nor accounting knows), or None when
+        squeue cannot be asked (the controller unreachable): then nothing is decided."""
+        if self.accounting is None and job_ids:
+            self._ask_accounting(job_ids[0])
+        try:
+            output = run_slurm(["squeue", "--noheader", "--states=all", "--format=%i|%T",
+                                "--jobs=" + ",".join(job_ids)])
+        except (OSError, subprocess.SubprocessError) as exc:
+            if not self.squeue_failing:
+                self.say(f"squeue failed ({one_line(exc)}); asking again every poll")
+            self.squeue_failing = True
+            return None
+        if self.squeue_failing:
+            self.say("squeue answers again")
+        self.squeue_failing = False
+        states = dict.fromkeys(job_ids, "")
+        for line in output.splitlines():
+            job_id, _, state = line.partition("|")
+            if job_id.strip() in states:
+                states[job_id.strip()] = state.strip()
+        forgotten = [job_id for job_id, state in states.items() if not state]
+        if forgotten and self.accounting:
+            states.update(self._sacct(forgotten))
+        return states
+
+    def ended(self, job_id: str, state: str, now: float) -> str | None:
+        """How a job without a result ended (its state, or that SLURM no longer knows it), once that has held for
+        the grace period; None while it may still write a result."""
+        if state in LIVE_STATES:
+            self.ended_since.pop(job_id, None)  # a requeued job comes back to PENDING
+            return None
+        since = self.ended_since.setdefault(job_id, now)
+        if now - since < (ENDED_GRACE_SECONDS if state else LOST_GRACE_SECONDS):
+            return None
+        return state or f"unknown to SLURM for {LOST_GRACE_SECONDS:.0f} s"
+
+    def _ask_accounting(self, job_id: str) -> None:
+        try:
+            run_slurm(["sacct", "--noheader", "--parsable2", "--allocations", "--format=JobID,State",
+                       f"--jobs={job_id}"])
+        except (OSError, subprocess.SubprocessError) as exc:
+            self.accounting = False
+            reason = getattr(exc, "stderr", None) or one_line(exc)
+            self.say(f"no SLURM accounting here (sacct: {reason.strip().splitlines()[0]}): job states come from the "
+                     "queue (squeue)")
+            return
+        self.accounting = True
+        self.say("job states come from the queue (squeue), and from sacct for jobs the queue has forgotten")
+
+    def _sacct(self, job_ids: list[str]) -> dict[str, str]:
+        """Accounting's states of jobs the queue has forgotten (first word: "CANCELLED by 0" is CANCELLED)."""
+        try:
+            output = run_slurm(["sacct", "--noheader", "--parsable2", "--allocations", "--format=JobID,State",
+                                "--jobs=" + ",".join(job_ids)])
+        except (OSError, subprocess.SubprocessError):
+            return {}
+        states = {}
+        for line in output.splitlines():
+            job_id, _, state = line.partition("|")
+            if job_id in job_ids and state.strip():
+                states[job_id] = state.split()[0]
+        return states
+
+
+def run_slurm(command: list[str]) -> str:
+    """A SLURM client command's standard output; CalledProcessError (with its stderr) when it fails."""
+    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=True).stdout
 
 
 class SubmititScheduler(Scheduler):
     """The thread pool's contract (each run after its base, the first failure raised once the running jobs have
     finished or, with `keep_going`, every failure at the end, a signal stops the runs and raises `Interrupted`)
-    with each run a submitit job."""
+    with each run a submitit job. On SLURM a job that ends without a result is a failed run (see the module's
+    docstring), a signal ends the suite as soon as its jobs are cancelled, and a suite that did not finish names
+    its unfinished runs and the command that continues it."""
 
     def __init__(self, out: Path, meta: dict[str, Any], jobs: int | None, progress: bool, executor: str,
                  slurm: SlurmOptions | None = None, devices: list[str] | None = None, keep_going: bool = False) -> None:
         super().__init__(out, meta, jobs or 1, True, progress, devices if executor == "local" else [], keep_going)
         self.kind, self.slurm, self.limit = executor, slurm or SlurmOptions(), jobs
         self.folder = out.with_name(f"{out.name}.submitit")
-        self.poll_seconds = 1.0 if executor == "local" else 15.0
+        self.poll_seconds = 1.0  # SLURM: result files every second, squeue every SLURM_POLL_SECONDS
+        self.unfinished: list[str] = []  # keys of the tasks that did not finish (known once `run` ends)
         bad = [d for d in self.devices if not d.isdigit()]
         if bad:
             raise ConfigError("executor", executor, f"'threads' with CUDA_VISIBLE_DEVICES={bad[0]}: submitit's local "
@@ -110,18 +260,20 @@ class SubmititScheduler(Scheduler):
             executor.update_parameters(gpus_per_node=0 if device is None else 1,
                                        visible_gpus=() if device is None else (int(device),))
         else:
-            extra = {"chdir": os.getcwd(), **self.slurm.extra}  # the suite's paths are relative to this folder
+            # the suite's paths are relative to this folder; a requeued job's log goes on after its first start's
+            extra = {"chdir": os.getcwd(), "open-mode": "append", **self.slurm.extra}
             bases = [running[key][1].job_id for key in sorted(task.after) if key in running]
             if bases:
                 extra.update({"dependency": "afterok:" + ":".join(bases), "kill-on-invalid-dep": "yes"})
             executor.update_parameters(job_name=f"{self.meta['suite']}-{task.key}", additional_parameters=extra)
-        job = executor.submit(run_job, task, str(self.out), self.progress)
+        job = executor.submit(RunJob(self.kind == "slurm"), task, str(self.out), self.progress)
         return task, job, device
 
     def run(self, tasks: list[Task]) -> None:
-        pending, done, total = list(tasks), set(), len(tasks)
+        pending, done = list(tasks), set()
         running: dict[str, tuple] = {}  # key -> (task, job, device)
         started, cancelled = time.perf_counter(), False
+        queue = SlurmQueue(self._say) if self.kind == "slurm" else None
         if self.devices:
             self.meta["devices"] = self.devices
         try:
@@ -129,33 +281,60 @@ class SubmititScheduler(Scheduler):
                 executor = self.executor()
                 while pending or running:
                     if self._may_start():
-                        for task in self._ready(pending, running, done):
-                            pending.remove(task)
-                            running[task.key] = self.submit(executor, task, running)
-                            self._announce(task, total - len(pending), total, running[task.key][2])
-                            self._say(f"    submitit job {running[task.key][1].job_id}, log "
-                                      f"{running[task.key][1].paths.stderr}")
+                        self._submit_ready(executor, pending, running, done, len(tasks))
                     if not running:
                         break
                     if self.signals and not cancelled:
                         cancelled = self._cancel(job for _, job, _ in running.values())
-                    time.sleep(self.poll_seconds)
-                    for key, (task, job, device) in list(running.items()):
-                        if job.done():
-                            del running[key]
-                            self._release_device(device)
-                            outcome = self._collect(task, job)
-                            if isinstance(outcome, BaseException):
-                                self._failed(task, outcome)
-                                if self.kind == "slurm" and not self.keep_going:  # no new run: the queued ones go
-                                    self._cancel(j for _, j, _ in running.values() if j.state == "PENDING")
-                            else:
-                                done.add(key)
+                    if self.signals and queue is not None:  # SLURM ends the cancelled jobs: no need to wait
+                        self._collect_finished(running, done, None)
+                        break
+                    self._sleep(self.poll_seconds)
+                    self._collect_finished(running, done, queue)
         finally:
+            self.unfinished = [task.key for task in tasks if task.key not in done]
             with self.lock:
                 self.meta["wall_seconds"] += time.perf_counter() - started
                 self._write_meta()
         self._raise_outcome(pending)
+
+    def _submit_ready(self, executor: Any, pending: list[Task], running: dict[str, tuple], done: set[str],
+                      total: int) -> None:
+        for task in self._ready(pending, running, done):
+            pending.remove(task)
+            running[task.key] = self.submit(executor, task, running)
+            self._announce(task, total - len(pending), total, running[task.key][2])
+            self._say(f"    submitit job {running[task.key][1].job_id}, log {running[task.key][1].paths.stderr}")
+
+    def _collect_finished(self, running: dict[str, tuple], done: set[str], queue: SlurmQueue | None) -> None:
+        """Take the jobs that have ended out of `running`: a result is a finished run or a failure; on SLURM a job
+        the queue says has ended without one is a run that did not finish (with `queue` None, only results
+        count). A failure without `keep_going` cancels the SLURM jobs still waiting to start."""
+        states = queue.states_if_due([job.job_id for _, job, _ in running.values()]) if queue and running else None
+        now = time.monotonic()
+        for key, (task, job, device) in list(running.items()):
+            if self.kind == "local":
+                if not job.done():
+                    continue
+                outcome = self._collect(task, job)
+            elif result_written(job):
+                outcome = self._collect(task, job)
+            else:
+                how = queue.ended(job.job_id, states.get(job.job_id, ""), now) if queue and states is not None \
+                    else None
+                if how is None:
+                    continue
+                outcome = SuiteRunError(f"{task.key}: its SLURM job {job.job_id} ended ({how}) without finishing "
+                                        f"the run; the job's log is {job.paths.stderr}")
+            del running[key]
+            self._release_device(device)
+            if outcome is None:
+                done.add(key)
+                continue
+            self._failed(task, outcome)
+            if self.kind == "slurm" and not self.keep_going and not self.signals:  # no new run: queued ones go
+                waiting = [j for _, j, _ in running.values() if (states or {}).get(j.job_id) == "PENDING"]
+                self._cancel(iter(waiting))
 
     def _ready(self, pending: list[Task], running: dict[str, tuple], done: set[str]) -> list[Task]:
         """Tasks to submit now: locally once their bases have finished, on SLURM once they are submitted (the
@@ -180,16 +359,68 @@ class SubmititScheduler(Scheduler):
         return None
 
     def _cancel(self, jobs: Iterator[Any]) -> bool:
-        """Cancel jobs (SLURM: scancel, which sends SIGTERM first; local: SIGINT, then SIGKILL a second later)."""
-        for job in list(jobs):
+        """Cancel jobs (SLURM: one scancel, which sends SIGTERM first; local: SIGINT, then SIGKILL a second later)."""
+        jobs = list(jobs)
+        if self.kind == "slurm":
+            if jobs:
+                with contextlib.suppress(OSError, subprocess.SubprocessError):
+                    subprocess.run(["scancel", *(job.job_id for job in jobs)], capture_output=True, timeout=60)
+            return True
+        for job in jobs:
             with contextlib.suppress(Exception):
                 job.cancel(check=False)
         return True
 
+    def _sleep(self, seconds: float) -> None:
+        """Wait between polls, cut short by a signal."""
+        deadline = time.monotonic() + seconds
+        received = len(self.signals)
+        while time.monotonic() < deadline and len(self.signals) == received:
+            time.sleep(0.2)
+
+    def _raise_outcome(self, pending: list[Task]) -> None:
+        """On SLURM, a suite that did not finish says which runs did not and the command that continues it;
+        otherwise as the thread pool (see `Scheduler._raise_outcome`)."""
+        if self.kind != "slurm" or not (self.signals or self.failures):
+            super()._raise_outcome(pending)
+            return
+        advice = (f"runs that did not finish: {', '.join(self.unfinished)}; the finished runs are kept; continue the "
+                  f"suite with: {self.resume_command()}")
+        if self.signals:
+            name = signal.Signals(self.signals[0]).name
+            raise Interrupted(self.signals[0], f"interrupted by {name}: the suite's SLURM jobs were cancelled, each "
+                              f"run keeps its last complete epoch; {advice}")
+        failed = "; ".join(one_line(failure, 500) for _, failure in self.failures)
+        raise SuiteRunError(f"{len(self.failures)} run{'s' * (len(self.failures) > 1)} failed or ended without a "
+                            f"result: {failed}; {advice}") from self.failures[0][1]
+
+    def resume_command(self) -> str:
+        """The command that continues this suite: the one that started it with --resume added (when it came from
+        the command line), else the suite's own settings as options."""
+        argv = sys.argv[1:]
+        if Path(sys.argv[0]).name in ("node-transfer", "__main__.py") and argv[:1] == ["suite"]:
+            return shlex.join(["node-transfer", *argv, *([] if "--resume" in argv else ["--resume"])])
+        meta, options = self.meta, self.slurm
+        words = ["node-transfer", "suite", meta["suite"], "--profile", meta["profile"], "--seeds", str(meta["seeds"]),
+                 "--out", str(self.out), "--executor", self.kind, "--resume"]
+        words += [f"--set={name}={value}" for name, value in sorted(meta.get("overrides", {}).items())]
+        if self.limit:
+            words.append(f"--jobs={self.limit}")
+        if self.keep_going:
+            words.append("--keep-going")
+        if self.kind == "slurm":
+            words += [f"--slurm-gpus-per-job={options.gpus_per_job}"]
+            words += [f"--slurm-partition={options.partition}"] * bool(options.partition)
+            words += [f"--slurm-cpus-per-job={options.cpus_per_job}"] * bool(options.cpus_per_job)
+            words += [f"--slurm-time={options.time_min}"] * bool(options.time_min)
+            words += [f"--slurm-setup={line}" for line in options.setup]
+            words += [f"--slurm-option={name}={value}" for name, value in options.extra.items()]
+        return shlex.join(words)
+
     @contextlib.contextmanager
     def _signals_recorded(self) -> Iterator[None]:
         """SIGTERM/SIGINT to the suite: no new job starts, the running ones are cancelled (their runs keep their last
-        complete epoch), and `Interrupted` is raised once they have ended."""
+        complete epoch), and `Interrupted` is raised once they have ended (on SLURM, once they are cancelled)."""
 
         def handler(signum: int, frame: Any) -> None:
             self.signals.append(signum)
@@ -198,3 +429,13 @@ class SubmititScheduler(Scheduler):
 
         with signals_handled(handler):
             yield
+
+
+def result_written(job: Any) -> bool:
+    """Whether a submitit job has written its result file (its folder's attributes refreshed first, as submitit
+    does, for network file systems that cache them)."""
+    folder = job.paths.folder
+    with contextlib.suppress(OSError):
+        folder.chmod(folder.stat().st_mode)
+    return job.paths.result_pickle.exists()
+
