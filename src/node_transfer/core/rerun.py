@@ -25,7 +25,7 @@ from .speed import with_legacy
 #: model, machine and libraries, never given. A re-run does not take them; `versions` and `torch_threads` are
 #: compared with this machine's.
 RECORDED_ENTRIES = ("device_resolved", "world_size", "num_classes", "class_names", "num_features", "data_config",
-                    "sizes", "init_from_head_tensors", "versions", "torch_threads", "started_at")
+                    "sizes", "init_from_head_tensors", "versions", "torch_threads", "started_at", "weights_source")
 #: Entries every run's config.json has held since the first run: what tells one from other JSON (metrics.json).
 RUN_CONFIG_MARKERS = ("dataset", "backbone", "head", "epochs", "seed", "versions")
 #: Options that say where the recorded run was written, not what it computed: a re-run starts without them.

