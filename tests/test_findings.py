@@ -115,7 +115,7 @@ def test_the_intro_states_one_sentence_per_claim_with_its_numbers(fashion):
         assert row.startswith(f"| {number}. ") and re.search(r"\*\*(holds|does not hold|undecided|[a-z]+, [a-z ]+ "
                                                              r"not shown)\*\*", row)
         assert re.search(r"[+-]\d+(\.\d+)? (%|points)? ?\[", row)  # a difference with its interval
-    assert re.search(r"% \[[+-]\d+ %, [+-]\d+ %\] of fc-adam's", rows[3])  # stability in % of the control
+    assert re.search(r"\(% of the control's\): rk − fc-adam, fine-tune: [+-]\d+ % \[", rows[3])  # stability in %
     assert "before Holm's correction" in rows[2]  # a label Holm changed says both
     assert all(f"`{arm}`" in facts["arms"] for arm in ("rk", "fc-adam", "adjoint", "fc-sgd", "rk-imagenet"))
     assert "93 epochs" not in facts["scope"] and "head-only: 20,000 training images, 30 epochs" in facts["scope"]

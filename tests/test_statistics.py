@@ -134,3 +134,32 @@ def test_fine_curve_fluctuation_reads_the_pairs_late_epochs_on_made_up_curves():
     assert points == {0: 24, 1: 24} and left_out == [2, 3]  # 3 late epochs x 8; too short; no curve
     assert a[0] == pytest.approx(0.05, rel=0.1) and b[0] == pytest.approx(0.01, rel=0.1)  # the wobble, not the trend
     assert MIN_FINE_POINTS > 1
+
+
+def test_fine_curves_ride_with_a_suites_histories_through_the_paired_tests(tmp_path):
+    from node_transfer.analysis.verdicts import compare
+    from node_transfer.core.rundir import FINE_COLUMNS, write_history
+    from node_transfer.suites.results import fine_curves_of, load_histories
+
+    rng = np.random.default_rng(0)
+    runs = []
+    for label in ("rk", "fc-adam"):
+        for seed in range(3):
+            run_dir = tmp_path / f"{label}-s{seed}"
+            run_dir.mkdir()
+            epochs = [{"epoch": e, "train_loss": 0.1, "train_acc": 0.9, "val_loss": 0.3 + 0.01 * rng.standard_normal(),
+                       "val_acc": 0.9, "seconds": 1.0, "lr": 1e-3} for e in range(1, 9)]
+            write_history(epochs, run_dir / "history.csv")
+            fine = [{"epoch": e, "batch": k + 1, "step": (e - 1) * 8 + k + 1, "train_loss": 0.1,
+                     "val_loss": 0.3 + 0.02 * rng.standard_normal(), "val_acc": 0.9} for e in range(1, 9)
+                    for k in range(8)]
+            write_history(fine, run_dir / "fine.csv", FINE_COLUMNS)
+            runs.append({"label": label, "seed": seed, "run_dir": run_dir.name, "optimizer": "adam"})
+    runs = pd.DataFrame(runs)
+    histories = load_histories(tmp_path, runs)
+    assert len(fine_curves_of(histories)) == 6 * 64 and fine_curves_of(histories[histories["seed"] == 0]).shape[0]
+    for name in ("fine_val_loss_fluctuation", "val_loss_fluctuation"):  # derived frames keep working with it
+        result = compare(runs, histories, "rk", "fc-adam", name)
+        assert result.n == 3 and np.isfinite(result.mean_diff), name
+    assert compare(runs, histories, "rk", "fc-adam", "fine_val_loss_fluctuation").details["windows"] == \
+        {0: 32, 1: 32, 2: 32}  # the last 4 of 8 epochs, 8 points each

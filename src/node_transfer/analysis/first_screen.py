@@ -14,9 +14,10 @@ from .findings import StudyData
 from .statistics import statistic
 
 
-def interval_text(row: pd.Series) -> str:
-    """'-0.04 [-0.21, +0.12] points' in the statistic's display units; one paired seed has no interval."""
-    unit = f" {row['unit']}" if row["unit"] else ""
+def interval_text(row: pd.Series, unit: bool = True) -> str:
+    """'-0.04 [-0.21, +0.12] points' in the statistic's display units (without them: `unit` False); one paired
+    seed has no interval."""
+    unit = f" {row['unit']}" if row["unit"] and unit else ""
     digits = statistic(row["name"]).digits
     if not row["n"] >= 2:
         return f"{row['difference']:+.{digits}f}{unit} (one seed, no interval)"
@@ -56,13 +57,14 @@ def regime_short(regime: str) -> str:
     return regime.split(", ")[-1]
 
 
-def percent_text(row: pd.Series) -> str:
-    """'+19 % [+5 %, +33 %] of fc-adam's' for a stability row with a control level; '' otherwise."""
+def percent_text(row: pd.Series, control: bool = True) -> str:
+    """'+19 % [+5 %, +33 %] of fc-adam's' for a stability row with a control level ('' otherwise); without the
+    control's name where a heading already says whose level it is."""
     if not pd.notna(row.get("difference_pct")):
         return ""
     interval = (f" [{_pct(row['ci_low_pct'])}, {_pct(row['ci_high_pct'])}]" if pd.notna(row.get("ci_low_pct"))
                 else "")
-    return f"{_pct(row['difference_pct'])}{interval} of {row['b']}'s"
+    return f"{_pct(row['difference_pct'])}{interval}" + (f" of {row['b']}'s" if control else "")
 
 
 def _pct(value: float) -> str:
@@ -86,12 +88,18 @@ def before_holm(row: pd.Series) -> str:
 
 def finding(row: pd.Series) -> str:
     """One matched-control test for the claims table: pair, regime, difference and interval (stability in % of the
-    control), its label after Holm, and the uncorrected label where it differs."""
-    shown = percent_text(row) or interval_text(row)
+    control; units in the row's heading), its label after Holm, and the uncorrected label where it differs."""
+    shown = percent_text(row, control=False) or interval_text(row, unit=False)
     label = row["verdict_holm"] or row["verdict"]
     raw = before_holm(row)
     return (f"{row['a']} − {row['b']}, {regime_short(row['regime'])}: {shown}, **{label}**"
             + (f" ({raw})" if raw else ""))
+
+
+def heading(row: pd.Series) -> str:
+    """'test accuracy (points)', 'val-loss fluctuation (% of the control's)': a row's statistic and its unit."""
+    unit = "% of the control's" if pd.notna(row.get("difference_pct")) else row["unit"]
+    return f"{row['statistic']}{f' ({unit})' if unit else ''}"
 
 
 def claims_table(table: pd.DataFrame) -> str:
@@ -108,10 +116,9 @@ def claims_table(table: pd.DataFrame) -> str:
         found = "; ".join(finding(row) for _, row in main.iterrows())
         seeds = sorted(set(main["n"].astype(int)))
         count = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
-        sure = (f"{count} paired seeds; labels Holm-corrected over {family}" if corrected
-                else f"{count} paired seeds; exploratory, labels uncorrected")
+        sure = f"{count} seeds, Holm over {family}" if corrected else f"{count} seeds, exploratory"
         said = claim.short + (f" ({PAPER['baseline']['test'] * 100:.0f} % for all three)" if number == 1 else "")
-        rows.append(f"| {number}. {claim.title} | {said} | {statistic(names[0]).label}: {found} | {sure} |")
+        rows.append(f"| {number}. {claim.title} | {said} | {heading(main.iloc[0])}: {found} | {sure} |")
     return "\n".join(rows)
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
+from ..suites.results import fine_curves_of
 from .claims import Endpoint, Regime
 from .confounds import confounds
 from .convergence import choose_target, describe_target, times_to_target
@@ -137,8 +138,8 @@ def compare(runs: pd.DataFrame, histories: pd.DataFrame, a: str, b: str, name: s
     details: dict = {"window": 0, "windows": {}, "note": ""}
     loss_level = 0.0
     if s.curve == "fine_val_loss":
-        fine = histories.attrs.get("fine")
-        fine = EMPTY if fine is None or fine.empty else fine
+        fine = fine_curves_of(histories)
+        fine = EMPTY if fine.empty else fine
         values_a, values_b, points, short = fine_values(fine, a, b, seeds, options.window)
         loss_level = fine_loss_level(fine, b, points)
         details.update(windows=points, note=f"left out (no fine curve, or under {MIN_FINE_POINTS} points): "
@@ -228,7 +229,7 @@ def regime_table(runs: pd.DataFrame, histories: pd.DataFrame, regime: Regime, op
     present = set(runs["label"]) if len(runs) else set()
     options = regime_options(regime, options)
     tests = regime.primary() if primary_only else regime.tests
-    has_fine = not histories.attrs.get("fine", pd.DataFrame()).empty if len(histories) else False
+    has_fine = not fine_curves_of(histories).empty
     rows = [endpoint_row(runs, histories, regime, test, options) for test in tests if {test.a, test.b} <= present
             and (has_fine or statistic(test.statistic).curve != "fine_val_loss")]
     return pd.DataFrame(rows)

@@ -50,9 +50,27 @@ def suite_progress(suite_dir: str | Path) -> pd.DataFrame:
                                                "finished": "seeds finished"})
 
 
+class _Riding:
+    """A frame kept in another frame's `attrs`: pandas compares and deep-copies attrs on every derived object, so
+    this compares by identity and is never copied."""
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+
+    def __deepcopy__(self, memo: dict) -> _Riding:
+        return self
+
+
+def fine_curves_of(histories: pd.DataFrame) -> pd.DataFrame:
+    """The fine curves (`fine.csv` rows, tagged with label and seed) that `load_histories` attached to a suite's
+    histories; an empty frame when its runs have none."""
+    riding = histories.attrs.get("fine")
+    return riding.frame if isinstance(riding, _Riding) else pd.DataFrame()
+
+
 def load_histories(suite_dir: Path, runs: pd.DataFrame) -> pd.DataFrame:
     """All history.csv rows of a suite, tagged with label and seed; the runs' fine curves (`fine.csv`, where they
-    have them) ride along as `.attrs["fine"]`, tagged alike."""
+    have them) ride along, tagged alike (`fine_curves_of`)."""
     from ..core.rundir import read_fine_curves, read_history
 
     frames, fine = [], []
@@ -63,7 +81,8 @@ def load_histories(suite_dir: Path, runs: pd.DataFrame) -> pd.DataFrame:
         if len(curves):
             fine.append(curves.assign(label=row["label"], seed=row["seed"]))
     histories = pd.concat(frames, ignore_index=True)
-    histories.attrs["fine"] = pd.concat(fine, ignore_index=True) if fine else pd.DataFrame()
+    if fine:
+        histories.attrs["fine"] = _Riding(pd.concat(fine, ignore_index=True))
     return histories
 
 
