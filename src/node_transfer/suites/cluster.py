@@ -135,14 +135,24 @@ class SlurmQueue:
         self.accounting: bool | None = None  # whether sacct answers here; None until asked
         self.squeue_failing = False
         self.asked_at = float("-inf")  # when squeue was last asked (time.monotonic)
+        self.known: dict[str, str] = {}  # job id -> its state when last asked ("": neither queue nor sacct knows it)
         self.ended_since: dict[str, float] = {}  # job id -> when the queue first said it had ended (or forgot it)
 
-    def states_if_due(self, job_ids: list[str]) -> dict[str, str] | None:
-        """`states`, once every SLURM_POLL_SECONDS (None in between: results are checked more often than that)."""
-        if time.monotonic() - self.asked_at < SLURM_POLL_SECONDS:
-            return None
-        self.asked_at = time.monotonic()
-        return self.states(job_ids)
+    def refresh(self, job_ids: list[str]) -> None:
+        """Ask the queue about the jobs, once every SLURM_POLL_SECONDS (results are checked more often than that),
+        and note when each one was first seen ended."""
+        if not job_ids or time.monotonic() - self.asked_at < SLURM_POLL_SECONDS:
+            return
+        self.asked_at = now = time.monotonic()
+        states = self.states(job_ids)
+        if states is None:
+            return
+        self.known.update(states)
+        for job_id, state in states.items():
+            if state in LIVE_STATES:
+                self.ended_since.pop(job_id, None)  # a requeued job comes back to PENDING
+            else:
+                self.ended_since.setdefault(job_id, now)
 
     def states(self, job_ids: list[str]) -> dict[str, str] | None:
         """Each job's state in squeue's words ("" for a job neither the queue nor accounting knows), or None when
@@ -170,14 +180,13 @@ class SlurmQueue:
             states.update(self._sacct(forgotten))
         return states
 
-    def ended(self, job_id: str, state: str, now: float) -> str | None:
-        """How a job without a result ended (its state, or that SLURM no longer knows it), once that has held for
-        the grace period; None while it may still write a result."""
-        if state in LIVE_STATES:
-            self.ended_since.pop(job_id, None)  # a requeued job comes back to PENDING
+    def ended(self, job_id: str, now: float) -> str | None:
+        """How a job without a result ended (its state, or that SLURM no longer knows it), once the queue has said
+        so for the grace period; None while it may still write a result."""
+        if job_id not in self.ended_since:
             return None
-        since = self.ended_since.setdefault(job_id, now)
-        if now - since < (ENDED_GRACE_SECONDS if state else LOST_GRACE_SECONDS):
+        state = self.known.get(job_id, "")
+        if now - self.ended_since[job_id] < (ENDED_GRACE_SECONDS if state else LOST_GRACE_SECONDS):
             return None
         return state or f"unknown to SLURM for {LOST_GRACE_SECONDS:.0f} s"
 
@@ -310,7 +319,8 @@ class SubmititScheduler(Scheduler):
         """Take the jobs that have ended out of `running`: a result is a finished run or a failure; on SLURM a job
         the queue says has ended without one is a run that did not finish (with `queue` None, only results
         count). A failure without `keep_going` cancels the SLURM jobs still waiting to start."""
-        states = queue.states_if_due([job.job_id for _, job, _ in running.values()]) if queue and running else None
+        if queue is not None:
+            queue.refresh([job.job_id for _, job, _ in running.values()])
         now = time.monotonic()
         for key, (task, job, device) in list(running.items()):
             if self.kind == "local":
@@ -320,8 +330,7 @@ class SubmititScheduler(Scheduler):
             elif result_written(job):
                 outcome = self._collect(task, job)
             else:
-                how = queue.ended(job.job_id, states.get(job.job_id, ""), now) if queue and states is not None \
-                    else None
+                how = queue.ended(job.job_id, now) if queue is not None else None
                 if how is None:
                     continue
                 outcome = SuiteRunError(f"{task.key}: its SLURM job {job.job_id} ended ({how}) without finishing "
@@ -333,7 +342,7 @@ class SubmititScheduler(Scheduler):
                 continue
             self._failed(task, outcome)
             if self.kind == "slurm" and not self.keep_going and not self.signals:  # no new run: queued ones go
-                waiting = [j for _, j, _ in running.values() if (states or {}).get(j.job_id) == "PENDING"]
+                waiting = [j for _, j, _ in running.values() if queue and queue.known.get(j.job_id) == "PENDING"]
                 self._cancel(iter(waiting))
 
     def _ready(self, pending: list[Task], running: dict[str, tuple], done: set[str]) -> list[Task]:
