@@ -182,6 +182,8 @@ def reproducing_facts(data: StudyData, table: pd.DataFrame, results: str | Path 
         "tests_paper": int((table["role"] == "paper").sum()),
         "overfits_rows": int((table["verdict"] == "overfits more slowly").sum()),
         "confounds_paper": confound_kinds(" ".join(table.loc[table["role"] == "paper", "confound"])),
+        "pairing_r": "from {:+.2f} to {:+.2f}".format(*primary(table)["correlation"].agg(["min", "max"])),
+        "pairing_helps": int((primary(table)["correlation"] > 0).sum()),
     }
     finetune, heads = regime_data(data, "paper"), regime_data(data, "heads")
     if len(finetune[0]):

@@ -42,6 +42,8 @@ REGIMES = {
     "tolerance": "head-only sweep of the tolerance",
     "solvers": "head-only sweep of the solver",
     "beyond": "head-only sweep of newer NODE options",
+    "overfit-lite2": "full fine-tuning in the overfitting regime, EfficientNet-Lite2 instead of Lite0",
+    "maps": "head only at 96 px, on cached 3x3 feature maps of the frozen backbone: convolutional NODE and controls",
 }
 
 
