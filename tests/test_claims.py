@@ -288,3 +288,19 @@ def test_the_forest_plot_puts_the_node_better_to_the_right_in_minimum_effects():
     assert list(rows["low"]) == pytest.approx([-0.2, 1.0, -3.0])
     assert list(rows["high"]) == pytest.approx([1.2, 3.0, -1.0])
     assert list(rows["role"]) == ["primary", "primary", "paper"]  # the paper's own beneath its regime's tests
+
+
+def test_a_head_whose_accuracy_moves_with_the_solver_is_not_an_ode():
+    from node_transfer.analysis.claims import STUDIES
+    from node_transfer.analysis.ode_behaviour import solver_swap_sentence, solver_swap_table
+
+    regime = STUDIES["fashion-mnist"].regimes[0]
+    runs = pd.DataFrame({"label": ["rk", "rk", "euler", "euler", "fc-adam"], "seed": [0, 1, 0, 1, 0],
+                         "solver": ["dopri5", "dopri5", "euler", "euler", "dopri5"],
+                         "solver_swap_change": [0.001, -0.002, -0.03, -0.01, None]})
+    table = solver_swap_table({regime: (runs, pd.DataFrame())})
+    assert list(table["arm"]) == ["rk", "euler"] and list(table["behaves as an ODE"]) == [True, False]
+    assert table.loc[1, "largest change (points)"] == 3.0
+    assert "not an ODE by this check: euler" in solver_swap_sentence({regime: (runs, pd.DataFrame())})
+    assert "No committed run" in solver_swap_sentence({regime: (runs.drop(columns="solver_swap_change"),
+                                                                pd.DataFrame())})
