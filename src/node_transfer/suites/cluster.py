@@ -83,6 +83,7 @@ class RunJob:
         self.on_slurm = on_slurm
 
     def __call__(self, task: Task, out: str, progress: bool) -> float:
+        """Execute the task in this job; its seconds (SystemExit, no result, when a signal stopped it on SLURM)."""
         received: list[int] = []
 
         def stopping(signum: int, how: signal.Signals) -> None:
@@ -310,6 +311,8 @@ class SubmititScheduler(Scheduler):
     def _submit_ready(self, executor: Any, pending: list[Task], running: dict[str, tuple], done: set[str],
                       total: int) -> None:
         for task in self._ready(pending, running, done):
+            if self.signals:  # arrived while submitting: nothing more goes to the queue
+                break
             pending.remove(task)
             running[task.key] = self.submit(executor, task, running)
             self._announce(task, total - len(pending), total, running[task.key][2])
