@@ -84,7 +84,7 @@ def test_the_readmes_say_what_the_committed_results_give():
     assert answer in readme and readme.index(answer) < readme.index("make demo")  # the answer opens the README
     bottom = answer.split("\n\n")[0]
     assert bottom.startswith("**In short:**") and len(re.findall(r"[.!?](?:\s|$)", bottom)) <= 3  # short
-    assert "\n| 1. Same accuracy |" in answer and "**The arms.**" in answer
+    assert "\n| 1. Same accuracy |" in answer and "**The arms** ([glossary](book/glossary.md))" in answer
 
 
 def test_the_intro_states_one_sentence_per_claim_with_its_numbers(fashion):
@@ -117,7 +117,7 @@ def test_the_intro_states_one_sentence_per_claim_with_its_numbers(fashion):
         assert re.search(r"[+-]\d+(\.\d+)? (%|points)? ?\[", row)  # a difference with its interval
     assert re.search(r"\(% of the control's\): rk − fc-adam, fine-tune: [+-]\d+ % \[", rows[3])  # stability in %
     assert "before Holm's correction" in rows[2]  # a label Holm changed says both
-    assert all(f"`{arm}`" in facts["arms"] for arm in ("rk", "fc-adam", "adjoint", "fc-sgd", "rk-imagenet"))
+    assert all(f"*{arm}*:" in facts["arms"] for arm in ("rk", "fc-adam", "adjoint", "fc-sgd", "rk-imagenet"))
     assert "93 epochs" not in facts["scope"] and "head-only: 20,000 training images, 30 epochs" in facts["scope"]
 
 

@@ -159,7 +159,7 @@ def test_the_intro_opens_with_the_answer_to_each_claim(browser):
         const rows = table ? Array.from(table.querySelectorAll('tbody tr')).map(r => r.innerText) : [];
         return {height: window.innerHeight, rows: rows,
                 table: table ? table.getBoundingClientRect().bottom : null,
-                scope: where('Scope:'), short: where('In short:'), arms: where('The arms.'),
+                scope: where('Scope:'), short: where('In short:'), arms: where('The arms'),
                 headings: Array.from(main.querySelectorAll('h2')).map(h => h.innerText.replace('#', '').trim())};""")
     browser.screenshot(SHOTS / "intro-first-screen.png")
     assert [row[:3] for row in state["rows"]] == ["1. ", "2. ", "3. ", "4. "], state["rows"]

@@ -231,5 +231,6 @@ def readme_answer(results: str | Path) -> str:
     facts = answer_facts(results)
     return "\n\n".join([
         f"{facts['bottom_line']} Each claim was tested against its *matched control*: the same training from the "
-        "same checkpoint, without the ODE.", str(facts["claims_table"]), str(facts["arms"]),
+        "same checkpoint, without the ODE.", str(facts["claims_table"]),
+        str(facts["arms"]).replace("](glossary.md)", "](book/glossary.md)"),
         str(facts["paper_comparisons"]), f"{facts['scope']} The book's introduction says what each label means."])

@@ -151,7 +151,8 @@ def arms_line(data: StudyData, table: pd.DataFrame) -> str:
         if "group" in runs:
             for label, group in runs.drop_duplicates("label").set_index("label")["group"].items():
                 groups.setdefault(label, group)
-    return "**The arms.** " + "; ".join(f"`{label}`: {groups[label]}" for label in named if label in groups) + "."
+    return "**The arms** ([glossary](glossary.md)). " + "; ".join(
+        f"*{label}*: {groups[label]}" for label in named if label in groups) + "."
 
 
 def paper_comparisons(data: StudyData, table: pd.DataFrame) -> str:
