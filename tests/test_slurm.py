@@ -134,25 +134,29 @@ def test_a_suite_on_slurm_gives_the_default_executors_files_and_reads_job_states
     assert len(jobs) == 2 and all(job_field(job, "JobState", slurm_env) == "COMPLETED" for job in jobs)
 
 
-@pytest.mark.timeout(600)  # about 2.5 minutes on two busy cores
+@pytest.mark.timeout(600)  # about 3 minutes on two busy cores
 def test_a_requeued_job_continues_its_run_and_a_cancelled_one_ends_the_suite_until_resume(
         tmp_path: Path, slurm_env: dict[str, str]) -> None:
-    """One suite, its NODE run's job first requeued, then cancelled.
+    """One suite, its NODE run's job requeued twice, then cancelled.
 
     USR2, as SLURM sends it before the time limit (submitit's `--signal=USR2@90`): submitit calls the job's
-    checkpoint, which stops the kernel, and requeues the job, which resumes the run from its last complete epoch
-    (the epochs before stay as the first start wrote them, times and all: continued, not rerun). Then `scancel`:
-    without accounting the suite learns it from the queue within a minute, names the run that did not finish and
-    exits 1 printing the `--resume` command, which completes the suite."""
+    checkpoint, which stops the kernel, and requeues the job; then `scontrol requeue`, as a preemption that
+    requeues (SIGTERM to the job, which leaves no result, and back to the queue). Each time the requeued job
+    resumes the run from its last complete epoch (the epochs before stay as the earlier start wrote them, times and
+    all: continued, not rerun). Then `scancel`: without accounting the suite learns it from the queue within a
+    minute, names the run that did not finish and exits 1 printing the `--resume` command, which completes the
+    suite."""
     out, log = tmp_path / "suite", tmp_path / "suite.log"
     run_dir = out / "node-s0"
     suite = start(on_slurm(out, "--set", f"epochs={EPOCHS}"), slurm_env, log)
     wait_until(lambda: epochs_done(run_dir) >= 2, suite, log, 240, "second NODE epoch")
     job = job_of("node-s0", slurm_env)
-    subprocess.run(["scancel", "--signal=USR2", job], check=True, env=slurm_env)
-    before = pd.read_csv(run_dir / "history.csv")
-    wait_until(lambda: job_field(job, "Restarts", slurm_env) == "1" and epochs_done(run_dir) > len(before) + 1,
-               suite, log, 180, "epoch of the requeued job")
+    starts = []  # the history as each requeue found it
+    for restart, requeue in enumerate((["scancel", "--signal=USR2", job], ["scontrol", "requeue", job]), start=1):
+        subprocess.run(requeue, check=True, env=slurm_env)
+        starts.append(pd.read_csv(run_dir / "history.csv"))
+        wait_until(lambda: job_field(job, "Restarts", slurm_env) == str(restart)  # noqa: B023 (called at once)
+                   and epochs_done(run_dir) > len(starts[-1]) + 1, suite, log, 180, f"epoch of requeue {restart}")
     subprocess.run(["scancel", job], check=True, env=slurm_env)
     cancelled = time.monotonic()
     output = finish(suite, log, 120)
@@ -164,9 +168,10 @@ def test_a_requeued_job_continues_its_run_and_a_cancelled_one_ends_the_suite_unt
     assert "Calling checkpoint method" in job_log and "Requeued job" in job_log, job_log  # both starts' logs
     assert '"resume": true' in (run_dir / "config.json").read_text()  # the requeued start resumed the run
     kept = pd.read_csv(run_dir / "history.csv")
-    assert len(before) < len(kept) < EPOCHS and not (run_dir / "metrics.json").exists()
-    continued = len(before) - 1  # the last row read may have been rewritten by an epoch finishing meanwhile
-    pd.testing.assert_frame_equal(kept.iloc[:continued], before.iloc[:continued])
+    assert len(starts[-1]) < len(kept) < EPOCHS and not (run_dir / "metrics.json").exists()
+    for before in starts:
+        continued = len(before) - 1  # the last row read may have been rewritten by an epoch finishing meanwhile
+        pd.testing.assert_frame_equal(kept.iloc[:continued], before.iloc[:continued])
 
     resumed = subprocess.run(resume_command(output), capture_output=True, text=True, env=slurm_env, timeout=240)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
