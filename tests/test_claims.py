@@ -304,3 +304,19 @@ def test_a_head_whose_accuracy_moves_with_the_solver_is_not_an_ode():
     assert "not an ODE by this check: euler" in solver_swap_sentence({regime: (runs, pd.DataFrame())})
     assert "No committed run" in solver_swap_sentence({regime: (runs.drop(columns="solver_swap_change"),
                                                                 pd.DataFrame())})
+
+
+def test_a_regime_with_a_confirmation_keeps_its_new_seeds_apart_until_pooled():
+    from node_transfer.analysis.claims import CONFIRMATIONS, STUDIES
+    from node_transfer.analysis.preregistration import confirmation_options
+    from node_transfer.analysis.verdicts import DECLARED, regime_options
+
+    regime = next(r for r in STUDIES["fashion-mnist"].regimes if r.key == "fmnist-overfit")
+    runs = pd.DataFrame({"label": ["rk", "fc-adam"] * 7, "seed": [s for s in range(7) for _ in range(2)],
+                         "cpu": "AMD EPYC"})
+    confirmation = CONFIRMATIONS["confirm-overfit-fmnist-s5-9"]
+    assert paired_seeds(runs, "rk", "fc-adam", regime_options(regime)) == [0, 1, 2, 3, 4]  # exploratory
+    assert paired_seeds(runs, "rk", "fc-adam", regime_options(regime, confirmation_options(confirmation))) == [5, 6]
+    pooled = regime_options(regime, replace(DECLARED, pool_confirmations=True))
+    assert paired_seeds(runs, "rk", "fc-adam", pooled) == list(range(7))
+    assert paired_seeds(runs.assign(cpu=[None, None] + ["AMD EPYC"] * 12), "rk", "fc-adam", pooled) == list(range(1, 7))

@@ -185,6 +185,9 @@ class Regime:
     #: Test only seeds whose runs all recorded one CPU model (`verdicts.seeds_on_one_cpu_model`): a pair is
     #: like for like only if both runs came from one machine model, which an unrecorded run cannot show.
     recorded_seeds_only: bool = False
+    #: The seeds its tests use by default (None: all): the exploratory seeds of a regime with a confirmation, whose
+    #: new seeds are judged apart (`preregistration`) and pooled only on request (`verdicts.Options`).
+    seeds: tuple[int, ...] | None = None
 
     def primary(self) -> tuple[Endpoint, ...]:
         return tuple(test for test in self.tests if test.role == "primary")
@@ -208,7 +211,7 @@ STUDIES: dict[str, Study] = {s.key: s for s in (
                recorded_seeds_only=True),
         Regime("fmnist-heads", "Fashion-MNIST, head-only", "heads", "fmnist", "heads-fmnist", HEAD_TESTS),
         Regime("fmnist-overfit", "Fashion-MNIST, overfitting", "overfit", "fmnist",
-               "overfit-fmnist", OVERFIT_TESTS, recorded_seeds_only=True),
+               "overfit-fmnist", OVERFIT_TESTS, recorded_seeds_only=True, seeds=tuple(range(5))),
     )),
     Study("digits", "scikit-learn's digits (smoke scale)", (
         Regime("digits-finetune", "digits, fine-tune", "paper", "cpu", "paper-cpu", FINETUNE_TESTS),

@@ -79,6 +79,7 @@ SCENARIOS = (
     replace(DECLARED, name="early-stopped seeds dropped", drop_early_stopped=True),
     replace(DECLARED, name="one CPU model per seed", seed_filter=seeds_on_one_cpu_model),
     replace(DECLARED, name="seeds without a recorded CPU kept", regime_seed_rules=False),
+    replace(DECLARED, name="confirmation seeds pooled in", pool_confirmations=True),
 )
 
 

@@ -72,11 +72,11 @@ def runs_not_after(runs: pd.DataFrame, declared: datetime | None) -> list[str]:
 
 
 def confirmation_options(confirmation: Confirmation, options: Options = DECLARED) -> Options:
-    """The declared analysis restricted to the confirmation's seeds."""
+    """The declared analysis restricted to the confirmation's seeds (the regime's exploratory-seed rule set aside)."""
     seeds = set(confirmation.seeds)
     given = options.seed_filter
     rule = (lambda runs: seeds) if given is None else (lambda runs: given(runs) & seeds)
-    return replace(options, seed_filter=rule)
+    return replace(options, seed_filter=rule, pool_confirmations=True)
 
 
 def confirmation_status(results: str | Path, confirmation: Confirmation) -> dict:

@@ -58,6 +58,7 @@ class Options:
     drop_early_stopped: bool = False  # leave out seeds where either arm stopped at its target
     seed_filter: Callable[[pd.DataFrame], set[int]] | None = None  # seeds allowed, from the regime's runs
     regime_seed_rules: bool = True  # apply each regime's own seed rule (`Regime.recorded_seeds_only`)
+    pool_confirmations: bool = False  # also test the seeds a regime keeps for its confirmation (`Regime.seeds`)
     method: str = "t"  # the labels' one-sample test (`paired.METHODS`): "t" or "wilcoxon"
     correction: str = "holm"  # the family's correction (`paired.CORRECTIONS`): "holm" or "bh"
 
@@ -85,12 +86,18 @@ def seeds_on_one_cpu_model(runs: pd.DataFrame) -> set[int]:
 
 
 def regime_options(regime: Regime, options: Options = DECLARED) -> Options:
-    """The options with the regime's seed rule added to any seed filter they already have."""
-    if not (regime.recorded_seeds_only and options.regime_seed_rules):
+    """The options with the regime's seed rules (one recorded CPU model; its exploratory seeds, unless a
+    confirmation's seeds are pooled in) added to any seed filter they already have."""
+    rules = []
+    if regime.recorded_seeds_only and options.regime_seed_rules:
+        rules.append(seeds_on_one_cpu_model)
+    if regime.seeds is not None and not options.pool_confirmations:
+        rules.append(lambda runs, chosen=frozenset(regime.seeds): set(chosen))
+    if options.seed_filter is not None:
+        rules.append(options.seed_filter)
+    if not rules:
         return options
-    given = options.seed_filter
-    rule = seeds_on_one_cpu_model if given is None else (lambda runs: given(runs) & seeds_on_one_cpu_model(runs))
-    return replace(options, seed_filter=rule)
+    return replace(options, seed_filter=lambda runs: set.intersection(*(set(rule(runs)) for rule in rules)))
 
 
 def paired_seeds(runs: pd.DataFrame, a: str, b: str, options: Options = DECLARED) -> list[int]:
