@@ -18,7 +18,7 @@ import pandas as pd
 from ..core.rundir import CONFIG, read_json
 from ..core.suitedir import run_dir_name
 from .claims import CONFIRMATIONS, STUDIES, Confirmation, Regime
-from .findings import StudyData
+from .findings import StudyData, declared_study
 from .verdicts import DECLARED, Options, family_table
 
 #: The file whose history dates a declaration.
@@ -107,6 +107,32 @@ def confirmation_table(data: StudyData, confirmation: Confirmation, options: Opt
     return family_table({regime: data[regime]}, confirmation_options(confirmation, options))
 
 
+def against_exploratory(results: str | Path, confirmation: Confirmation, tests: pd.DataFrame) -> str:
+    """Which readings of the exploratory seeds the confirmation repeated, and the labels with every seed pooled (both
+    from the study's primary family, Holm over all its tests, as the answer reads them)."""
+    title = regime_of(confirmation).title
+    data, table = declared_study(str(results))
+
+    def labels(frame: pd.DataFrame) -> dict[tuple[str, str, str], str]:
+        rows = frame[(frame["regime"] == title) & (frame["role"] == "primary")]
+        return {(a, b, name): label for a, b, name, label in zip(rows["a"], rows["b"], rows["name"],
+                                                                   rows["verdict_holm"])}
+
+    exploratory = labels(table)
+    pooled = labels(family_table(data, replace(DECLARED, pool_confirmations=True)))
+    keys = list(zip(tests["a"], tests["b"], tests["name"]))
+    def reading(key: tuple[str, str, str], label: str) -> str:
+        before = exploratory.get(key, "not tested")
+        if before in ("undecided", "not tested"):
+            return f"nothing to confirm: {before} on the exploratory seeds"
+        return f"{'confirmed' if before == label else 'not confirmed'}: {before} on the exploratory seeds"
+
+    repeated = [f"{test} ({reading(key, label)})"
+                for test, key, label in zip(tests["test"], keys, tests["verdict_holm"])]
+    return (f"Against the exploratory seeds: {'; '.join(repeated)}. Pooled, every seed: "
+            + "; ".join(f"{test}: **{pooled.get(key, 'not tested')}**" for test, key in zip(tests["test"], keys)))
+
+
 def confirmation_markdown(results: str | Path) -> str:
     """Each declared confirmation in words for the reproducing chapter: what was declared and when, how many of
     its runs are in, and its family's labels once there are paired seeds (kept apart from the exploratory seeds)."""
@@ -125,6 +151,7 @@ def confirmation_markdown(results: str | Path) -> str:
             text += ". Its family, Holm over its own tests: " + "; ".join(
                 f"{row['test']}: {row['measured'].split('; ', 1)[-1]} (**{row['verdict_holm']}**)"
                 for _, row in tests.iterrows())
+            text += ". " + against_exploratory(results, confirmation, tests)
         elif len(tests):
             text += ", fewer than two paired seeds per test: no test can be judged yet"
         parts.append(text + ".")
