@@ -97,7 +97,7 @@ def job_field(job_id: str, name: str, env: dict[str, str]) -> str:
 
 
 def suite_files(suite: Path) -> list[str]:
-    """Every file of a suite directory, relative to it (set-aside partial runs left out)."""
+    """Every file of a suite directory, relative to it (set-aside partial runs left out), as test_cluster's."""
     return sorted(str(p.relative_to(suite)) for p in suite.rglob("*")
                   if p.is_file() and ".partial-" not in str(p.relative_to(suite)))
 
@@ -163,7 +163,7 @@ def test_a_requeued_job_continues_its_run_and_a_cancelled_one_ends_the_suite_unt
     print(f"the suite ended {time.monotonic() - cancelled:.1f} s after scancel")
     assert time.monotonic() - cancelled < 60, output
     assert suite.returncode == 1, output
-    assert "runs that did not finish: node-s0;" in output and "ended (CANCELLED)" in output, output
+    assert "runs that did not finish: node-s0\n" in output and "ended (CANCELLED)" in output, output
     job_log = "".join((tmp_path / "suite.submitit" / f"{job}_0_log.{kind}").read_text() for kind in ("out", "err"))
     assert "Calling checkpoint method" in job_log and "Requeued job" in job_log, job_log  # both starts' logs
     assert '"resume": true' in (run_dir / "config.json").read_text()  # the requeued start resumed the run
@@ -191,7 +191,7 @@ def test_jobs_that_fail_before_their_runs_start_end_the_suite(tmp_path: Path, sl
     output = completed.stdout + completed.stderr
     print(f"the suite ended {time.monotonic() - started:.1f} s after it started")
     assert completed.returncode == 1, output
-    assert "runs that did not finish: fc-s0, node-s0;" in output and output.count("ended (FAILED)") == 2, output
+    assert "runs that did not finish: fc-s0, node-s0\n" in output and output.count("ended (FAILED)") == 2, output
     assert time.monotonic() - started < 3 * cluster.SLURM_POLL_SECONDS + cluster.ENDED_GRACE_SECONDS + 10
     assert "--resume" in resume_command(output)
 
@@ -218,6 +218,6 @@ def test_sigterm_cancels_the_jobs_and_ends_the_suite_within_seconds(tmp_path: Pa
     assert said < 5 and ended < 30, output
     assert suite.returncode == 128 + signal.SIGTERM, output
     assert "runs that did not finish: " in output and "--resume" in resume_command(output)
-    unfinished = output.split("runs that did not finish: ")[1].split(";")[0].split(", ")
+    unfinished = output.split("runs that did not finish: ")[1].splitlines()[0].split(", ")
     states = {key: job_field(job, "JobState", slurm_env) for key, job in zip(("fc-s0", "node-s0"), jobs)}
     assert "node-s0" in unfinished and all(states[key] == "CANCELLED" for key in unfinished), (states, output)

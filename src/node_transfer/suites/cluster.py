@@ -396,15 +396,15 @@ class SubmititScheduler(Scheduler):
         if self.kind != "slurm" or not (self.signals or self.failures):
             super()._raise_outcome(pending)
             return
-        advice = (f"runs that did not finish: {', '.join(self.unfinished)}; the finished runs are kept; continue the "
-                  f"suite with: {self.resume_command()}")
+        advice = f"the finished runs are kept; continue the suite with: {self.resume_command()}"
         if self.signals:
             name = signal.Signals(self.signals[0]).name
             raise Interrupted(self.signals[0], f"interrupted by {name}: the suite's SLURM jobs were cancelled, each "
-                              f"run keeps its last complete epoch; {advice}")
-        failed = "; ".join(one_line(failure, 500) for _, failure in self.failures)
-        raise SuiteRunError(f"{len(self.failures)} run{'s' * (len(self.failures) > 1)} failed or ended without a "
-                            f"result: {failed}; {advice}") from self.failures[0][1]
+                              f"run keeps its last complete epoch\nruns that did not finish: "
+                              f"{', '.join(self.unfinished)}\n{advice}")
+        failed = "".join(f"\n  {first_line(failure)}" for _, failure in self.failures)
+        raise SuiteRunError(f"runs that did not finish: {', '.join(self.unfinished)}{failed}\n{advice}") \
+            from self.failures[0][1]
 
     def resume_command(self) -> str:
         """The command that continues this suite: the one that started it with --resume added (when it came from
@@ -441,6 +441,12 @@ class SubmititScheduler(Scheduler):
 
         with signals_handled(handler):
             yield
+
+
+def first_line(failure: BaseException, limit: int = 500) -> str:
+    """A failure's message as one line of a summary (its type where the message is empty)."""
+    text = next((line.strip() for line in str(failure).splitlines() if line.strip()), type(failure).__name__)
+    return text[:limit]
 
 
 def result_written(job: Any) -> bool:
