@@ -65,7 +65,7 @@ PAPER_CLAIMS = {c.number: c for c in (
     PaperClaim(3, "Quicker", "the NODE models reach the target validation accuracy in fewer epochs and less "
                              "time, though each epoch is slower", "the target in fewer epochs and less time"),
     PaperClaim(4, "Adjoint best", "the adjoint model is the most stable, converges fastest and has the best "
-                                  "validation accuracy", "the adjoint model steadiest, quickest, most accurate"),
+                                  "validation accuracy", "the adjoint arm steadiest, quickest, best"),
     PaperClaim(0, "Calibration", "(not in the paper) the NODE head's predictions are better calibrated"),
 )}
 

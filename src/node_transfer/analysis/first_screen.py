@@ -7,6 +7,8 @@ Holm-corrected one, and where Holm changed it the uncorrected reading follows in
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 
 from .claims import PAPER, PAPER_CLAIMS
@@ -152,7 +154,8 @@ def arms_line(data: StudyData, table: pd.DataFrame) -> str:
             for label, group in runs.drop_duplicates("label").set_index("label")["group"].items():
                 groups.setdefault(label, group)
     return "**The arms** ([glossary](glossary.md)). " + "; ".join(
-        f"*{label}*: {groups[label]}" for label in named if label in groups) + "."
+        f"*{label}*: {re.sub(r'^(control|cross|variant): ', '', groups[label])}" for label in named
+        if label in groups) + "."
 
 
 def paper_comparisons(data: StudyData, table: pd.DataFrame) -> str:
