@@ -162,7 +162,7 @@ def test_the_slurm_queue_decides_that_a_job_ended_only_after_its_grace_period(mo
 
     answers = {"squeue": "1|RUNNING\n2|CANCELLED\n"}
 
-    def slurm(command):
+    def slurm(command, **kwargs):
         if command[0] == "sacct":
             raise subprocess.CalledProcessError(1, command, stderr="Slurm accounting storage is disabled\n")
         return answers["squeue"]
@@ -198,3 +198,36 @@ def test_a_suite_that_did_not_finish_on_slurm_names_the_command_that_continues_i
     monkeypatch.setattr(sys, "argv", ["/venv/bin/node-transfer", "suite", "smoke", "--out", "x y", "--executor",
                                       "slurm"])
     assert scheduler.resume_command() == "node-transfer suite smoke --out 'x y' --executor slurm --resume"
+
+
+def test_a_slurm_queue_that_stops_answering_ends_the_wait_after_a_bound(monkeypatch):
+    """squeue failing (the controller gone): said once, nothing decided at first, every job given up after
+    QUEUE_LOST_SECONDS, with the advice to look at squeue before --resume."""
+    from node_transfer.suites import cluster
+
+    def unreachable(command, **kwargs):
+        raise subprocess.CalledProcessError(1, command, stderr="Unable to contact slurm controller\n")
+
+    said = []
+    monkeypatch.setattr(cluster, "run_slurm", unreachable)
+    monkeypatch.setattr(cluster, "SLURM_POLL_SECONDS", 0.0)
+    queue = cluster.SlurmQueue(said.append)
+    queue.refresh(["7"])
+    queue.refresh(["7"])
+    now = time.monotonic()
+    assert queue.ended("7", now) is None
+    assert "the job may still run; see squeue before --resume" in queue.ended("7", now + cluster.QUEUE_LOST_SECONDS)
+    assert len([line for line in said if line.startswith("squeue failed")]) == 1
+
+
+def test_a_slurm_command_is_given_up_at_once_when_the_suite_is_signalled():
+    """A client stuck on an unreachable controller must not hold up a suite that received SIGTERM."""
+    from node_transfer.suites.cluster import run_slurm
+
+    started = time.monotonic()
+    with pytest.raises(subprocess.TimeoutExpired):
+        run_slurm(["sleep", "30"], interrupted=lambda: True)
+    assert time.monotonic() - started < 5
+    assert run_slurm(["echo", "RUNNING"]) == "RUNNING\n"
+    with pytest.raises(subprocess.CalledProcessError):
+        run_slurm(["false"])

@@ -56,10 +56,23 @@ def on_slurm(out: Path, *options: str) -> list[str]:
     return suite_command(out, "--executor", "slurm", "--slurm-gpus-per-job", "0", *options)
 
 
-def start(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
-    """A suite process, its output (stdout and stderr) in `log`."""
-    with log.open("w") as handle:
-        return subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, text=True, env=env)
+@pytest.fixture
+def start(slurm_env: dict[str, str]) -> Iterator[Callable[[list[str], Path], subprocess.Popen]]:
+    """Starts suite processes on the cluster, each with its output (stdout and stderr) in a log file; any still
+    running when the test ends (a failed assertion) is killed, never left polling."""
+    processes: list[subprocess.Popen] = []
+
+    def start_suite(command: list[str], log: Path) -> subprocess.Popen:
+        with log.open("w") as handle:
+            processes.append(subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, text=True,
+                                              env=slurm_env))
+        return processes[-1]
+
+    yield start_suite
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 def finish(process: subprocess.Popen, log: Path, seconds: float) -> str:
@@ -111,11 +124,11 @@ def resume_command(output: str) -> list[str]:
 
 
 def test_a_suite_on_slurm_gives_the_default_executors_files_and_reads_job_states_from_the_queue(
-        tmp_path: Path, slurm_env: dict[str, str]) -> None:
+        tmp_path: Path, slurm_env: dict[str, str], start: Callable) -> None:
     """`suite smoke --executor slurm`: both runs as SLURM jobs, the thread pool's files and numbers, and one line
     (not a warning a poll) saying that job states come from the queue, as this cluster keeps no accounting."""
     slurm, threads = tmp_path / "slurm", tmp_path / "threads"
-    reference = start(suite_command(threads), slurm_env, tmp_path / "threads.log")  # alongside: the test's time
+    reference = start(suite_command(threads), tmp_path / "threads.log")  # alongside: the test's time
     started = time.monotonic()
     completed = subprocess.run(on_slurm(slurm), capture_output=True, text=True, env=slurm_env, timeout=240)
     print(f"suite smoke on SLURM: {time.monotonic() - started:.0f} s")
@@ -136,7 +149,7 @@ def test_a_suite_on_slurm_gives_the_default_executors_files_and_reads_job_states
 
 @pytest.mark.timeout(600)  # about 3 minutes on two busy cores
 def test_a_requeued_job_continues_its_run_and_a_cancelled_one_ends_the_suite_until_resume(
-        tmp_path: Path, slurm_env: dict[str, str]) -> None:
+        tmp_path: Path, slurm_env: dict[str, str], start: Callable) -> None:
     """One suite, its NODE run's job requeued twice, then cancelled.
 
     USR2, as SLURM sends it before the time limit (submitit's `--signal=USR2@90`): submitit calls the job's
@@ -148,7 +161,7 @@ def test_a_requeued_job_continues_its_run_and_a_cancelled_one_ends_the_suite_unt
     suite."""
     out, log = tmp_path / "suite", tmp_path / "suite.log"
     run_dir = out / "node-s0"
-    suite = start(on_slurm(out, "--set", f"epochs={EPOCHS}"), slurm_env, log)
+    suite = start(on_slurm(out, "--set", f"epochs={EPOCHS}"), log)
     wait_until(lambda: epochs_done(run_dir) >= 2, suite, log, 240, "second NODE epoch")
     job = job_of("node-s0", slurm_env)
     starts = []  # the history as each requeue found it
@@ -196,12 +209,12 @@ def test_jobs_that_fail_before_their_runs_start_end_the_suite(tmp_path: Path, sl
     assert "--resume" in resume_command(output)
 
 
-def test_sigterm_cancels_the_jobs_and_ends_the_suite_within_seconds(tmp_path: Path,
-                                                                    slurm_env: dict[str, str]) -> None:
+def test_sigterm_cancels_the_jobs_and_ends_the_suite_within_seconds(tmp_path: Path, slurm_env: dict[str, str],
+                                                                    start: Callable) -> None:
     """SIGTERM to a suite whose jobs are queued or running: it cancels them and exits 143 within seconds, naming
     the runs that did not finish and the resume command."""
     out, log = tmp_path / "suite", tmp_path / "suite.log"
-    suite = start(on_slurm(out, "--set", f"epochs={EPOCHS}"), slurm_env, log)
+    suite = start(on_slurm(out, "--set", f"epochs={EPOCHS}"), log)
     wait_until(lambda: len(re.findall(r"submitit job (\d+)", log.read_text())) == 2, suite, log, 120,
                "two submitted jobs")
     jobs = re.findall(r"submitit job (\d+)", log.read_text())

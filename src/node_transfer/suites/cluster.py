@@ -36,7 +36,7 @@ from typing import Any
 from ..core.errors import ConfigError, Interrupted, SuiteRunError
 from ..core.signals import signals_handled
 from .notebooks import kernel_environment, kernel_pids, stop_kernels_on_signal
-from .scheduling import Scheduler, Task, execute_task, one_line
+from .scheduling import Scheduler, Task, execute_task
 
 EXECUTORS = ("threads", "local", "slurm")  # threads: this process's thread pool (the default)
 LOCAL_TIME_MIN = 7 * 24 * 60  # the local executor's time limit per job (submitit's own default is 2 minutes)
@@ -44,6 +44,9 @@ SLURM_TIME_MIN = 24 * 60  # SLURM's, unless --slurm-time is given (submitit's ow
 SLURM_POLL_SECONDS = 10.0  # how often the suite asks squeue about its jobs (one call for all; results: every second)
 ENDED_GRACE_SECONDS = 10.0  # an ended job's result may reach a network file system late: wait this long for it
 LOST_GRACE_SECONDS = 60.0  # a job the queue (and accounting) no longer knows, with no result: gone after this long
+QUEUE_LOST_SECONDS = 600.0  # squeue failing this long (the controller gone): the suite stops waiting for its jobs
+SLURM_COMMAND_SECONDS = 30.0  # a squeue or sacct call that takes longer is given up (asked again at the next poll)
+SCANCEL_SECONDS = 5.0  # scancel's time when the suite stops: a controller that does not answer cannot cancel anyway
 REQUEUE_STOP_SECONDS = 30.0  # a job about to be requeued waits this long for its kernel to stop
 #: squeue's states of a job that may still write a result (any other state, or none, means the job has ended)
 LIVE_STATES = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "SUSPENDED", "REQUEUED", "REQUEUE_FED",
@@ -131,10 +134,10 @@ class SlurmQueue:
     """The states of a suite's SLURM jobs, from the queue: one `squeue` call a poll, `sacct` only for jobs the queue
     has forgotten (and only where accounting answers; whether it does is asked once and said in one line)."""
 
-    def __init__(self, say: Callable[[str], None]) -> None:
-        self.say = say
+    def __init__(self, say: Callable[[str], None], interrupted: Callable[[], bool] = lambda: False) -> None:
+        self.say, self.interrupted = say, interrupted  # interrupted(): a signal came, give up a SLURM call at once
         self.accounting: bool | None = None  # whether sacct answers here; None until asked
-        self.squeue_failing = False
+        self.failing_since: float | None = None  # when squeue began to fail (time.monotonic), None while it answers
         self.asked_at = float("-inf")  # when squeue was last asked (time.monotonic)
         self.known: dict[str, str] = {}  # job id -> its state when last asked ("": neither queue nor sacct knows it)
         self.ended_since: dict[str, float] = {}  # job id -> when the queue first said it had ended (or forgot it)
@@ -162,15 +165,16 @@ class SlurmQueue:
             self._ask_accounting(job_ids[0])
         try:
             output = run_slurm(["squeue", "--noheader", "--states=all", "--format=%i|%T",
-                                "--jobs=" + ",".join(job_ids)])
+                                "--jobs=" + ",".join(job_ids)], interrupted=self.interrupted)
         except (OSError, subprocess.SubprocessError) as exc:
-            if not self.squeue_failing:
-                self.say(f"squeue failed ({one_line(exc)}); asking again every poll")
-            self.squeue_failing = True
+            if self.failing_since is None:
+                self.failing_since = time.monotonic()
+                self.say(f"squeue failed ({first_line(exc)}); asking again every poll, for up to "
+                         f"{QUEUE_LOST_SECONDS:.0f} s")
             return None
-        if self.squeue_failing:
+        if self.failing_since is not None:
             self.say("squeue answers again")
-        self.squeue_failing = False
+        self.failing_since = None
         states = dict.fromkeys(job_ids, "")
         for line in output.splitlines():
             job_id, _, state = line.partition("|")
@@ -183,7 +187,10 @@ class SlurmQueue:
 
     def ended(self, job_id: str, now: float) -> str | None:
         """How a job without a result ended (its state, or that SLURM no longer knows it), once the queue has said
-        so for the grace period; None while it may still write a result."""
+        so for the grace period, or that SLURM has not answered for QUEUE_LOST_SECONDS; None while it may still
+        write a result."""
+        if self.failing_since is not None and now - self.failing_since >= QUEUE_LOST_SECONDS:
+            return f"squeue failing for {QUEUE_LOST_SECONDS:.0f} s: the job may still run; see squeue before --resume"
         if job_id not in self.ended_since:
             return None
         state = self.known.get(job_id, "")
@@ -194,11 +201,11 @@ class SlurmQueue:
     def _ask_accounting(self, job_id: str) -> None:
         try:
             run_slurm(["sacct", "--noheader", "--parsable2", "--allocations", "--format=JobID,State",
-                       f"--jobs={job_id}"])
+                       f"--jobs={job_id}"], interrupted=self.interrupted)
         except (OSError, subprocess.SubprocessError) as exc:
             self.accounting = False
-            reason = getattr(exc, "stderr", None) or one_line(exc)
-            self.say(f"no SLURM accounting here (sacct: {reason.strip().splitlines()[0]}): job states come from the "
+            reason = (getattr(exc, "stderr", None) or "").strip() or first_line(exc)
+            self.say(f"no SLURM accounting here (sacct: {reason.splitlines()[0]}): job states come from the "
                      "queue (squeue)")
             return
         self.accounting = True
@@ -208,7 +215,7 @@ class SlurmQueue:
         """Accounting's states of jobs the queue has forgotten (first word: "CANCELLED by 0" is CANCELLED)."""
         try:
             output = run_slurm(["sacct", "--noheader", "--parsable2", "--allocations", "--format=JobID,State",
-                                "--jobs=" + ",".join(job_ids)])
+                                "--jobs=" + ",".join(job_ids)], interrupted=self.interrupted)
         except (OSError, subprocess.SubprocessError):
             return {}
         states = {}
@@ -219,9 +226,26 @@ class SlurmQueue:
         return states
 
 
-def run_slurm(command: list[str]) -> str:
-    """A SLURM client command's standard output; CalledProcessError (with its stderr) when it fails."""
-    return subprocess.run(command, capture_output=True, text=True, timeout=60, check=True).stdout
+def run_slurm(command: list[str], timeout: float = SLURM_COMMAND_SECONDS,
+              interrupted: Callable[[], bool] = lambda: False) -> str:
+    """A SLURM client command's standard output; CalledProcessError (with its stderr) when it fails, TimeoutExpired
+    when it takes longer than `timeout` seconds or `interrupted()` turns true meanwhile (a signal to the suite:
+    a client stuck on an unreachable controller must not hold the suite up)."""
+    deadline = time.monotonic() + timeout
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as process:
+        while True:
+            try:
+                out, err = process.communicate(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() > deadline or interrupted():
+                    process.kill()
+                    process.communicate()
+                    raise subprocess.TimeoutExpired(command, round(time.monotonic() - deadline + timeout, 1)) \
+                        from None
+    if process.returncode:
+        raise subprocess.CalledProcessError(process.returncode, command, out, err)
+    return out
 
 
 class SubmititScheduler(Scheduler):
@@ -238,6 +262,7 @@ class SubmititScheduler(Scheduler):
         self.folder = out.with_name(f"{out.name}.submitit")
         self.poll_seconds = 1.0  # SLURM: result files every second, squeue every SLURM_POLL_SECONDS
         self.unfinished: list[str] = []  # keys of the tasks that did not finish (known once `run` ends)
+        self.scancel_failure = ""  # why scancel failed, when it did (the jobs may still be queued or running)
         bad = [d for d in self.devices if not d.isdigit()]
         if bad:
             raise ConfigError("executor", executor, f"'threads' with CUDA_VISIBLE_DEVICES={bad[0]}: submitit's local "
@@ -283,7 +308,7 @@ class SubmititScheduler(Scheduler):
         pending, done = list(tasks), set()
         running: dict[str, tuple] = {}  # key -> (task, job, device)
         started, cancelled = time.perf_counter(), False
-        queue = SlurmQueue(self._say) if self.kind == "slurm" else None
+        queue = SlurmQueue(self._say, lambda: bool(self.signals)) if self.kind == "slurm" else None
         if self.devices:
             self.meta["devices"] = self.devices
         try:
@@ -375,8 +400,10 @@ class SubmititScheduler(Scheduler):
         jobs = list(jobs)
         if self.kind == "slurm":
             if jobs:
-                with contextlib.suppress(OSError, subprocess.SubprocessError):
-                    subprocess.run(["scancel", *(job.job_id for job in jobs)], capture_output=True, timeout=60)
+                try:
+                    run_slurm(["scancel", *(job.job_id for job in jobs)], timeout=SCANCEL_SECONDS)
+                except (OSError, subprocess.SubprocessError) as exc:
+                    self.scancel_failure = first_line(exc)
             return True
         for job in jobs:
             with contextlib.suppress(Exception):
@@ -399,8 +426,11 @@ class SubmititScheduler(Scheduler):
         advice = f"the finished runs are kept; continue the suite with: {self.resume_command()}"
         if self.signals:
             name = signal.Signals(self.signals[0]).name
-            raise Interrupted(self.signals[0], f"interrupted by {name}: the suite's SLURM jobs were cancelled, each "
-                              f"run keeps its last complete epoch\nruns that did not finish: "
+            cancelled = "the suite's SLURM jobs were cancelled, each run keeps its last complete epoch"
+            if self.scancel_failure:
+                cancelled = f"scancel failed ({self.scancel_failure}): see squeue, and scancel the suite's jobs " \
+                    "before --resume"
+            raise Interrupted(self.signals[0], f"interrupted by {name}: {cancelled}\nruns that did not finish: "
                               f"{', '.join(self.unfinished)}\n{advice}")
         failed = "".join(f"\n  {first_line(failure)}" for _, failure in self.failures)
         raise SuiteRunError(f"runs that did not finish: {', '.join(self.unfinished)}{failed}\n{advice}") \
