@@ -15,8 +15,10 @@ alone and, on a cluster without accounting, warns at every poll and never learns
 ends without a result (cancelled, failed before its run started, its node lost) counts as a run that did not
 finish once the queue has said so for `ENDED_GRACE_SECONDS` (or has not known the job for `LOST_GRACE_SECONDS`);
 the suite then names the runs that did not finish and exits with the command that continues it. SIGTERM or SIGINT
-cancels the jobs and ends the suite at once. A job that SLURM preempts or stops near its time limit (submitit's
-USR2) stops its kernel, is requeued by submitit, and its run resumes from its last complete epoch.
+cancels the jobs (one scancel) and ends the suite at once; a SLURM command stuck on an unreachable controller is
+given up, and squeue failing for `QUEUE_LOST_SECONDS` ends the wait. A job stopped to be requeued (a preemption,
+`scontrol requeue`: it leaves no result) or warned of its time limit (submitit's USR2: `RunJob.checkpoint` stops
+its kernel, submitit requeues it) resumes its run from the last complete epoch when it starts again.
 """
 
 from __future__ import annotations
