@@ -37,7 +37,8 @@ pytestmark = [
 def slurm_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A one-node cluster for this module's tests; yields the environment its clients (and jobs) need."""
     folder = tmp_path_factory.mktemp("cluster")
-    subprocess.run([str(CLUSTER_SCRIPT), "start", str(folder)], check=True, capture_output=True, text=True)
+    started = subprocess.run([str(CLUSTER_SCRIPT), "start", str(folder)], capture_output=True, text=True)
+    assert started.returncode == 0, started.stdout + started.stderr  # says why (and the daemons' last log lines)
     env = {**os.environ, "SLURM_CONF": str(folder / "slurm.conf"), "OMP_NUM_THREADS": "1",
            "TQDM_MININTERVAL": "30", "PYTHONUNBUFFERED": "1"}
     try:
