@@ -158,7 +158,7 @@ def test_the_slurm_queue_decides_that_a_job_ended_only_after_its_grace_period(mo
     """squeue's word for the jobs: a live job is never decided, an ended one after ENDED_GRACE_SECONDS, one the
     queue has forgotten after LOST_GRACE_SECONDS, a requeued one (back to PENDING) is live again; no accounting is
     said once."""
-    from node_transfer.suites import cluster
+    from node_transfer.suites import slurm_queue
 
     answers = {"squeue": "1|RUNNING\n2|CANCELLED\n"}
 
@@ -168,15 +168,15 @@ def test_the_slurm_queue_decides_that_a_job_ended_only_after_its_grace_period(mo
         return answers["squeue"]
 
     said = []
-    monkeypatch.setattr(cluster, "run_slurm", slurm)
-    monkeypatch.setattr(cluster, "SLURM_POLL_SECONDS", 0.0)
-    queue = cluster.SlurmQueue(said.append)
+    monkeypatch.setattr(slurm_queue, "run_slurm", slurm)
+    monkeypatch.setattr(slurm_queue, "SLURM_POLL_SECONDS", 0.0)
+    queue = slurm_queue.SlurmQueue(said.append)
     queue.refresh(["1", "2", "3"])
     now = time.monotonic()
     assert [queue.ended(job, now) for job in ("1", "2", "3")] == [None, None, None]
-    later = now + cluster.ENDED_GRACE_SECONDS + 1
+    later = now + slurm_queue.ENDED_GRACE_SECONDS + 1
     assert [queue.ended(job, later) for job in ("1", "2", "3")] == [None, "CANCELLED", None]
-    assert queue.ended("3", now + cluster.LOST_GRACE_SECONDS + 1) == "unknown to SLURM for 60 s"
+    assert queue.ended("3", now + slurm_queue.LOST_GRACE_SECONDS + 1) == "unknown to SLURM for 60 s"
     answers["squeue"] = "2|PENDING\n"  # requeued
     queue.refresh(["1", "2", "3"])
     assert queue.ended("2", later + 100) is None
@@ -203,26 +203,26 @@ def test_a_suite_that_did_not_finish_on_slurm_names_the_command_that_continues_i
 def test_a_slurm_queue_that_stops_answering_ends_the_wait_after_a_bound(monkeypatch):
     """squeue failing (the controller gone): said once, nothing decided at first, every job given up after
     QUEUE_LOST_SECONDS, with the advice to look at squeue before --resume."""
-    from node_transfer.suites import cluster
+    from node_transfer.suites import slurm_queue
 
     def unreachable(command, **kwargs):
         raise subprocess.CalledProcessError(1, command, stderr="Unable to contact slurm controller\n")
 
     said = []
-    monkeypatch.setattr(cluster, "run_slurm", unreachable)
-    monkeypatch.setattr(cluster, "SLURM_POLL_SECONDS", 0.0)
-    queue = cluster.SlurmQueue(said.append)
+    monkeypatch.setattr(slurm_queue, "run_slurm", unreachable)
+    monkeypatch.setattr(slurm_queue, "SLURM_POLL_SECONDS", 0.0)
+    queue = slurm_queue.SlurmQueue(said.append)
     queue.refresh(["7"])
     queue.refresh(["7"])
     now = time.monotonic()
     assert queue.ended("7", now) is None
-    assert "the job may still run; see squeue before --resume" in queue.ended("7", now + cluster.QUEUE_LOST_SECONDS)
+    assert "the job may still run; see squeue before --resume" in queue.ended("7", now + slurm_queue.QUEUE_LOST_SECONDS)
     assert len([line for line in said if line.startswith("squeue failed")]) == 1
 
 
 def test_a_slurm_command_is_given_up_at_once_when_the_suite_is_signalled():
     """A client stuck on an unreachable controller must not hold up a suite that received SIGTERM."""
-    from node_transfer.suites.cluster import run_slurm
+    from node_transfer.suites.slurm_queue import run_slurm
 
     started = time.monotonic()
     with pytest.raises(subprocess.TimeoutExpired):

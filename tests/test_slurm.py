@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from node_transfer.suites import cluster
+from node_transfer.suites import slurm_queue
 
 CLUSTER_SCRIPT = Path(__file__).parent / "slurm" / "one_node_cluster.sh"
 EPOCHS = 30  # the smoke suite's NODE run then takes half a minute or more: long enough to act on it mid-run
@@ -206,7 +206,7 @@ def test_jobs_that_fail_before_their_runs_start_end_the_suite(tmp_path: Path, sl
     print(f"the suite ended {time.monotonic() - started:.1f} s after it started")
     assert completed.returncode == 1, output
     assert "runs that did not finish: fc-s0, node-s0\n" in output and output.count("ended (FAILED)") == 2, output
-    assert time.monotonic() - started < 3 * cluster.SLURM_POLL_SECONDS + cluster.ENDED_GRACE_SECONDS + 10
+    assert time.monotonic() - started < 3 * slurm_queue.SLURM_POLL_SECONDS + slurm_queue.ENDED_GRACE_SECONDS + 10
     assert "--resume" in resume_command(output)
 
 
