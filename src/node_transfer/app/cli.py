@@ -95,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     suite.add_argument("--slurm-cpus-per-job", type=int, default=None, help="CPUs per SLURM job (default: the "
                        "cluster's)")
     suite.add_argument("--slurm-time", type=int, default=None, metavar="MINUTES", help="time limit of each job "
-                       "(default: 1440 on SLURM, 10080 with --executor local); a run stopped by it continues with "
-                       "--resume")
+                       "(default: 1440 on SLURM, 10080 with --executor local); near it SLURM requeues the job and "
+                       "its run continues from its last complete epoch")
     suite.add_argument("--slurm-setup", action="append", default=[], metavar="LINE",
                        help="a shell line run before each SLURM job, e.g. 'module load cuda' (repeatable)")
     suite.add_argument("--slurm-option", action="append", default=[], metavar="NAME=VALUE",
