@@ -46,14 +46,12 @@ __all__ = [
 ]
 
 #: Old module path -> its home since the package was split into layers, for the old paths that files written
-#: outside the source tree name: the committed executed notebooks in results/ import the first four (`make
-#: reproduce` re-runs them unchanged under strict nbval), a `node-transfer` script installed before the move
-#: imports `node_transfer.cli`, and `node_transfer.config` is the path scripts outside the tree use for
-#: `ExperimentConfig` (still torch-free). `import node_transfer.experiment` gives the module
+#: outside the source tree name: the committed executed notebooks in results/ import these four (`make reproduce`
+#: re-runs them unchanged under strict nbval). `import node_transfer.experiment` gives the module
 #: `node_transfer.run.experiment` itself (one module object, not a copy). New code imports the new paths.
 MOVED = {
     "experiment": "run.experiment", "notebooks": "suites.notebooks", "plots": "analysis.plots",
-    "reporting": "analysis.reporting", "cli": "app.cli", "config": "core.config",
+    "reporting": "analysis.reporting",
 }
 
 if TYPE_CHECKING:
