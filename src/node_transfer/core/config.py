@@ -104,8 +104,8 @@ class ExperimentConfig:
     target_val_acc: float | None = field(default=None, metadata={"help": "stop once val acc reaches it"})
     patience: int = field(default=0, metadata={"help": "stop once the val loss has not improved for this many "
                                                        "epochs (0: never)"})
-    fine_evals: int = field(default=8, metadata={"help": "fine curves (fine.csv): validation-subset evaluations "
-                                                         "per epoch, and every batch's training loss (0: none)"})
+    fine_evals: int = field(default=8, metadata={"help": "fine curves in fine.csv: validation-subset "
+                                                         "evaluations per epoch (0: none)"})
     fine_val_size: int = field(default=100, metadata={"help": "images of that validation subset"})
     reproduce_run: str | None = field(default=None, metadata={"help": "a finished run to repeat exactly: stop at "
                                                                          "the first epoch that differs"})
