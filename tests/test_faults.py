@@ -142,7 +142,7 @@ def test_a_solver_failure_in_validation_stops_with_context(tmp_path, cache, monk
     out = tmp_path / "stiff"
     code = main(["run", "--dataset", "digits", "--image-size", "32", "--freeze-backbone", "--cache-features",
                  "--feature-cache", cache, "--head", "node", "--ode-width", "32", "--epochs", "1", "--out", str(out),
-                 "--quiet"])
+                 "--fine-evals", "0", "--quiet"])
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err
     for fragment in ("epoch 1, batch 1 of validation", "max_num_steps", "dopri5", "on_solver_failure='fallback'",
@@ -160,6 +160,8 @@ def test_a_solver_failure_in_validation_falls_back_when_asked(tmp_path, cache, m
         out = run(tmp_path, "fallback", cache, **FAULT_NODE, epochs=1, on_solver_failure="fallback")
     metrics = strict_json(out / "metrics.json")
     assert metrics["fallbacks"] == 1 and metrics["nfe_eval"] == 16  # rk4 over 4 steps in the test too
+    # the solver-swap check failed too (every adaptive solve outside training fails here): recorded, the run kept
+    assert metrics["test_acc_reference_solver"] is None and "max_num_steps" in metrics["solver_swap_error"]
     assert list(pd.read_csv(out / "history.csv")["solver"]) == ["rk4"]
 
 

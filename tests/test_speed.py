@@ -14,7 +14,7 @@ from node_transfer import ExperimentConfig
 from node_transfer.app.cli import main
 from node_transfer.core.checkpoints import atomic_save
 from node_transfer.core.errors import ConfigError
-from node_transfer.core.speed import FAST, LEGACY, settle
+from node_transfer.core.speed import FAST, LEGACY, LEGACY_LOOP, settle
 from node_transfer.model.data import build_datasets
 from node_transfer.model.tensor_images import ImageTensors, crop_flip, make_loader
 from node_transfer.model.transfer import TransferModel, apply_memory_format, head_from_config
@@ -240,4 +240,4 @@ def test_a_seed_keeps_the_settings_it_was_started_with_and_a_new_seed_gets_the_f
     assert settings(old / "node-s0") == tuple(LEGACY[k] for k in FAST)  # added later to seed 0: as its first run
     assert json.loads((old / "node-s0" / "config.json").read_text())["ode_backend"] == LEGACY["ode_backend"]
     assert settings(old / "fc-s1") == settings(old / "node-s1") == tuple(FAST.values())  # a new seed: fast
-    assert json.loads((old / "suite.json").read_text())["speed"] == {"0": LEGACY, "1": FAST}
+    assert json.loads((old / "suite.json").read_text())["speed"] == {"0": LEGACY_LOOP, "1": FAST}

@@ -245,13 +245,15 @@ def epoch_line(record: dict[str, Any], epochs: int) -> str:
 
 def started_at(run_dir: Path) -> str | None:
     """When the run was first started (UTC, ISO 8601), for `config.json`: now for a new run, the recorded time for
-    a resumed one, None for a resumed run started before starts were recorded (it cannot show its date). A
-    confirmation's check compares it with the commit that declared its tests."""
-    if (run_dir / CONFIG).is_file():
-        recorded = read_json(run_dir / CONFIG, "run configuration")
-        if (run_dir / LAST).is_file() or "started_at" in recorded:
-            return recorded.get("started_at")
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    a resumed one, None for a resumed run that cannot show it (started before starts were recorded, or its
+    `config.json` lost). A confirmation's check compares it with the commit that declared its tests."""
+    try:
+        recorded = read_json(run_dir / CONFIG, "run configuration") if (run_dir / CONFIG).is_file() else {}
+    except DataError:  # unreadable: the resumed run takes its configuration from last.pt, its start is lost
+        recorded = {}
+    if "started_at" in recorded:
+        return recorded["started_at"]
+    return None if (run_dir / LAST).is_file() else datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def machine_of(run_dir: Path) -> str | None:

@@ -272,8 +272,8 @@ def _run(config: ExperimentConfig, run_dir: Path, dist: DistInfo, resume_point: 
     model.load_state_dict(rundir.load_best(run_dir, state.best_epoch)["model"])
     test_loader = make_loader(test_set, batch_size=config.batch_size)
     test = trainer.evaluate(test_loader, None, "the test set")
-    swap = solver_swap(model, lambda: trainer.evaluate(test_loader, None, "the test set (reference solver)"),
-                       test["acc"])
+    swap = solver_swap(model, lambda: trainer.evaluate(test_loader, None, "the test set (reference solver)",
+                                                       fallback=False), test["acc"])
     best_row = state.history[state.best_epoch - 1]
     last_row = state.history[-1]
     metrics = {

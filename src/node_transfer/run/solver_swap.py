@@ -15,6 +15,7 @@ from contextlib import contextmanager
 
 from torch import nn
 
+from ..core.errors import ODESolveError
 from ..model.heads import ode_blocks
 
 #: The reference solve: what the head's dynamics give when solved accurately.
@@ -44,10 +45,15 @@ def reference_solver(model: nn.Module) -> Iterator[int]:
 
 def solver_swap(model: nn.Module, evaluate: Callable[[], dict[str, float]], trained_acc: float) -> dict:
     """The test accuracy with the reference solver and its change from the training solver's (`trained_acc`), for
-    `metrics.json`; {} for a head without an ODE. `evaluate` runs the test set and returns its numbers."""
+    `metrics.json`; {} for a head without an ODE. `evaluate` runs the test set without falling back (a failed
+    reference solve is recorded as `solver_swap_error`, and the run's settings and counters stay as they were)."""
     with reference_solver(model) as count:
         if not count:
             return {}
-        reference = evaluate()
+        try:
+            reference = evaluate()
+        except ODESolveError as exc:  # the check failed, the run did not: recorded, never a reason to stop
+            return {"reference_solver": describe_reference(), "test_acc_reference_solver": None,
+                    "solver_swap_error": str(exc)}
     return {"test_acc_reference_solver": reference["acc"], "reference_solver": describe_reference(),
             "nfe_reference_solver": reference["nfe"], "solver_swap_change": reference["acc"] - trained_acc}

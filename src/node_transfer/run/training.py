@@ -66,8 +66,7 @@ class Trainer:
         self.optimizer = make_optimizer(config, self.train_module.parameters())
         self.scheduler = make_scheduler(config, self.optimizer)
         self.blocks = ode_blocks(model)
-        # bf16 autocast is for the backbone; on cached features only the head runs, and it stays float32
-        # (TransferModel.forward switches autocast off for it, a path the cached head does not take)
+        # bf16 autocast is for the backbone; a cached head runs float32 (TransferModel.forward's rule, not taken here)
         self.amp = config.amp and device.type == "cuda" and not cached
         self.state = TrainState()
         self.forward: Callable = self.train_module
@@ -214,25 +213,29 @@ class Trainer:
         if self.config.freeze_backbone:
             self.model.backbone.eval()
 
-    def _eval_logits(self, inputs: torch.Tensor, epoch: int | None, batch: int, stage: str) -> torch.Tensor:
-        """Logits in evaluation; a solver failure falls back or stops as in training, naming where it happened."""
+    def _eval_logits(self, inputs: torch.Tensor, epoch: int | None, batch: int, stage: str,
+                     fallback: bool = True) -> torch.Tensor:
+        """Logits in evaluation; a solver failure falls back or stops, naming where (no `fallback`: raised as is)."""
         for attempt in range(2):
             try:
                 with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16, enabled=self.amp):
                     return self.train_module(inputs).float()
             except ODESolveError as exc:
+                if not fallback:
+                    raise
                 self._solver_failed(exc, self._describe(epoch, batch, stage), attempt)
         raise AssertionError("unreachable")
 
     @torch.no_grad()
-    def evaluate(self, loader: Iterable, epoch: int | None = None, stage: str = "validation") -> dict[str, float]:
+    def evaluate(self, loader: Iterable, epoch: int | None = None, stage: str = "validation",
+                 fallback: bool = True) -> dict[str, float]:
         """Loss (NLL), accuracy, expected calibration error and forward NFE per batch over a whole loader."""
         self.train_module.eval()
         loss = correct = seen = nfe = batches = 0
         calibration = CalibrationBins()
         for batch, (inputs, labels) in enumerate(loader):
             inputs, labels = inputs.to(self.device), labels.to(self.device)
-            logits = self._eval_logits(inputs, epoch, batch, stage)
+            logits = self._eval_logits(inputs, epoch, batch, stage, fallback)
             loss += F.cross_entropy(logits, labels, reduction="sum").item()
             correct += (logits.argmax(1) == labels).sum().item()
             calibration.add(logits, labels)
