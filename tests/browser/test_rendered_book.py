@@ -174,6 +174,13 @@ def test_the_intro_opens_with_the_answer_to_each_claim(browser):
     assert state["headings"][:4] == ["Scope of reproducibility", "Methodology", "Results", "What was easy"]
 
 
+def test_the_results_pages_show_no_import_cells(browser):
+    """The reproducing chapter reads as results: its code (imports, glue, tables) is hidden, its outputs shown."""
+    browser.open((HTML / "book" / "reproducing.html").as_uri())
+    code = browser.run("return Array.from(document.querySelectorAll('div.cell_input')).map(c => c.innerText);")
+    assert not [cell for cell in code if "import " in cell], code[:2]
+
+
 def test_the_reproducing_chapter_opens_with_the_claims_and_real_data(browser):
     """The claims table, then Fashion-MNIST (fine-tune, head-only) come before any digits result; no progress
     table (it lives in results/README.md)."""
@@ -199,7 +206,7 @@ def test_the_reproducing_chapter_opens_with_the_claims_and_real_data(browser):
 CAPTIONED_PAGES = ("book/glossary", "book/node-head", "book/performance", "book/beyond")
 
 
-@pytest.mark.parametrize("page", CAPTIONED_PAGES)
+@pytest.mark.parametrize("page", CAPTIONED_PAGES + ("book/intro",))
 def test_every_figure_has_a_numbered_caption_and_alt_text(browser, page):
     """Each image of the page sits in a figure numbered 'Fig. N' with a caption, and its alt text describes it
     (not the hash file name Jupyter Book gives an output image)."""
