@@ -210,6 +210,16 @@ def test_jobs_that_fail_before_their_runs_start_end_the_suite(tmp_path: Path, sl
     assert "--resume" in resume_command(output)
 
 
+def settled_state(job: str, slurm_env: dict[str, str], timeout: float = 30.0) -> str:
+    """A job's state once SLURM has finished moving it (a cancelled job passes through COMPLETING first)."""
+    deadline = time.monotonic() + timeout
+    state = job_field(job, "JobState", slurm_env)
+    while state == "COMPLETING" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        state = job_field(job, "JobState", slurm_env)
+    return state
+
+
 def test_sigterm_cancels_the_jobs_and_ends_the_suite_within_seconds(tmp_path: Path, slurm_env: dict[str, str],
                                                                     start: Callable) -> None:
     """SIGTERM to a suite whose jobs are queued or running: it cancels them and exits 143 within seconds, naming
@@ -233,5 +243,5 @@ def test_sigterm_cancels_the_jobs_and_ends_the_suite_within_seconds(tmp_path: Pa
     assert suite.returncode == 128 + signal.SIGTERM, output
     assert "runs that did not finish: " in output and "--resume" in resume_command(output)
     unfinished = output.split("runs that did not finish: ")[1].splitlines()[0].split(", ")
-    states = {key: job_field(job, "JobState", slurm_env) for key, job in zip(("fc-s0", "node-s0"), jobs)}
+    states = {key: settled_state(job, slurm_env) for key, job in zip(("fc-s0", "node-s0"), jobs)}
     assert "node-s0" in unfinished and all(states[key] == "CANCELLED" for key in unfinished), (states, output)
