@@ -270,6 +270,7 @@ def test_every_committed_confirmatory_run_started_after_its_declaration():
         if status["finished"] and status["declared"] is None:
             pytest.skip("git cannot date the declaration here (no history, or a shallow clone)")
         assert status["early"] == [], f"{confirmation.key}: runs that started before the declaration"
+        assert not status["finished"] or (status["table"]["n"] > 0).any()  # its runs are read, CPU records and all
         assert status["planned"] == 6 * len(confirmation.seeds)  # the regime's primary arms, each seed
 
 

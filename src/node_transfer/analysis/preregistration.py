@@ -18,7 +18,7 @@ import pandas as pd
 from ..core.rundir import CONFIG, read_json
 from ..core.suitedir import run_dir_name
 from .claims import CONFIRMATIONS, STUDIES, Confirmation, Regime
-from .findings import StudyData, declared_study
+from .findings import StudyData, declared_study, load_regimes
 from .verdicts import DECLARED, Options, family_table
 
 #: The file whose history dates a declaration.
@@ -82,11 +82,9 @@ def confirmation_options(confirmation: Confirmation, options: Options = DECLARED
 def confirmation_status(results: str | Path, confirmation: Confirmation) -> dict:
     """Where a confirmation stands: its declaring commit, the runs of its seeds finished against those planned,
     the runs that cannot count (started before the declaration or undated), and its family table."""
-    from ..suites.results import load_suite  # noqa: PLC0415  (results readers stay out of the module's import time)
-
     regime = regime_of(confirmation)
     suite_dir = Path(results) / regime.directory
-    runs, histories = load_suite(suite_dir)
+    runs, histories = load_regimes({regime: suite_dir}).get(regime, (pd.DataFrame(), pd.DataFrame()))
     labels = {label for test in regime.primary() for label in (test.a, test.b)}
     chosen = confirmatory_runs(suite_dir, runs[runs["label"].isin(labels)], confirmation) if len(runs) else \
         pd.DataFrame()
