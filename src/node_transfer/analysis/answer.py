@@ -208,14 +208,15 @@ def answer_facts(results: str | Path) -> dict[str, str | int]:
     first screen, per numbered claim the full account (`detail_1`...), the claims as a numbered list
     (`claims_list`), the scope, the paper's own comparisons and the primary tests by label."""
     data, table = declared_study(str(results))
-    details = claim_sentences(table, target_reach(data))
+    reach = target_reach(data)
+    details = claim_sentences(table, reach)
     facts: dict[str, str | int] = {f"detail_{n}": text for n, text in details.items()}
     facts["claims_list"] = "\n".join(f"{n}. **{c.title}**: {c.paper}." for n, c in PAPER_CLAIMS.items() if n)
     labels = primary(table)["verdict_holm"]
     facts["bottom_line"] = bottom_line(table)
     facts["claims_table"] = claims_table(table)
     facts["arms"] = arms_line(data, table)
-    facts["paper_comparisons"] = paper_comparisons(data, table)
+    facts["paper_comparisons"] = paper_comparisons(reach, table)
     facts["seeds_outlook"] = seeds_outlook(table)
     facts.update(scope=scope_sentence(data), primary_tests=len(labels), primary_hold=int((labels == "holds").sum()),
                  primary_fail=int((labels == "does not hold").sum()),

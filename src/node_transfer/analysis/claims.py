@@ -235,7 +235,7 @@ SOLVER_SWAP_TOLERANCE = 0.005
 class Confirmation:
     """A confirmatory family declared before its runs: a regime's primary tests, as declared here, on new seeds
     only, Holm-corrected among themselves. `key` names the declaration: the commit that first added it to this file
-    is its date (`preregistration.declared_at`), and every run it judges must have started after it."""
+    is its date (`preregistration.declaring_commit`), and every run it judges must have started after it."""
 
     key: str
     regime: str  # a regime key of `STUDIES`

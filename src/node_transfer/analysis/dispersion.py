@@ -121,11 +121,12 @@ def senses_rows(regime: Regime, runs: pd.DataFrame, histories: pd.DataFrame, opt
                      "measured": (f"SD of test accuracy: {a} {sd_a:.2f}, {b} {sd_b:.2f} points; ratio {ratio:.2f} "
                                   f"[{low:.2f}, {high:.2f}] (paired bootstrap), Brown-Forsythe p {levene:.2f}")})
         flags = {label: diverged(runs, histories, label) for label in (a, b)}
-        if suite_dir is not None:
-            for label in (a, b):
-                for seed in failed_seeds(suite_dir, label):
-                    flags[label].loc[seed] = True
-        flags = {label: f[f.index.isin(seeds)] for label, f in flags.items()}
+        failed = {label: failed_seeds(suite_dir, label) if suite_dir is not None else set() for label in (a, b)}
+        for label, lost in failed.items():
+            for seed in lost:
+                flags[label].loc[seed] = True
+        counted = seeds | failed[a] | failed[b]  # a run that failed outright is a divergence, not a missing seed
+        flags = {label: f[f.index.isin(counted)] for label, f in flags.items()}
         joint = pd.concat(flags, axis=1).dropna().astype(bool)
         only_a, only_b = int((joint[a] & ~joint[b]).sum()), int((~joint[a] & joint[b]).sum())
         mcnemar = float(stats.binomtest(only_a, only_a + only_b).pvalue) if only_a + only_b else 1.0

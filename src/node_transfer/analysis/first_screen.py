@@ -158,13 +158,12 @@ def arms_line(data: StudyData, table: pd.DataFrame) -> str:
         if label in groups) + "."
 
 
-def paper_comparisons(data: StudyData, table: pd.DataFrame) -> str:
+def paper_comparisons(reach: dict[tuple[str, str], str], table: pd.DataFrame) -> str:
     """The paper's own (confounded) accuracy comparisons against the baseline, by regime, and how many runs of the
     NODE arms reached the paper's own target (the baseline's best validation accuracy)."""
     rows = table[(table["role"] == "paper") & (table["name"] == "test_acc") & (table["b"] == "baseline")]
     below = [f"{row['a']} {interval_text(row)} ({regime_short(row['regime'])})" for _, row in rows.iterrows()
              if row["n"] >= 2 and row["ci_high"] < 0]
-    reach = target_reach(data)
     reached = [f"{label} in {count} ({regime_short(regime)})" for (regime, label), count in reach.items()
                if label in set(rows["a"])]
     text = ("**The paper's own comparisons** (against the baseline, so the ODE comes mixed with more training and "

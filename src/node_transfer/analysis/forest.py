@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .findings import declared_study
+from .first_screen import regime_short
 from .statistics import statistic
 
 #: One colour per label, the same wherever the book colours labels.
@@ -64,7 +65,7 @@ def plot_forest(table: pd.DataFrame) -> plt.Figure:
         colour = PAPER_COLOUR if paper else label_colour(row["verdict_holm"])
         ax.plot([row["low"], row["high"]], [yi, yi], color=colour, lw=2, solid_capstyle="butt")
         ax.plot([row["advantage"]], [yi], "o" if not paper else "s", color=colour, ms=6)
-    names = [f"{row['a']} − {row['b']}, {row['regime'].split(', ')[-1]}: {statistic(row['name']).label}"
+    names = [f"{row['a']} − {row['b']}, {regime_short(row['regime'])}: {statistic(row['name']).label}"
              + (" (paper)" if row["role"] == "paper" else "") for _, row in rows.iterrows()]
     ax.set_yticks(y, names, fontsize=8)
     for tick, (_, row) in zip(ax.get_yticklabels(), rows.iterrows()):

@@ -1,7 +1,7 @@
 """Declare, then run: a confirmatory family is judged only by rules committed before its runs started.
 
 A confirmation (`claims.CONFIRMATIONS`) is dated by git: the commit that first added its key to `claims.py`
-(`declared_at`). Every run it judges records when it started (`config.json`'s `started_at`, UTC), and
+(`declaring_commit`). Every run it judges records when it started (`config.json`'s `started_at`, UTC), and
 `runs_not_after` lists those that started before the declaration or cannot show when they started: the check
 fails on any. `confirmation_table` computes the family on the declared seeds only, Holm over its own tests.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..core.rundir import CONFIG, read_json
+from ..core.rundir import recorded_start
 from ..core.suitedir import run_dir_name
 from .claims import CONFIRMATIONS, STUDIES, Confirmation, Regime
 from .findings import StudyData, declared_study, load_regimes
@@ -38,16 +38,9 @@ def declaring_commit(confirmation: Confirmation, repository: Path | None = None)
     return (log[0], datetime.fromisoformat(log[1])) if len(log) >= 2 else None
 
 
-def declared_at(confirmation: Confirmation, repository: Path | None = None) -> datetime | None:
-    """When the confirmation was declared (`declaring_commit`), or None."""
-    found = declaring_commit(confirmation, repository)
-    return found[1] if found else None
-
-
 def started_at(run_dir: Path) -> datetime | None:
-    """When a run was first started, from its `config.json` (None for runs made before starts were recorded)."""
-    value = read_json(run_dir / CONFIG, "run configuration").get("started_at") if (run_dir / CONFIG).is_file() \
-        else None
+    """When a run was first started (`rundir.recorded_start`), or None for a run that cannot show it."""
+    value = recorded_start(run_dir)
     return datetime.fromisoformat(value) if value else None
 
 

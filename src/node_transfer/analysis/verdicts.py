@@ -69,7 +69,6 @@ class Options:
         return dict(self.swap).get(declared, declared)
 
 
-EMPTY = pd.DataFrame(columns=["label", "seed", "epoch", "step", "val_loss"])
 #: The analysis as declared: every paired seed the regime's rule keeps. A seed filter set here changes the primary
 #: tests, the pages and the READMEs with it.
 DECLARED = Options()
@@ -146,7 +145,6 @@ def compare(runs: pd.DataFrame, histories: pd.DataFrame, a: str, b: str, name: s
     loss_level = 0.0
     if s.curve == "fine_val_loss":
         fine = fine_curves_of(histories)
-        fine = EMPTY if fine.empty else fine
         values_a, values_b, points, short = fine_values(fine, a, b, seeds, options.window)
         loss_level = fine_loss_level(fine, b, points)
         details.update(windows=points, note=f"left out (no fine curve, or under {MIN_FINE_POINTS} points): "

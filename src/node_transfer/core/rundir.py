@@ -243,17 +243,24 @@ def epoch_line(record: dict[str, Any], epochs: int) -> str:
             f"val loss {record['val_loss']:.4f} acc {record['val_acc']:.3f}{nfe}, {record['seconds']:.1f} s")
 
 
-def started_at(run_dir: Path) -> str | None:
-    """When the run was first started (UTC, ISO 8601), for `config.json`: now for a new run, the recorded time for
-    a resumed one, None for a resumed run that cannot show it (started before starts were recorded, or its
-    `config.json` lost). A confirmation's check compares it with the commit that declared its tests."""
+def recorded_start(run_dir: Path) -> str | None:
+    """When a run was first started, as its `config.json` records it (UTC, ISO 8601); None when it records no
+    start (made before starts were recorded) or cannot be read."""
     try:
         recorded = read_json(run_dir / CONFIG, "run configuration") if (run_dir / CONFIG).is_file() else {}
-    except DataError:  # unreadable: the resumed run takes its configuration from last.pt, its start is lost
-        recorded = {}
-    if "started_at" in recorded:
-        return recorded["started_at"]
-    return None if (run_dir / LAST).is_file() else datetime.now(timezone.utc).isoformat(timespec="seconds")
+    except DataError:
+        return None
+    return recorded.get("started_at")
+
+
+def started_at(run_dir: Path) -> str | None:
+    """The start to write into `config.json`: the recorded one for a resumed run (None where it cannot show it:
+    started before starts were recorded, or its `config.json` lost), now for a new run. A confirmation's check
+    compares it with the commit that declared its tests."""
+    recorded = recorded_start(run_dir)
+    if recorded is not None or (run_dir / LAST).is_file():
+        return recorded
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def machine_of(run_dir: Path) -> str | None:

@@ -63,9 +63,11 @@ class _Riding:
 
 def fine_curves_of(histories: pd.DataFrame) -> pd.DataFrame:
     """The fine curves (`fine.csv` rows, tagged with label and seed) that `load_histories` attached to a suite's
-    histories; an empty frame when its runs have none."""
+    histories; an empty frame with those columns when its runs have none."""
+    from ..core.rundir import FINE_COLUMNS
+
     riding = histories.attrs.get("fine")
-    return riding.frame if isinstance(riding, _Riding) else pd.DataFrame()
+    return riding.frame if isinstance(riding, _Riding) else pd.DataFrame(columns=[*FINE_COLUMNS, "label", "seed"])
 
 
 def load_histories(suite_dir: Path, runs: pd.DataFrame) -> pd.DataFrame:
