@@ -249,7 +249,7 @@ def test_a_confirmation_is_judged_only_on_runs_started_after_its_declaration():
     from datetime import datetime, timezone
 
     from node_transfer.analysis.claims import CONFIRMATIONS
-    from node_transfer.analysis.preregistration import runs_not_after
+    from node_transfer.analysis.preregistration import regime_of, runs_not_after
 
     declared = datetime(2026, 12, 7, 5, 0, tzinfo=timezone.utc)
     runs = pd.DataFrame({"label": ["rk", "fc-adam", "baseline"], "seed": [5, 5, 5],
@@ -257,7 +257,8 @@ def test_a_confirmation_is_judged_only_on_runs_started_after_its_declaration():
                                         datetime(2026, 12, 7, 4, 0, tzinfo=timezone.utc), None]})
     assert runs_not_after(runs, declared) == ["fc-adam-s5", "baseline-s5"]  # older, and undated
     assert runs_not_after(runs.iloc[:1], declared) == [] and runs_not_after(runs.iloc[:1], None) == ["rk-s5"]
-    assert all(set(c.seeds).isdisjoint(range(5)) for c in CONFIRMATIONS.values())  # new seeds only
+    # new seeds only: none of its regime's exploratory seeds (a new study's regime has none, every seed is new)
+    assert all(set(c.seeds).isdisjoint(regime_of(c).seeds or ()) for c in CONFIRMATIONS.values())
 
 
 def test_every_committed_confirmatory_run_started_after_its_declaration():

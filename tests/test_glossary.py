@@ -13,7 +13,8 @@ from node_transfer.analysis.glossary import LEFT_OUT, arm_link, arm_table, arm_t
 from node_transfer.core.config import default
 from node_transfer.core.suitedir import read_runs_table
 from node_transfer.suites.notebooks import book_dir, results_dir
-from node_transfer.suites.registry import FMNIST_BASE, PROFILES, SUITES, get_suite
+from node_transfer.suites.profiles import FMNIST_BASE, PROFILES
+from node_transfer.suites.registry import SUITES, get_suite
 
 matplotlib.use("Agg")
 

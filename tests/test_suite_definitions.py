@@ -81,7 +81,7 @@ def test_head_sweeps_compare_configurations_on_the_same_data_and_budget(name):
 
 
 def test_step_milestones_scale_the_odenet_mnist_schedule():
-    from node_transfer.suites.registry import step_milestones
+    from node_transfer.suites.profiles import step_milestones
 
     assert step_milestones(160) == "60,100,140"
     assert step_milestones(8) == "3,5,7"
@@ -169,3 +169,30 @@ def test_suite_list_names_the_new_suites():
     listed = subprocess.run([sys.executable, "-m", "node_transfer", "suite", "--list", "--profile", "fmnist"],
                             capture_output=True, text=True, check=True).stdout
     assert "\noverfit-lite2: " in listed and "\nmaps: " in listed and "    node-map " in listed
+
+
+@pytest.mark.parametrize("profile", ["cpu", "gpu", "fmnist"])
+def test_the_learning_rate_suite_pairs_each_node_arm_with_its_control_at_one_rate(profile):
+    from node_transfer.suites.registry import LARGE_STEP_RATES, rate_label
+
+    paper = {run.label: run for run in get_suite("paper", profile)}
+    suite = {run.label: run for run in get_suite("learning-rates", profile)}
+    assert suite["baseline"].params == paper["baseline"].params
+    for optimizer, (node, control) in {"adam": ("rk", "fc-adam"), "sgd": ("adjoint", "fc-sgd")}.items():
+        for lr in LARGE_STEP_RATES[optimizer]:
+            a, b = suite[rate_label(node, lr)], suite[rate_label(control, lr)]
+            assert a.params["lr"] == b.params["lr"] == lr and a.init_from == b.init_from == "baseline"
+            assert a.target_from is None and b.target_from is None  # whole budget: curves of one length
+            differs = {k for k in a.params.keys() | b.params.keys() if a.params.get(k) != b.params.get(k)}
+            assert differs == set(paper[node].params) ^ set(paper[control].params) | {"head", "on_solver_failure"} \
+                - {"lr"}, differs  # only the ODE (and what solving it needs) separates a pair
+    assert rate_label("rk", 3e-3) == "rk-lr3e-3" and rate_label("fc-sgd", 0.1) == "fc-sgd-lr1e-1"
+
+
+def test_the_small_overfitting_suite_changes_only_the_training_images():
+    overfit = {run.label: run for run in get_suite("overfit", "fmnist")}
+    small = get_suite("overfit-small", "fmnist")
+    assert [run.label for run in small] == ["baseline", "rk", "adjoint", "fc-adam", "fc-sgd", "rk-imagenet"]
+    for run in small:
+        assert run.params == {**overfit[run.label].params, "train_subset": 1000}
+        assert run.init_from == overfit[run.label].init_from

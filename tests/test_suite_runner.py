@@ -128,3 +128,30 @@ def test_a_seed_with_runs_from_another_cpu_model_gets_no_new_runs(tmp_path, monk
     assert not (suite / "rk-s0").exists() and not (suite / "rk-s1").exists()  # nothing ran, nothing written
     suite_runner.run_suite("paper", "fmnist", 2, suite, use_papermill=False, resume=True, labels=("rk",),
                            only_seeds=(1,))  # the seed made on this machine's CPU goes on
+
+
+def test_a_diverged_run_is_kept_as_a_result_and_never_trained_again(tmp_path, monkeypatch, capsys):
+    """A non-finite loss stops the run with DivergedError and marks it (`diverged.txt`); `--resume` keeps the mark
+    instead of retrying the run until it passes, and `dispersion` counts it as a divergence."""
+    from node_transfer.analysis.dispersion import failed_seeds
+    from node_transfer.core.errors import SuiteRunError
+    from node_transfer.run import training
+
+    original = training.Trainer._loss
+
+    def diverging(self, inputs, labels):
+        loss, logits = original(self, inputs, labels)
+        return (loss * float("nan"), logits) if self.config.head == "node" else (loss, logits)
+
+    monkeypatch.setattr(training.Trainer, "_loss", diverging)
+    out = tmp_path / "smoke"
+    with pytest.raises(SuiteRunError, match="node"):
+        run_suite("smoke", "cpu", seeds=1, out=out, use_papermill=False, progress=False, keep_going=True)
+    marker = out / "node-s0" / "diverged.txt"
+    assert "non-finite loss" in marker.read_text() and not (out / "node-s0" / "metrics.json").exists()
+    monkeypatch.setattr(training.Trainer, "_loss", original)  # the fault is gone: a retry would now pass
+    capsys.readouterr()
+    run_suite("smoke", "cpu", seeds=1, out=out, use_papermill=False, progress=False, resume=True)
+    assert "node seed 0 diverged, kept as a result" in capsys.readouterr().err
+    assert not (out / "node-s0" / "metrics.json").exists() and marker.is_file()
+    assert list(pd.read_csv(out / "runs.csv")["label"]) == ["fc"] and failed_seeds(out, "node") == {0}

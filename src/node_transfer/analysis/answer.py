@@ -14,7 +14,6 @@ from pathlib import Path
 import pandas as pd
 
 from ..suites.results import DATASET_NAMES
-from .claims import PAPER, PAPER_CLAIMS
 from .convergence import start_label
 from .findings import StudyData, declared_study, primary
 from .first_screen import (
@@ -27,6 +26,7 @@ from .first_screen import (
     target_reach,
 )
 from .paired import MOST_SEEDS_PLANNED, OVERFITS_MORE_SLOWLY
+from .paper import PAPER, PAPER_CLAIMS
 from .seeds import cpu_name
 from .statistics import statistic
 

@@ -16,11 +16,12 @@ import pandas as pd
 from ..core.suitedir import SUITE_META
 from ..suites.results import suite_compute, suite_progress
 from .answer import confound_kinds, target_reach
-from .claims import ADJOINT_SEEDS_CAP, PAPER, PAPER_CLAIMS, Regime
+from .claims import ADJOINT_SEEDS_CAP, Regime
 from .convergence import LADDER
 from .epoch_cost import chapter_cost_facts
 from .findings import StudyData, primary
 from .overfit_facts import overfit_facts
+from .paper import PAPER, PAPER_CLAIMS
 from .seeds import adjoint_seed_plan, not_finished, seed_spans, seeds_by_configuration, seeds_range, spans
 from .statistics import MIN_WINDOW, by_seed, statistic
 from .verdicts import seeds_on_one_cpu_model

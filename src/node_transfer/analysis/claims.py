@@ -23,17 +23,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..core.errors import ConfigError
+from ..suites.registry import LARGE_STEP_RATES, SMALL_ARMS, rate_label
+from .paper import PAPER_CLAIMS
 from .statistics import statistic
 
-#: The paper's reported numbers (Tables I and II), for side-by-side comparison only.
-PAPER = {
-    "baseline": {"model": "EfficientNetB0 (+ FC)", "train": 0.987, "val": 0.845, "test": 0.81, "epochs": 200,
-                 "hours": 4.5},
-    "rk": {"model": "proposed, RK solver", "train": 0.985, "val": 0.847, "test": 0.81, "epochs": 100,
-           "hours": 3.75},
-    "adjoint": {"model": "proposed, adjoint", "train": 0.992, "val": 0.853, "test": 0.81, "epochs": 160,
-                "hours": 3.25},
-}
 #: The fine-tune regime's SGD comparison (adjoint vs fc-sgd) is the noisiest: its arms got seeds until its primary
 #: accuracy test decided or had this many paired seeds, whichever came first.
 ADJOINT_SEEDS_CAP = 10
@@ -44,30 +37,6 @@ PRIMARY_STABILITY = "val_loss_fluctuation"
 #: the runs have them (`run.fine_curves`; a regime whose runs have none leaves that test out).
 STABILITY = ("val_loss_fluctuation", "train_loss_fluctuation", "val_loss_rise", "train_loss_rise",
              "fine_val_loss_fluctuation")
-
-
-@dataclass(frozen=True)
-class PaperClaim:
-    """One claim of the paper, as the book numbers them."""
-
-    number: int
-    title: str
-    paper: str  # what the paper says, in our words (its numbers are added from `PAPER`)
-    short: str = ""  # the same in a few words, for the claims table
-
-
-#: The paper's claims (0: questions of ours the paper does not ask).
-PAPER_CLAIMS = {c.number: c for c in (
-    PaperClaim(1, "Same accuracy", "a NODE block before the final layer keeps the baseline's test accuracy",
-               "the baseline's test accuracy"),
-    PaperClaim(2, "More stable", "the NODE block makes the training and validation curves more stable",
-               "steadier training and validation curves"),
-    PaperClaim(3, "Quicker", "the NODE models reach the target validation accuracy in fewer epochs and less "
-                             "time, though each epoch is slower", "the target in fewer epochs and less time"),
-    PaperClaim(4, "Adjoint best", "the adjoint model is the most stable, converges fastest and has the best "
-                                  "validation accuracy", "the adjoint arm steadiest, quickest, best"),
-    PaperClaim(0, "Calibration", "(not in the paper) the NODE head's predictions are better calibrated"),
-)}
 
 
 @dataclass(frozen=True)
@@ -101,9 +70,11 @@ class Endpoint:
         return f"{self.a}: {phrase}"
 
 
-def stability_tests(claim: int, a: str, b: str, role: str = "exploratory") -> tuple[Endpoint, ...]:
-    """Every stability statistic for one pair; with role "primary" only `PRIMARY_STABILITY` is primary."""
-    return tuple(Endpoint(claim, a, b, name, "exploratory" if role == "primary" and name != PRIMARY_STABILITY else role)
+def stability_tests(claim: int, a: str, b: str, role: str = "exploratory",
+                    primary: str = PRIMARY_STABILITY) -> tuple[Endpoint, ...]:
+    """Every stability statistic for one pair; with role "primary" only `primary` (by default `PRIMARY_STABILITY`)
+    is primary."""
+    return tuple(Endpoint(claim, a, b, name, "exploratory" if role == "primary" and name != primary else role)
                  for name in STABILITY)
 
 
@@ -172,6 +143,36 @@ OVERFIT_TESTS: tuple[Endpoint, ...] = (
 )
 
 
+#: The harder regime (`overfit-small`: 1,000 training images): the overfitting regime's declared tests, less those of
+#: arms it does not run (mlp, euler).
+SMALL_TESTS: tuple[Endpoint, ...] = tuple(test for test in OVERFIT_TESTS if {test.a, test.b} <= set(SMALL_ARMS))
+#: Stability is read on the fine curves (eight validation-subset evaluations per epoch: 64 points in an 8-epoch
+#: continuation, where the epoch-level curve has 8).
+FINE_STABILITY = "fine_val_loss_fluctuation"
+
+
+def rate_tests(node: str, control: str, lr: float, role: str) -> tuple[Endpoint, ...]:
+    """A NODE arm against its matched control at one learning rate: test accuracy (claim 1) and every stability
+    statistic (claim 2), the fine-curve fluctuation primary when `role` is."""
+    a, b = rate_label(node, lr), rate_label(control, lr)
+    return (Endpoint(1, a, b, "test_acc", role), *stability_tests(2, a, b, role, primary=FINE_STABILITY))
+
+
+#: "The NODE tolerates a larger learning rate than its control" (`learning-rates` suite, the fine-tune regime): at the
+#: largest rate of each optimizer (Adam 3e-3, SGD 0.1) accuracy and fine-curve fluctuation are primary (divergence and
+#: fallbacks are counted by `dispersion` for every primary pair); at the paper's Adam rate 3e-4 the fine-curve
+#: fluctuation is primary too, the fine-tune regime's stability test on curves long enough to judge; the rest
+#: (Adam 1e-3, accuracy at 3e-4) is exploratory, the dose between.
+STEP_TESTS: tuple[Endpoint, ...] = (
+    *rate_tests("rk", "fc-adam", max(LARGE_STEP_RATES["adam"]), "primary"),
+    *rate_tests("adjoint", "fc-sgd", max(LARGE_STEP_RATES["sgd"]), "primary"),
+    Endpoint(1, rate_label("rk", 3e-4), rate_label("fc-adam", 3e-4), "test_acc"),
+    *stability_tests(2, rate_label("rk", 3e-4), rate_label("fc-adam", 3e-4), "primary", primary=FINE_STABILITY),
+    *(test for lr in LARGE_STEP_RATES["adam"] if lr not in (3e-4, max(LARGE_STEP_RATES["adam"]))
+      for test in rate_tests("rk", "fc-adam", lr, "exploratory")),
+)
+
+
 @dataclass(frozen=True)
 class Regime:
     """A suite directory under `results/` and the tests run on it."""
@@ -213,6 +214,15 @@ STUDIES: dict[str, Study] = {s.key: s for s in (
         Regime("fmnist-overfit", "Fashion-MNIST, overfitting", "overfit", "fmnist",
                "overfit-fmnist", OVERFIT_TESTS, recorded_seeds_only=True, seeds=tuple(range(5))),
     )),
+    # Declared before any of their runs (`CONFIRMATIONS` dates them): where a NODE head has room to help.
+    Study("fashion-mnist-steps", "Fashion-MNIST, larger learning rates", (
+        Regime("fmnist-steps", "Fashion-MNIST, larger learning rates", "learning-rates", "fmnist",
+               "learning-rates-fmnist", STEP_TESTS, recorded_seeds_only=True),
+    )),
+    Study("fashion-mnist-small", "Fashion-MNIST, 1,000 training images", (
+        Regime("fmnist-small", "Fashion-MNIST, overfitting on 1,000 images", "overfit-small", "fmnist",
+               "overfit-small-fmnist", SMALL_TESTS, recorded_seeds_only=True),
+    )),
     Study("digits", "scikit-learn's digits (smoke scale)", (
         Regime("digits-finetune", "digits, fine-tune", "paper", "cpu", "paper-cpu", FINETUNE_TESTS),
         Regime("digits-heads", "digits, head-only", "heads", "cpu", "heads-cpu", HEAD_TESTS),
@@ -253,6 +263,16 @@ CONFIRMATIONS: dict[str, Confirmation] = {c.key: c for c in (
                  "baseline), on seeds 5-9 only, every arm of a seed on one recorded CPU model, Holm over these 5; "
                  "one-margin stability rule (25 % of the control's fluctuation; the 1 % loss floor guards 'holds' "
                  "only), each seed's pair judged over its own late window of at least 4 changes"),
+    # New studies, every seed declared before its first run (no exploratory seeds to confirm: their first reading).
+    Confirmation("declare-learning-rates-fmnist-s0-4", "fmnist-steps", tuple(range(5)),
+                 "the larger-learning-rate study's 5 primary tests (rk - fc-adam at Adam 3e-3 and adjoint - fc-sgd at "
+                 "SGD 0.1: test accuracy and fine-curve val-loss fluctuation; rk - fc-adam at Adam 3e-4: fine-curve "
+                 "fluctuation), seeds 0-4, each NODE arm and its control at the same rate, whole budget (no stop at "
+                 "the baseline's accuracy), diverged runs kept as results; Holm over these 5"),
+    Confirmation("declare-overfit-small-fmnist-s0-4", "fmnist-small", tuple(range(5)),
+                 "the overfitting regime's 5 primary tests, as declared for its confirmation, on 1,000 training "
+                 "images instead of 5,000 (the harder regime, chosen over 20 % flipped labels), seeds 0-4, Holm over "
+                 "these 5"),
 )}
 
 

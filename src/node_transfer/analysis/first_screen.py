@@ -11,8 +11,8 @@ import re
 
 import pandas as pd
 
-from .claims import PAPER, PAPER_CLAIMS
 from .findings import StudyData
+from .paper import PAPER, PAPER_CLAIMS
 from .statistics import statistic
 
 

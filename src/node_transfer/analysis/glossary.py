@@ -17,7 +17,8 @@ import pandas as pd
 
 from ..core.config import ExperimentConfig, default
 from ..core.solvers import is_fixed_step
-from ..suites.registry import FMNIST_BASE, PROFILE_EPOCHS, PROFILES, SUITES, SuiteRun
+from ..suites.profiles import FMNIST_BASE, PROFILE_EPOCHS, PROFILES
+from ..suites.registry import SUITES, SuiteRun
 from ..suites.results import DATASET_NAMES
 from .formats import format_number, format_tolerance
 
@@ -44,6 +45,8 @@ REGIMES = {
     "beyond": "head-only sweep of newer NODE options",
     "overfit-lite2": "full fine-tuning in the overfitting regime, EfficientNet-Lite2 instead of Lite0",
     "maps": "head only at 96 px, on cached 3x3 feature maps of the frozen backbone: convolutional NODE and controls",
+    "overfit-small": "full fine-tuning in the overfitting regime on 1,000 training images (the strongest overfitting)",
+    "learning-rates": "full fine-tuning continued at larger learning rates, each NODE arm beside its control",
 }
 
 

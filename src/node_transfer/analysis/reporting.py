@@ -34,9 +34,9 @@ from ..core.suitedir import (
     write_runs_table,
 )
 from ..suites.results import load_histories
-from .claims import PAPER
 from .dispersion import senses_table
 from .findings import claims_frame, sensitivity_table, sibling_regimes, study_table
+from .paper import PAPER
 from .plots import plot_cost_accuracy, plot_curves, plot_estimation, plot_history, plot_sweep
 from .statistics import mean_ci, statistic
 

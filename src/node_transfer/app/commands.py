@@ -23,7 +23,8 @@ from ..run.experiment import library_versions, run_experiment
 from ..run.predict import format_prediction, image_paths, load_predictor, predict, write_csv
 from ..suites.cluster import SlurmOptions
 from ..suites.notebooks import book_dir, book_scripts, convert_book, strip_images
-from ..suites.registry import CPU_BASE, PAPER_MODELS, SUITES
+from ..suites.profiles import CPU_BASE
+from ..suites.registry import PAPER_MODELS, SUITES
 from ..suites.runner import parse_overrides, run_suite
 from .readmes import write_readmes
 

@@ -34,6 +34,15 @@ class TrainingError(RuntimeError):
     """Training stopped on a numerical fault; the last good checkpoint and history are kept."""
 
 
+class DivergedError(TrainingError):
+    """Training diverged (a non-finite loss, or a solve the fallback could not rescue): a result, not a fault.
+
+    The run keeps `diverged.txt` beside `error.txt`, and `suite --resume` keeps the run as it is instead of
+    training it again (a divergence retried until it passes would hide it)."""
+
+    marker = "diverged.txt"
+
+
 class RunDirError(RuntimeError):
     """The run directory cannot be written (full disk, permissions); what was complete before is kept."""
 

@@ -22,7 +22,7 @@ import pandas as pd
 
 from .atomic import TEMP_SUFFIX, atomic_write_text
 from .checkpoints import atomic_save, load_checkpoint
-from .errors import ConfigError, DataError, FileWriteError
+from .errors import ConfigError, DataError, DivergedError, FileWriteError
 from .speed import with_legacy
 
 CONFIG = "config.json"
@@ -33,7 +33,9 @@ BEST = "best.pt"
 ERROR = "error.txt"
 LOCK = ".lock"
 FINE_CURVES = "fine.csv"
-RUN_FILES = (CONFIG, HISTORY, METRICS, LAST, BEST, ERROR, LOCK, FINE_CURVES)
+#: Marks a run that diverged (`errors.DivergedError`): a result that `suite --resume` keeps, never trains again.
+DIVERGED = DivergedError.marker
+RUN_FILES = (CONFIG, HISTORY, METRICS, LAST, BEST, ERROR, LOCK, FINE_CURVES, DIVERGED)
 TEMP_PATTERN = f".*{TEMP_SUFFIX}"
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds", "nfe_forward",
                    "nfe_backward", "nfe_eval", "reg_kinetic", "reg_jacobian", "images_per_s", "solver"]
@@ -70,10 +72,12 @@ def read_json(path: Path, what: str = "file") -> dict[str, Any]:
     return data
 
 
-def write_error(run_dir: Path, message: str) -> None:
-    """Best effort: the message in `error.txt` (a full disk may refuse even that)."""
+def write_error(run_dir: Path, message: str, marker: str | None = None) -> None:
+    """Best effort: the message in `error.txt`, and in `marker` too when the error marks the run (`DIVERGED`); a
+    full disk may refuse even that."""
     try:
-        atomic_write_text(f"{message}\n", run_dir / ERROR)
+        for name in (ERROR, marker) if marker else (ERROR,):
+            atomic_write_text(f"{message}\n", run_dir / name)
     except (OSError, FileWriteError):
         pass
 

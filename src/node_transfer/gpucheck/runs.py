@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.rundir import CONFIG, ERROR, HISTORY, LAST, METRICS, TEMP_PATTERN, read_json
-from ..suites.registry import NODE_RK
+from ..suites.profiles import NODE_RK
 from .driver import Context
 from .report import Findings, tail
 from .sections import check_config, cli_arguments, finite, nccl_version, read_run

@@ -2,7 +2,7 @@
 `node-transfer run` trains it, watched from outside (global module hooks, the data loaders' first batches).
 
 Every run of the check reads Fashion-MNIST with `gpucheck.carry`'s seed and split (the images carried), and is
-built from the `gpu` profile's settings (`suites.registry.GPU_BASE`: CUDA, bf16 autocast, batches of 128, 8 loader
+built from the `gpu` profile's settings (`suites.profiles.GPU_BASE`: CUDA, bf16 autocast, batches of 128, 8 loader
 workers) with Lite0 and its offline ImageNet weights instead of B0, whose weights come from the internet.
 """
 
@@ -20,7 +20,7 @@ from typing import Any
 
 from ..core.rundir import HISTORY, METRICS, read_json
 from ..core.suitedir import RUNS_ROOT
-from ..suites.registry import FROZEN, GPU_BASE, NODE_ADJOINT, NODE_RK
+from ..suites.profiles import FROZEN, GPU_BASE, NODE_ADJOINT, NODE_RK
 from .carry import SEED, TRAIN_IMAGES, VAL_SIZE
 from .driver import Context
 from .report import Findings

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from ..suites.registry import NODE_ADJOINT, NODE_RK
+from ..suites.profiles import NODE_ADJOINT, NODE_RK
 from .carry import TRAIN_IMAGES
 from .driver import Context
 from .report import Findings

@@ -223,7 +223,7 @@ def run_experiment(config: ExperimentConfig, progress: bool = True) -> Path:
         raise not_started.error from None
     except (TrainingError, DataError, BackboneError, RunDirError, Interrupted) as exc:
         if dist.is_main:
-            rundir.write_error(run_dir, str(exc))
+            rundir.write_error(run_dir, str(exc), marker=getattr(exc, "marker", None))
         raise
     finally:
         if handle is not None:

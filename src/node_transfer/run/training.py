@@ -28,7 +28,7 @@ from ..core import rundir
 from ..core.calibration import CalibrationBins
 from ..core.config import ExperimentConfig
 from ..core.distributed import DistInfo
-from ..core.errors import ODESolveError, TrainingError
+from ..core.errors import DivergedError, ODESolveError, TrainingError
 from ..model.heads import ode_blocks
 from ..model.tensor_images import make_loader
 from ..model.transfer import TransferModel
@@ -144,7 +144,7 @@ class Trainer:
             raise TrainingError(f"{exc} at {where}. {self._kept()} on_solver_failure='fallback' switches to a "
                                 "fixed-step solver instead of stopping.") from exc
         if attempt > 0 or all(b.fallback_used for b in self.blocks):
-            raise TrainingError(f"{exc} at {where}, and on_solver_failure='fallback' cannot help: the fallback "
+            raise DivergedError(f"{exc} at {where}, and on_solver_failure='fallback' cannot help: the fallback "
                                 f"solver {self.config.fallback_solver} with step {self.config.fallback_step_size} "
                                 f"is the one that failed. {self._kept()}") from exc
         for block in self.blocks:
@@ -158,7 +158,7 @@ class Trainer:
             try:
                 loss, logits = self._loss(inputs, labels)
                 if not torch.isfinite(loss):
-                    raise TrainingError(f"non-finite loss ({loss.item()}) at {self._describe(epoch, batch)}. "
+                    raise DivergedError(f"non-finite loss ({loss.item()}) at {self._describe(epoch, batch)}. "
                                         f"{self._kept()}")
                 self.optimizer.zero_grad(set_to_none=True)
                 with contextlib.ExitStack() as stack:

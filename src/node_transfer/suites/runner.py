@@ -19,7 +19,7 @@ import pandas as pd
 from ..analysis.statistics import stability_statistics
 from ..core.config import ExperimentConfig
 from ..core.errors import ConfigError
-from ..core.rundir import CONFIG, METRICS, lock, machine_of, read_history, read_json, unlock
+from ..core.rundir import CONFIG, DIVERGED, METRICS, lock, machine_of, read_history, read_json, unlock
 from ..core.speed import FAST, LEGACY_LOOP
 from ..core.suitedir import (
     RUNS_ROOT,
@@ -189,6 +189,10 @@ def _tasks(name: str, out: Path, planned: list[tuple[SuiteRun, int, ExperimentCo
         run_dir = Path(config.out)
         if resume and (run_dir / METRICS).is_file():
             print(f"[{index}/{len(planned)}] {name}: {run.label} seed {seed} done, kept", file=sys.stderr)
+            continue
+        if resume and (run_dir / DIVERGED).is_file():  # a result: retrying until it passes would hide it
+            print(f"[{index}/{len(planned)}] {name}: {run.label} seed {seed} diverged, kept as a result "
+                  f"(delete {run_dir / DIVERGED} to train it again)", file=sys.stderr)
             continue
         task = Task(run_dir_name(run.label, seed), run, seed, config)
         for base in {run.init_from, run.target_from} - {None}:
