@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..core.rundir import recorded_start
 from ..core.suitedir import run_dir_name
-from .claims import CONFIRMATIONS, STUDIES, Confirmation, Regime
+from .claims import ANSWER_STUDY, CONFIRMATIONS, STUDIES, Confirmation, Regime
 from .findings import StudyData, declared_study, load_regimes
 from .verdicts import DECLARED, Options, family_table
 
@@ -124,11 +124,13 @@ def against_exploratory(results: str | Path, confirmation: Confirmation, tests: 
             + "; ".join(f"{test}: **{pooled.get(key, 'not tested')}**" for test, key in zip(tests["test"], keys)))
 
 
-def confirmation_markdown(results: str | Path) -> str:
-    """Each declared confirmation in words for the reproducing chapter: what was declared and when, how many of
-    its runs are in, and its family's labels once there are paired seeds (kept apart from the exploratory seeds)."""
+def confirmation_markdown(results: str | Path, study: str = ANSWER_STUDY) -> str:
+    """Each confirmation declared for a study's regimes, in words for the reproducing chapter: what was declared and
+    when, how many of its runs are in, and its family's labels once there are paired seeds (kept apart from the
+    exploratory seeds). The new studies' declarations are read by `extensions`."""
+    regimes = {regime.key for regime in STUDIES[study].regimes}
     parts = []
-    for confirmation in CONFIRMATIONS.values():
+    for confirmation in (c for c in CONFIRMATIONS.values() if c.regime in regimes):
         status = confirmation_status(results, confirmation)
         when = f"{status['declared']:%Y-%m-%d %H:%M} UTC" if status["declared"] else "a date git cannot show here"
         text = (f"**{confirmation.key}** (declared in commit `{status['commit']}`, {when}): {confirmation.rules}. "

@@ -1,0 +1,103 @@
+"""Where a NODE head has room to help: the studies declared beyond the paper's regimes, read as far as they have run.
+
+Each study of `EXTENSIONS` is a `claims.STUDIES` entry declared (and dated by `claims.CONFIRMATIONS`) before its first
+run. `extension_status` says what was declared, when, and how many of its runs are in; `compact_tests` is its primary
+family as a reader scans it (test, difference with its interval, label before and after Holm); `extension_section`
+gives both for one study, with its forest plot once a test has two paired seeds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from ..core.config import default
+from ..suites.profiles import OVERFIT_SCALE, PROFILE_EPOCHS
+from ..suites.registry import LARGE_STEP_RATES, SMALL_SCALE
+from .claims import CONFIRMATIONS, STUDIES, Confirmation, Endpoint
+from .findings import declared_study, primary
+from .first_screen import interval_text, percent_text
+from .forest import plot_forest
+from .preregistration import confirmation_status
+
+#: The studies of the chapter "Where a NODE could help", in its order: a new one is a `claims.STUDIES` entry, its
+#: `claims.CONFIRMATIONS` declaration, and a line here.
+EXTENSIONS = ("fashion-mnist-steps", "fashion-mnist-small")
+
+
+@dataclass(frozen=True)
+class Section:
+    """One study as the chapter shows it: its status in words, its primary tests, and its forest plot (None until a
+    test has two paired seeds)."""
+
+    status: str
+    tests: pd.DataFrame
+    figure: plt.Figure | None
+
+
+def declaration_of(key: str) -> Confirmation:
+    """The declaration (`claims.CONFIRMATIONS`) that dates a study's regimes."""
+    regimes = {regime.key for regime in STUDIES[key].regimes}
+    return next(c for c in CONFIRMATIONS.values() if c.regime in regimes)
+
+
+def extension_status(results: str | Path, key: str) -> str:
+    """'Declared in commit 5b46889 (2026-12-07 06:12 UTC), before any of its runs: ... 12 of its 30 runs are in.'"""
+    declaration = declaration_of(key)
+    status = confirmation_status(results, declaration)
+    when = f"{status['declared']:%Y-%m-%d %H:%M} UTC" if status["declared"] else "a date git cannot show here"
+    text = (f"Declared in commit `{status['commit']}` ({when}): {declaration.rules}. {status['finished']} of its "
+            f"{status['planned']} primary-arm runs are in")
+    if status["early"]:
+        early = status["early"]
+        text += f"; {len(early)} started before the declaration and cannot count: {', '.join(early)}"
+    return text + "."
+
+
+def compact_tests(table: pd.DataFrame, endpoints: tuple[tuple[str, Endpoint], ...]) -> pd.DataFrame:
+    """Declared tests as a reader scans them: the test, its difference with the 95 % interval (stability also in %
+    of the control's level), paired seeds, and its label before and after Holm's correction; a test without a
+    paired seed yet says so. `endpoints` are (regime title, test) pairs; the regime is a column when several are."""
+    found = {(row["regime"], row["a"], row["b"], row["name"]): row for _, row in table.iterrows()} if len(table) else {}
+    rows = []
+    for regime, endpoint in endpoints:
+        row = found.get((regime, endpoint.a, endpoint.b, endpoint.statistic))
+        paired = row is not None and row["n"] >= 1
+        rows.append({
+            "regime": regime, "test": endpoint.wording(),
+            "difference [95 % interval]": interval_text(row) + (f" ({percent_text(row)})" if percent_text(row) else "")
+            if paired else "no paired seed yet",
+            "seeds": int(row["n"]) if paired else 0,
+            "label": (row["verdict"] or "–") if paired else "–",
+            "label after Holm": (row["verdict_holm"] or "–") if paired else "–",
+        })
+    frame = pd.DataFrame(rows)
+    return frame if frame["regime"].nunique() > 1 else frame.drop(columns="regime")
+
+
+def extension_section(results: str | Path, key: str) -> Section:
+    """One study of `EXTENSIONS`, read from the committed runs as far as they go."""
+    _, table = declared_study(str(results), key)
+    tests = primary(table) if len(table) else table
+    decided = len(tests) and np.isfinite(tests["ci_low"].astype(float)).any()
+    figure = plot_forest(table) if decided else None
+    declared = tuple((regime.title, test) for regime in STUDIES[key].regimes for test in regime.primary())
+    return Section(extension_status(results, key), compact_tests(tests, declared), figure)
+
+
+def _rates(rates: tuple[float, ...]) -> str:
+    """'3e-4, 1e-3 and 3e-3' (the rates as the suite labels write them)."""
+    words = [f"{lr:.0e}".replace("e-0", "e-") if lr < 0.01 else f"{lr:g}" for lr in rates]
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+def extension_facts(profile: str = "fmnist") -> dict[str, str | int]:
+    """The settings the chapter's prose states, read from the suites' definitions and the config's defaults."""
+    return {"steps_adam_rates": _rates(LARGE_STEP_RATES["adam"]), "steps_sgd_rates": _rates(LARGE_STEP_RATES["sgd"]),
+            "steps_epochs": PROFILE_EPOCHS[profile]["rk"], "fine_evals": default("fine_evals"),
+            "fine_val_size": default("fine_val_size"), "small_images": f"{SMALL_SCALE[profile]['train_subset']:,}",
+            "overfit_images": f"{OVERFIT_SCALE[profile]['train_subset']:,}"}

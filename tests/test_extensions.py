@@ -1,0 +1,44 @@
+"""The chapter on regimes where a NODE could help: each study declared and dated, its tests shown as far as run."""
+
+import pandas as pd
+
+from node_transfer.analysis.claims import STUDIES, Endpoint
+from node_transfer.analysis.extensions import (
+    EXTENSIONS,
+    compact_tests,
+    declaration_of,
+    extension_facts,
+    extension_section,
+)
+from node_transfer.suites.notebooks import results_dir
+
+
+def test_every_extension_is_a_declared_study_of_its_own():
+    for key in EXTENSIONS:
+        declaration = declaration_of(key)
+        assert declaration.regime in {regime.key for regime in STUDIES[key].regimes}
+        assert len(STUDIES[key].regimes) == 1  # its own Holm family, apart from the paper's regimes
+
+
+def test_the_compact_table_shows_a_found_test_and_says_when_one_has_no_seed_yet():
+    found = Endpoint(1, "rk", "fc-adam", "test_acc", "primary")
+    missing = Endpoint(2, "rk", "fc-adam", "val_loss_fluctuation", "primary")
+    table = pd.DataFrame([{"regime": "R", "a": "rk", "b": "fc-adam", "name": "test_acc", "n": 5, "difference": 0.12,
+                           "ci_low": -0.2, "ci_high": 0.44, "unit": "points", "verdict": "holds",
+                           "verdict_holm": "undecided", "difference_pct": float("nan")}])
+    frame = compact_tests(table, (("R", found), ("R", missing)))
+    assert list(frame["test"]) == [found.wording(), missing.wording()] and "regime" not in frame
+    assert frame.loc[0, "difference [95 % interval]"] == "+0.12 [-0.20, +0.44] points"
+    assert (frame.loc[0, "label"], frame.loc[0, "label after Holm"], frame.loc[0, "seeds"]) == ("holds", "undecided", 5)
+    assert frame.loc[1, "difference [95 % interval]"] == "no paired seed yet" and frame.loc[1, "seeds"] == 0
+    assert "regime" in compact_tests(table, (("R", found), ("S", found)))  # several regimes: a column
+
+
+def test_each_section_reads_the_committed_results_as_far_as_they_go():
+    facts = extension_facts()
+    assert facts["steps_adam_rates"] == "3e-4, 1e-3 and 3e-3" and facts["small_images"] == "1,000"
+    for key in EXTENSIONS:
+        section = extension_section(results_dir(), key)
+        assert len(section.tests) == len(STUDIES[key].regimes[0].primary())
+        assert "primary-arm runs are in" in section.status and declaration_of(key).rules in section.status
+        assert (section.figure is None) == (section.tests["seeds"] < 2).all()
