@@ -87,6 +87,21 @@ def test_the_readmes_say_what_the_committed_results_give():
     assert "\n| 1. Same accuracy |" in answer and "**The arms** ([glossary](book/glossary.md))" in answer
 
 
+def test_the_readme_lists_the_suites_that_suite_list_prints_and_results_readme_regenerates_each(capsys):
+    from node_transfer.app.cli import main
+    from node_transfer.app.readmes import SUITE_LIST, section_text
+    from node_transfer.core.suitedir import SUITE_META
+
+    assert main(["suite", "--list"]) == 0
+    listed = re.findall(r"^([a-z0-9-]+): ", capsys.readouterr().out, flags=re.M)
+    readme = section_text((book_dir().parent / "README.md").read_text(), SUITE_LIST)
+    assert re.findall(r"^\| `([a-z0-9-]+)` ", readme, flags=re.M) == listed and "overfit" in listed
+    commands = (results_dir() / "README.md").read_text()
+    for suite_dir in sorted(path.parent for path in results_dir().glob(f"*/{SUITE_META}")):
+        assert f"--out results/{suite_dir.name} --resume" in commands
+    assert "2026-12-0" not in commands.split("## Compute plans")[0]  # the dated log lives in LOG.md
+
+
 def test_the_intro_states_one_sentence_per_claim_with_its_numbers(fashion):
     facts = answer_facts(results_dir())
     assert glued_names("intro.md") <= set(facts)

@@ -1,7 +1,7 @@
 """What an epoch of each suite arm costs, measured in one session: the pairs priced, their ratios, the facts.
 
 The suites' own seconds per epoch come from runs made in several sessions, on CPU models that were not equally
-fast and under different loads (`results/README.md`), so a ratio of two of them mixes the head's cost with the
+fast and under different loads (`results/LOG.md`), so a ratio of two of them mixes the head's cost with the
 machine's. `bench/arm_cost.py` times a slice of a training epoch and of a validation pass of every arm of a
 suite alternately in one process and writes one row per arm and round (`arm_cost-rounds.csv`). This module
 scales each row to a whole epoch of the suite (`epoch_seconds`) and divides each NODE arm by the arm it is priced

@@ -1,7 +1,8 @@
-"""The generated parts of the two READMEs, which cannot glue: the answer at the top of `README.md` and the suites'
-progress in `results/README.md`, each written between markers by `node-transfer readme` from the committed
-results (the same facts the book glues). `tests/test_findings.py` fails when either differs from what the
-committed results give.
+"""The generated parts of the two READMEs, which cannot glue: the answer at the top of `README.md` and its list of
+suites (from the suite registry), and in `results/README.md` the command that regenerates each committed suite, the
+suites' progress and their machines, each written between markers by `node-transfer readme` from the committed
+results (the same facts the book glues). `tests/test_findings.py` fails when one differs from what the committed
+results give.
 """
 
 from __future__ import annotations
@@ -14,12 +15,17 @@ import pandas as pd
 from ..analysis.answer import readme_answer
 from ..core.atomic import atomic_write_text
 from ..core.rundir import machine_of
-from ..core.suitedir import SUITE_META
+from ..core.suitedir import SUITE_META, read_suite_meta
+from ..suites.registry import SUITES
 from ..suites.results import load_suite, suite_compute, suite_progress
 
 ANSWER = "answer"
 PROGRESS = "progress"
 MACHINES = "machines"
+SUITE_LIST = "suites"
+COMMANDS = "commands"
+#: The profile whose configurations the README's suite list names (the one the committed results use most).
+LISTED_PROFILE = "fmnist"
 NOT_RECORDED = "not recorded"
 
 
@@ -42,6 +48,29 @@ def progress_markdown(results: str | Path) -> str:
         rows.append({"suite": suite_dir.name, "seeds finished of planned, by configuration": finished,
                      "run hours": f"{compute['run hours']:.1f}"})
     return pd.DataFrame(rows).to_markdown(index=False)
+
+
+def suites_markdown(profile: str = LISTED_PROFILE) -> str:
+    """Every suite of the registry: what it runs (its docstring, as `suite --list` prints it) and its configurations."""
+    rows = [{"suite": f"`{name}`", "what it runs": " ".join((build.__doc__ or "").split()),
+             f"configurations ({profile} profile)": ", ".join(f"`{run.label}`" for run in build(profile))}
+            for name, build in SUITES.items()]
+    return pd.DataFrame(rows).to_markdown(index=False)
+
+
+def regenerate_command(suite_dir: Path) -> str:
+    """The command that runs a committed suite again, or finishes it (`--resume` keeps what is done), from its
+    `suite.json`: suite, profile, seeds and `--set` overrides."""
+    meta = read_suite_meta(suite_dir)
+    overrides = "".join(f" --set {key}={value}" for key, value in sorted(meta.get("overrides", {}).items()))
+    return (f"node-transfer suite {meta['suite']} --profile {meta['profile']} --seeds {meta['seeds']}{overrides} "
+            f"--out results/{suite_dir.name} --resume --jobs 2 --keep-going")
+
+
+def commands_markdown(results: str | Path) -> str:
+    """One command per committed suite directory, in a shell block."""
+    suite_dirs = sorted(path.parent for path in Path(results).glob(f"*/{SUITE_META}"))
+    return "```bash\n" + "\n".join(regenerate_command(suite_dir) for suite_dir in suite_dirs) + "\n```"
 
 
 def seeds_by_machine(suite_dir: Path) -> dict[str, list[int]]:
@@ -71,8 +100,9 @@ def machines_markdown(results: str | Path) -> str:
 def sections(root: str | Path) -> dict[Path, dict[str, str]]:
     """What each README's generated sections should hold: {path: {marker name: text}}."""
     root = Path(root)
-    return {root / "README.md": {ANSWER: readme_answer(root / "results")},
-            root / "results" / "README.md": {PROGRESS: progress_markdown(root / "results"),
+    return {root / "README.md": {ANSWER: readme_answer(root / "results"), SUITE_LIST: suites_markdown()},
+            root / "results" / "README.md": {COMMANDS: commands_markdown(root / "results"),
+                                             PROGRESS: progress_markdown(root / "results"),
                                              MACHINES: machines_markdown(root / "results")}}
 
 
