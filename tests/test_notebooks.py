@@ -88,3 +88,20 @@ def test_strict_reproduction_ignores_where_the_checkout_lives():
     # URLs, relative paths and ratios are content, not machine paths: they stay.
     kept = "see https://example.org/a/b, results/bench/x.csv, 3/4 and val/test"
     assert sanitize(kept) == kept
+
+
+def test_run_help_shows_one_argument_group_per_config_group_and_the_page_cell_follows_the_config(capsys):
+    from node_transfer.app.cli import build_parser
+    from node_transfer.app.readmes import PARAMETERS, section_text
+    from node_transfer.core.config_groups import config_groups, parameters_source
+
+    groups = config_groups()
+    assert sum(map(len, groups.values())) == len(ExperimentConfig.field_names()) and "solve" in groups
+    assert {"rtol", "atol", "solver", "adjoint"} <= set(groups["solve"])
+    parser = build_parser()
+    run = next(a for a in parser._subparsers._group_actions[0].choices.values() if a.prog.endswith(" run"))
+    titles = [group.title for group in run._action_groups]
+    assert [title for title in titles if title in groups] == list(groups)
+    cell = parameters_cell(jupytext.read(book_dir() / "experiment.md"))
+    assert section_text(cell, PARAMETERS) == parameters_source()  # `node-transfer readme` writes it
+    assert all(f"\n# {title}\n" in f"\n{cell}\n" for title in groups)

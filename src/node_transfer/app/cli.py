@@ -9,6 +9,7 @@ from dataclasses import MISSING, fields
 from typing import Any
 
 from ..core.config import ExperimentConfig
+from ..core.config_groups import config_groups
 from ..core.errors import BackboneError, ConfigError, DataError, Interrupted, RunDirError, SuiteRunError, TrainingError
 from ..core.rundir import CONFIG
 
@@ -22,9 +23,15 @@ def _optional_parser(base: type):
 
 
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """One `--name` option per ExperimentConfig field (booleans as --flag/--no-flag)."""
+    """One `--name` option per ExperimentConfig field (booleans as --flag/--no-flag), in one argument group per
+    config group (`core.config_groups`)."""
     hints = typing.get_type_hints(ExperimentConfig)
+    group_of = {}
+    for title, names in config_groups().items():
+        group = parser.add_argument_group(title)
+        group_of.update(dict.fromkeys(names, group))
     for f in fields(ExperimentConfig):
+        group = group_of[f.name]
         hint = hints[f.name]
         args = typing.get_args(hint)
         optional = type(None) in args
@@ -38,10 +45,10 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
         alias = "--" + f.name  # the papermill spelling is accepted too, but --help shows one spelling
         for names, shown in [([flag], help_text)] + ([([alias], argparse.SUPPRESS)] if alias != flag else []):
             if base is bool:
-                parser.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
+                group.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction,
                                     default=argparse.SUPPRESS, help=shown)
             else:
-                parser.add_argument(*names, dest=f.name, type=_optional_parser(base) if optional else base,
+                group.add_argument(*names, dest=f.name, type=_optional_parser(base) if optional else base,
                                     default=argparse.SUPPRESS, help=shown, metavar=f.name.upper())
 
 

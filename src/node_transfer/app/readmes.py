@@ -1,5 +1,6 @@
 """The generated parts of the two READMEs, which cannot glue: the answer at the top of `README.md` and its list of
-suites (from the suite registry), and in `results/README.md` the command that regenerates each committed suite, the
+suites (from the suite registry), the parameters cell of `book/experiment.md` (from the config), and in
+`results/README.md` the command that regenerates each committed suite, the
 suites' progress and their machines, each written between markers by `node-transfer readme` from the committed
 results (the same facts the book glues). `tests/test_findings.py` fails when one differs from what the committed
 results give.
@@ -14,6 +15,7 @@ import pandas as pd
 
 from ..analysis.answer import readme_answer
 from ..core.atomic import atomic_write_text
+from ..core.config_groups import parameters_source
 from ..core.rundir import machine_of
 from ..core.suitedir import SUITE_META, read_suite_meta
 from ..suites.registry import SUITES
@@ -23,6 +25,7 @@ ANSWER = "answer"
 PROGRESS = "progress"
 MACHINES = "machines"
 SUITE_LIST = "suites"
+PARAMETERS = "parameters"
 COMMANDS = "commands"
 #: The profile whose configurations the README's suite list names (the one the committed results use most).
 LISTED_PROFILE = "fmnist"
@@ -30,7 +33,9 @@ NOT_RECORDED = "not recorded"
 
 
 def markers(name: str) -> tuple[str, str]:
-    """The comment lines that open and close a generated section."""
+    """The comment lines that open and close a generated section (in a code cell: Python comments)."""
+    if name == PARAMETERS:
+        return (f"# {name}: written by `node-transfer readme` from ExperimentConfig; do not edit", f"# /{name}")
     return (f"<!-- {name}: written by `node-transfer readme` from the committed results; do not edit -->",
             f"<!-- /{name} -->")
 
@@ -101,6 +106,7 @@ def sections(root: str | Path) -> dict[Path, dict[str, str]]:
     """What each README's generated sections should hold: {path: {marker name: text}}."""
     root = Path(root)
     return {root / "README.md": {ANSWER: readme_answer(root / "results"), SUITE_LIST: suites_markdown()},
+            root / "book" / "experiment.md": {PARAMETERS: parameters_source()},
             root / "results" / "README.md": {COMMANDS: commands_markdown(root / "results"),
                                              PROGRESS: progress_markdown(root / "results"),
                                              MACHINES: machines_markdown(root / "results")}}
