@@ -19,6 +19,10 @@ GROUP_STARTS = {"dataset": "data", "backbone": "backbone", "head": "head", "solv
                 "epochs": "training run", "out": "output"}
 
 
+#: The longest line of the generated cell (the book's code is linted at the package's line length).
+LINE_LENGTH = 120
+
+
 def config_groups() -> dict[str, list[str]]:
     """{group title: its field names}, in declaration order."""
     groups: dict[str, list[str]] = {}
@@ -48,8 +52,12 @@ def parameters_source() -> str:
         for name in names:
             f = by_name[name]
             default = f.default if f.default is not MISSING else None
-            comment = f.metadata.get("help", "")
-            if f.metadata.get("choices"):
-                comment = f"{comment} {{{', '.join(f.metadata['choices'])}}}".strip()
-            lines.append(f"{name}: {_annotation(hints[name])} = {default!r}" + (f"  # {comment}" if comment else ""))
+            line = f"{name}: {_annotation(hints[name])} = {default!r}"
+            words = f.metadata.get("help", "")
+            choices = f"{{{', '.join(f.metadata['choices'])}}}" if f.metadata.get("choices") else ""
+            together = " ".join(part for part in (words, choices) if part)
+            if len(f"{line}  # {together}") <= LINE_LENGTH:
+                lines.append(f"{line}  # {together}" if together else line)
+            else:  # the choices on a comment line of their own
+                lines += [f"{line}  # {words}", f"# {name}: {choices}"] if choices else [f"{line}  # {words}"]
     return "\n".join(lines)
