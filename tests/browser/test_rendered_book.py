@@ -174,6 +174,23 @@ def test_the_intro_opens_with_the_answer_to_each_claim(browser):
     assert state["headings"][:4] == ["Scope of reproducibility", "Methodology", "Results", "What was easy"]
 
 
+def test_the_intro_first_screens_show_the_claims_by_regime_and_the_forest_plot(browser):
+    """Within the first two screens: the claims x regimes verdict table (every regime a column, the declared studies
+    where a NODE could help among them) and the forest plot of the primary tests."""
+    browser.open((HTML / "book" / "intro.html").as_uri())
+    state = browser.run("""
+        const main = document.querySelector('article.bd-article') || document.querySelector('main');
+        const grid = Array.from(main.querySelectorAll('table')).find(t => t.innerText.includes('head-only'));
+        const forest = main.querySelector('#fig-answer-forest img') || main.querySelector('figure img');
+        return {height: window.innerHeight,
+                grid: grid ? grid.getBoundingClientRect().top : null,
+                header: grid ? Array.from(grid.querySelectorAll('th')).map(th => th.innerText.trim()) : [],
+                forest: forest ? forest.getBoundingClientRect().top : null};""")
+    assert state["grid"] is not None and state["grid"] <= 2 * state["height"], state
+    assert {"fine-tune", "head-only", "overfitting", "larger learning rates"} <= set(state["header"]), state
+    assert state["forest"] is not None and state["forest"] <= 2 * state["height"], state
+
+
 def test_the_results_pages_show_no_import_cells(browser):
     """The reproducing chapter reads as results: its code (imports, glue, tables) is hidden, its outputs shown."""
     browser.open((HTML / "book" / "reproducing.html").as_uri())

@@ -29,6 +29,7 @@ from .paired import MOST_SEEDS_PLANNED, OVERFITS_MORE_SLOWLY
 from .paper import PAPER, PAPER_CLAIMS
 from .seeds import cpu_name
 from .statistics import statistic
+from .verdict_grid import verdict_grid
 
 #: How the sentences name a backbone.
 BACKBONE_NAMES = {"tf_efficientnet_lite0": "EfficientNet-Lite0", "efficientnet_b0": "EfficientNet-B0"}
@@ -205,8 +206,9 @@ def seeds_outlook(table: pd.DataFrame) -> str:
 
 def answer_facts(results: str | Path) -> dict[str, str | int]:
     """What the intro states, by the name it glues it under: the bottom line, the claims table and the arms for the
-    first screen, per numbered claim the full account (`detail_1`...), the claims as a numbered list
-    (`claims_list`), the scope, the paper's own comparisons and the primary tests by label."""
+    first screen, the claims x regimes grid (`verdict_grid`), per numbered claim the full account (`detail_1`...),
+    the claims as a numbered list (`claims_list`), the scope, the paper's own comparisons and the primary tests by
+    label."""
     data, table = declared_study(str(results))
     reach = target_reach(data)
     details = claim_sentences(table, reach)
@@ -218,6 +220,7 @@ def answer_facts(results: str | Path) -> dict[str, str | int]:
     facts["arms"] = arms_line(data, table)
     facts["paper_comparisons"] = paper_comparisons(reach, table)
     facts["seeds_outlook"] = seeds_outlook(table)
+    facts["verdict_grid"] = verdict_grid(results).to_markdown(index=False)
     facts.update(scope=scope_sentence(data), primary_tests=len(labels), primary_hold=int((labels == "holds").sum()),
                  primary_fail=int((labels == "does not hold").sum()),
                  primary_undecided=int((labels == "undecided").sum()),

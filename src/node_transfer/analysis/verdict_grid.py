@@ -1,0 +1,50 @@
+"""The answer across regimes: one row per claim, one column per regime (the answer study's, then those of the
+studies where a NODE could help, `extensions.EXTENSIONS`), each cell the labels of that claim's primary tests there,
+after Holm's correction within the regime's own study. A regime whose runs are not in says so.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from .claims import ANSWER_STUDY, STUDIES
+from .extensions import EXTENSIONS
+from .findings import declared_study, primary
+from .first_screen import regime_short
+from .paper import PAPER_CLAIMS
+
+#: How a cell writes a label (the long ones shortened; the intro defines every label in full).
+SHORT_LABELS = {"lower, equivalence not shown": "lower, not shown",
+                "higher, equivalence not shown": "higher, not shown"}
+
+
+def _cell(tests: pd.DataFrame) -> str:
+    """'rk: holds; adjoint: undecided' for the primary tests of one claim in one regime."""
+    parts = []
+    for _, row in tests.iterrows():
+        label = SHORT_LABELS.get(row["verdict_holm"], row["verdict_holm"]) if row["n"] >= 2 else "too few seeds yet"
+        parts.append(f"{row['a']}: {label}")
+    return "; ".join(parts)
+
+
+def verdict_grid(results: str | Path) -> pd.DataFrame:
+    """Claims (rows) × regimes (columns): the Holm-corrected labels of each claim's primary tests in each regime."""
+    columns: dict[str, dict[str, str]] = {}
+    for key in (ANSWER_STUDY, *EXTENSIONS):
+        data, table = declared_study(str(results), key)
+        tests = primary(table) if len(table) else table
+        for regime in STUDIES[key].regimes:
+            column = regime_short(regime.title)
+            declared = {test.claim for test in regime.primary()}
+            cells = {}
+            for number in declared:
+                rows = tests[(tests["regime"] == regime.title) & (tests["claim"] == number)] if len(tests) else tests
+                cells[f"{number}. {PAPER_CLAIMS[number].title}"] = (_cell(rows) if regime in data and len(rows)
+                                                                    else "runs not in yet")
+            columns[column] = cells
+    claims = [f"{n}. {c.title}" for n, c in PAPER_CLAIMS.items()
+              if any(f"{n}. {c.title}" in cells for cells in columns.values())]
+    grid = pd.DataFrame(columns, index=claims).fillna("no primary test")
+    return grid.rename_axis("claim").reset_index()
