@@ -3,9 +3,9 @@
 import pandas as pd
 
 from node_transfer.analysis.claims import STUDIES, Endpoint
+from node_transfer.analysis.compact import compact_tests
 from node_transfer.analysis.extensions import (
     EXTENSIONS,
-    compact_tests,
     declaration_of,
     extension_facts,
     extension_section,
@@ -42,3 +42,14 @@ def test_each_section_reads_the_committed_results_as_far_as_they_go():
         assert len(section.tests) == len(STUDIES[key].regimes[0].primary())
         assert "primary-arm runs are in" in section.status and declaration_of(key).rules in section.status
         assert (section.figure is None) == (section.tests["seeds"] < 2).all()
+
+
+def test_each_regime_of_the_answer_has_its_primary_tests_at_a_glance():
+    from node_transfer.analysis.compact import regime_compact
+    from node_transfer.analysis.findings import declared_study
+
+    data, table = declared_study(str(results_dir()))
+    for regime in data:
+        compact = regime_compact(table, regime)
+        assert list(compact["test"]) == [test.wording() for test in regime.primary()]
+        assert (compact["seeds"] >= 2).all() and not compact["difference [95 % interval]"].str.contains("nan").any()

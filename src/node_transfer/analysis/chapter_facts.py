@@ -39,6 +39,11 @@ def regime_title(data: StudyData, suite: str) -> str:
     return next((regime.title for regime in data if regime.suite == suite), suite)
 
 
+def regime_of(data: StudyData, suite: str) -> Regime:
+    """The study's regime that a suite's runs make."""
+    return next(regime for regime in data if regime.suite == suite)
+
+
 def claims_summary(table: pd.DataFrame) -> pd.DataFrame:
     """One row per numbered claim: the paper's own comparison and the matched-control comparison with their labels
     (Holm-corrected for primary tests), and how many of the matched tests hold."""

@@ -1,9 +1,8 @@
 """Where a NODE head has room to help: the studies declared beyond the paper's regimes, read as far as they have run.
 
 Each study of `EXTENSIONS` is a `claims.STUDIES` entry declared (and dated by `claims.CONFIRMATIONS`) before its first
-run. `extension_status` says what was declared, when, and how many of its runs are in; `compact_tests` is its primary
-family as a reader scans it (test, difference with its interval, label before and after Holm); `extension_section`
-gives both for one study, with its forest plot once a test has two paired seeds.
+run. `extension_status` says what was declared, when, and how many of its runs are in; `extension_section` adds its
+primary family as a reader scans it (`compact.compact_tests`) and its forest plot once a test has two paired seeds.
 """
 
 from __future__ import annotations
@@ -18,9 +17,9 @@ import pandas as pd
 from ..core.config import default
 from ..suites.profiles import OVERFIT_SCALE, PROFILE_EPOCHS
 from ..suites.registry import LARGE_STEP_RATES, SMALL_SCALE
-from .claims import CONFIRMATIONS, STUDIES, Confirmation, Endpoint
+from .claims import CONFIRMATIONS, STUDIES, Confirmation
+from .compact import compact_tests
 from .findings import declared_study, primary
-from .first_screen import interval_text, percent_text
 from .forest import plot_forest
 from .preregistration import confirmation_status
 
@@ -56,27 +55,6 @@ def extension_status(results: str | Path, key: str) -> str:
         early = status["early"]
         text += f"; {len(early)} started before the declaration and cannot count: {', '.join(early)}"
     return text + "."
-
-
-def compact_tests(table: pd.DataFrame, endpoints: tuple[tuple[str, Endpoint], ...]) -> pd.DataFrame:
-    """Declared tests as a reader scans them: the test, its difference with the 95 % interval (stability also in %
-    of the control's level), paired seeds, and its label before and after Holm's correction; a test without a
-    paired seed yet says so. `endpoints` are (regime title, test) pairs; the regime is a column when several are."""
-    found = {(row["regime"], row["a"], row["b"], row["name"]): row for _, row in table.iterrows()} if len(table) else {}
-    rows = []
-    for regime, endpoint in endpoints:
-        row = found.get((regime, endpoint.a, endpoint.b, endpoint.statistic))
-        paired = row is not None and row["n"] >= 1
-        rows.append({
-            "regime": regime, "test": endpoint.wording(),
-            "difference [95 % interval]": interval_text(row) + (f" ({percent_text(row)})" if percent_text(row) else "")
-            if paired else "no paired seed yet",
-            "seeds": int(row["n"]) if paired else 0,
-            "label": (row["verdict"] or "–") if paired else "–",
-            "label after Holm": (row["verdict_holm"] or "–") if paired else "–",
-        })
-    frame = pd.DataFrame(rows)
-    return frame if frame["regime"].nunique() > 1 else frame.drop(columns="regime")
 
 
 def extension_section(results: str | Path, key: str) -> Section:
