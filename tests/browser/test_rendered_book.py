@@ -226,7 +226,7 @@ CAPTIONED_PAGES = ("book/glossary", "book/node-head", "book/performance", "book/
 GROWING_PAGES = ("book/harder",)
 
 
-@pytest.mark.parametrize("page", CAPTIONED_PAGES + ("book/intro",))
+@pytest.mark.parametrize("page", CAPTIONED_PAGES + ("book/intro", "book/reproducing"))
 def test_every_figure_has_a_numbered_caption_and_alt_text(browser, page):
     """Each image of the page sits in a figure numbered 'Fig. N' with a caption, and its alt text describes it
     (not the hash file name Jupyter Book gives an output image)."""

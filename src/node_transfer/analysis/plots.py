@@ -13,24 +13,49 @@ from .statistics import statistic
 
 CURVES = [("train_acc", "train accuracy"), ("train_loss", "train loss"), ("val_acc", "validation accuracy"),
           ("val_loss", "validation loss")]
+#: One colour and line style per arm across the book: a NODE arm solid, its matched control dashed in the same
+#: colour (rk / fc-adam blue, adjoint / fc-sgd orange), the other controls dotted or dash-dotted, the baseline black.
+ARM_STYLES = {"baseline": ("black", "-"), "rk": ("C0", "-"), "fc-adam": ("C0", "--"), "adjoint": ("C1", "-"),
+              "fc-sgd": ("C1", "--"), "mlp": ("C2", ":"), "euler": ("C3", "-."), "rk-imagenet": ("C4", "-"),
+              "node": ("C0", "-"), "node-adjoint": ("C1", "-"), "fc": ("0.45", "--")}
+OTHER_STYLES = [(f"C{i}", style) for style in ("-", "--", ":") for i in range(5, 10)]
 
 
-def plot_curves(histories: pd.DataFrame, labels: list[str] | None = None, title: str = "") -> plt.Figure:
-    """Train/validation accuracy and loss per epoch, one line per configuration, seeds as a min-max band."""
+def arm_style(label: str, index: int = 0) -> tuple[str, str]:
+    """(colour, line style) of an arm: `ARM_STYLES`, or the next free style for an arm it does not name."""
+    return ARM_STYLES.get(label, OTHER_STYLES[index % len(OTHER_STYLES)])
+
+
+def plot_curves(histories: pd.DataFrame, labels: list[str] | None = None, title: str = "",
+                xlabel: str = "epoch") -> plt.Figure:
+    """Train/validation accuracy and loss per epoch, one line per configuration (its mean over seeds, the seeds'
+    range as a band), and the validation loss again over the second half of the epochs, where the stability tests
+    look (shaded in the full panel), on its own scale; the legend has a panel of its own."""
     labels = labels or list(dict.fromkeys(histories["label"]))
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7), sharex=True)
-    for ax, (column, name) in zip(axes.flat, CURVES):
-        for label in labels:
-            stats = histories[histories["label"] == label].groupby("epoch")[column].agg(["mean", "min", "max"])
-            line, = ax.plot(stats.index, stats["mean"], marker="o", ms=3, label=label)
-            ax.fill_between(stats.index, stats["min"], stats["max"], color=line.get_color(), alpha=0.2)
-        ax.set_title(name)
-        ax.set_xlabel("epoch")
+    fig, axes = plt.subplots(2, 3, figsize=(12, 6.4))
+    panels = dict(zip(("train_acc", "train_loss", "legend", "val_acc", "val_loss", "late"), axes.flat))
+    last = int(histories[histories["label"].isin(labels)]["epoch"].max())
+    start = last // 2 + 1  # the late half, as the tests' windows (`statistics.WINDOW_RULES`) take it
+    for index, label in enumerate(labels):
+        colour, style = arm_style(label, index)
+        rows = histories[histories["label"] == label]
+        for column, _ in CURVES + [("late", "")]:
+            stats = rows.groupby("epoch")["val_loss" if column == "late" else column].agg(["mean", "min", "max"])
+            if column == "late":
+                stats = stats[stats.index >= start]
+            ax = panels[column]
+            ax.plot(stats.index, stats["mean"], color=colour, linestyle=style, marker="o", ms=2.5, label=label)
+            ax.fill_between(stats.index, stats["min"], stats["max"], color=colour, alpha=0.15)
+    panels["val_loss"].axvspan(start - 0.5, last + 0.5, color="0.9", zorder=0)
+    for column, name in CURVES + [("late", f"validation loss, epochs {start}-{last} (zoomed)")]:
+        ax = panels[column]
+        ax.set_title(name, fontsize=10)
+        ax.set_xlabel(xlabel)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    axes[0, 0].legend()
-    if title:
-        fig.suptitle(title)
+    handles, names = panels["train_acc"].get_legend_handles_labels()
+    panels["legend"].legend(handles, names, loc="center", frameon=False, title=title or None)
+    panels["legend"].axis("off")
     fig.tight_layout()
     return fig
 
