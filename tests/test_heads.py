@@ -85,3 +85,16 @@ def test_heads_are_built_from_the_config_and_take_its_defaults():
     assert block.func.dynamics.fc1.linear.out_features == defaults.ode_width
     with pytest.raises(ConfigError, match="lerning_rate"):
         build_head("node", 6, 3, lerning_rate=0.1)  # options are the config's parameters, checked by name
+
+
+def test_every_head_kind_has_one_builder_and_builds_from_the_config():
+    """A head is an entry of `core.choices.HEAD_KINDS` and a builder registered in `model.heads` (two files)."""
+    from node_transfer.core.choices import HEAD_KINDS
+    from node_transfer.core.config import ExperimentConfig
+    from node_transfer.model.heads import HEAD_BUILDERS, head_from_config
+
+    assert set(HEAD_BUILDERS) == set(HEAD_KINDS)
+    for name, kind in HEAD_KINDS.items():
+        head = head_from_config(ExperimentConfig(head=name, ode_width=8), 16, 10)
+        assert bool(ode_blocks(head)) == kind.solves, name
+        assert head(torch.randn(2, 16)).shape == (2, 10)

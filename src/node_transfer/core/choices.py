@@ -16,6 +16,7 @@ class HeadKind:
 
     name: str
     solves: bool  # whether it integrates an ODE (has a solver, NFE, a solver-swap check)
+    takes_maps: bool = False  # whether `node_state=map` gives it the feature map (the others get pooled features)
 
     def run_label(self, config: Any) -> str:
         """The head's part of a new run directory's name: 'fc', 'mlp', 'node-dopri5', 'node-rk4-adjoint'."""
@@ -24,8 +25,10 @@ class HeadKind:
         return f"{self.name}-{config.solver}{'-adjoint' if config.adjoint else ''}"
 
 
-#: The heads, by the name `--head` takes.
-HEAD_KINDS = {kind.name: kind for kind in (HeadKind("fc", False), HeadKind("mlp", False), HeadKind("node", True))}
+#: The heads, by the name `--head` takes; `model.heads.HEAD_BUILDERS` builds each (a new head: an entry here and
+#: its builder there).
+HEAD_KINDS = {kind.name: kind for kind in (HeadKind("fc", False), HeadKind("mlp", False),
+                                           HeadKind("node", True, takes_maps=True))}
 HEADS = tuple(HEAD_KINDS)
 NODE_STATES = ("vector", "map")
 #: Activation name -> the `torch.nn` class that implements it.

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from .choices import ACTIVATIONS, HEADS, NODE_STATES, OPTIMIZERS, REGULARIZATIONS, SCHEDULES
+from .choices import ACTIVATIONS, HEAD_KINDS, HEADS, NODE_STATES, OPTIMIZERS, REGULARIZATIONS, SCHEDULES
 from .errors import ConfigError
 from .solvers import DEFAULT_BACKEND, FAILURE_POLICIES, ODE_BACKENDS, SolverSettings, check_adjoint, check_fallback
 from .speed import DATA_PATHS, MEMORY_FORMATS, with_legacy
@@ -173,7 +173,7 @@ class ExperimentConfig:
         if self.step_size is not None and not self.step_size > 0:
             raise ConfigError("step_size", self.step_size, "a positive number, or None")
         self.milestones()  # parses or raises
-        if self.head == "node":
+        if HEAD_KINDS[self.head].solves:
             SolverSettings.from_config(self).check()
             check_adjoint(self.adjoint, self.regularization, self.ode_backend)
             if self.on_solver_failure == "fallback":

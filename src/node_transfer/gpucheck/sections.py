@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from ..core.choices import HEAD_KINDS
 from ..core.rundir import HISTORY, METRICS, read_json
 from ..core.suitedir import RUNS_ROOT
 from ..suites.profiles import FROZEN, GPU_BASE, NODE_ADJOINT, NODE_RK
@@ -267,7 +268,7 @@ def heads(context: Context, findings: Findings) -> None:
             findings.check(f"{label}: finite losses", finite(*losses), f"test loss {metrics['test_loss']:.4f}")
             findings.check(f"{label}: head input float32", seen.dtypes["head_input"] == {"float32"},
                            sorted(seen.dtypes["head_input"]))
-            if config.head == "node":
+            if HEAD_KINDS[config.head].solves:
                 findings.check(f"{label}: ODE state float32", seen.dtypes["ode_state"] == {"float32"},
                                sorted(seen.dtypes["ode_state"]))
                 findings.check(f"{label}: NFE counted", metrics["nfe_forward"] > 0

@@ -7,6 +7,7 @@ their final linear layer `fc`, so a head started from a trained FC baseline inhe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -94,19 +95,43 @@ class NODEHead(nn.Module):
         return self.fc(self.dropout(_pool(self.block(features))))
 
 
-def head_from_config(config: ExperimentConfig, num_features: int, num_classes: int) -> nn.Module:
-    """The `fc`, `mlp` or `node` head a config asks for."""
-    if config.head == "fc":
-        return FCHead(num_features, num_classes, config.dropout)
-    if config.head == "mlp":
-        return MLPHead(num_features, num_classes, config.ode_width, config.ode_activation, config.dropout)
-    if config.head != "node":
-        raise ConfigError("head", config.head, f"one of {list(HEADS)}")
+HeadBuilder = Callable[[ExperimentConfig, int, int], nn.Module]
+#: One builder per head of `core.choices.HEAD_KINDS` (config, feature channels, classes -> the head).
+HEAD_BUILDERS: dict[str, HeadBuilder] = {}
+
+
+def builds(name: str) -> Callable[[HeadBuilder], HeadBuilder]:
+    """Register the decorated function as the builder of head `name`."""
+    def register(builder: HeadBuilder) -> HeadBuilder:
+        HEAD_BUILDERS[name] = builder
+        return builder
+    return register
+
+
+@builds("fc")
+def _fc(config: ExperimentConfig, num_features: int, num_classes: int) -> nn.Module:
+    return FCHead(num_features, num_classes, config.dropout)
+
+
+@builds("mlp")
+def _mlp(config: ExperimentConfig, num_features: int, num_classes: int) -> nn.Module:
+    return MLPHead(num_features, num_classes, config.ode_width, config.ode_activation, config.dropout)
+
+
+@builds("node")
+def _node(config: ExperimentConfig, num_features: int, num_classes: int) -> nn.Module:
     dynamics = make_dynamics(config.node_state, num_features, config.ode_width, config.ode_activation,
                              config.zero_init, config.augment_dim)
     block = ODEBlock(dynamics, SolverSettings.from_config(config), augment_dim=config.augment_dim, steer=config.steer,
                      regularization=config.regularization)
     return NODEHead(num_features, num_classes, block, config.node_state, config.dropout)
+
+
+def head_from_config(config: ExperimentConfig, num_features: int, num_classes: int) -> nn.Module:
+    """The head a config asks for, by its builder in `HEAD_BUILDERS`."""
+    if config.head not in HEAD_BUILDERS:
+        raise ConfigError("head", config.head, f"one of {list(HEADS)}")
+    return HEAD_BUILDERS[config.head](config, num_features, num_classes)
 
 
 def build_head(kind: str, num_features: int, num_classes: int, **options: Any) -> nn.Module:

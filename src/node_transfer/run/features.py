@@ -13,6 +13,7 @@ from torch.utils.data import Dataset, TensorDataset
 from tqdm.auto import tqdm
 
 from ..core.checkpoints import atomic_save
+from ..core.choices import HEAD_KINDS
 from ..core.config import ExperimentConfig
 from ..core.speed import LEGACY, uses_channels_last
 from ..model.tensor_images import make_loader
@@ -70,7 +71,7 @@ def feature_cache_key(config: ExperimentConfig, pool: bool, device: str = "cpu",
 def cached_feature_sets(prepared: Prepared, progress: bool = True) -> list[torch.utils.data.TensorDataset]:
     """Train/val/test features of the frozen backbone, from `feature_cache` when it holds them."""
     config, model, splits = prepared.config, prepared.model, prepared.splits
-    pool = config.head == "fc" or config.node_state == "vector"
+    pool = not (HEAD_KINDS[config.head].takes_maps and config.node_state == "map")
     batch_size = max(config.batch_size, MIN_FEATURE_BATCH)
     path = None
     if config.feature_cache and not config.init_from:  # a fine-tuned backbone's features are its own
