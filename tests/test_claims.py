@@ -7,17 +7,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from node_transfer.analysis.claims import (
-    FINETUNE_TESTS,
-    HEAD_TESTS,
-    PRIMARY_STABILITY,
-    STUDIES,
-    Endpoint,
-    Regime,
-    study_of,
-)
+from node_transfer.analysis.claims import FINETUNE_TESTS, HEAD_TESTS, STUDIES, Regime, study_of
 from node_transfer.analysis.confounds import confounds
 from node_transfer.analysis.convergence import choose_target, first_reach, times_to_target
+from node_transfer.analysis.endpoints import PRIMARY_STABILITY, Endpoint
 from node_transfer.analysis.paired import FAILS, HOLDS, paired_compare, verdict
 from node_transfer.analysis.verdicts import Options, compare, family_table, paired_seeds, regime_table
 from node_transfer.core.errors import ConfigError
@@ -263,7 +256,7 @@ def test_a_confirmation_is_judged_only_on_runs_started_after_its_declaration():
 
 def test_every_committed_confirmatory_run_started_after_its_declaration():
     from node_transfer.analysis.claims import CONFIRMATIONS
-    from node_transfer.analysis.preregistration import confirmation_status
+    from node_transfer.analysis.preregistration import confirmation_status, regime_of
     from node_transfer.suites.notebooks import results_dir
 
     for confirmation in CONFIRMATIONS.values():
@@ -272,7 +265,8 @@ def test_every_committed_confirmatory_run_started_after_its_declaration():
             pytest.skip("git cannot date the declaration here (no history, or a shallow clone)")
         assert status["early"] == [], f"{confirmation.key}: runs that started before the declaration"
         assert not status["finished"] or (status["table"]["n"] > 0).any()  # its runs are read, CPU records and all
-        assert status["planned"] == 6 * len(confirmation.seeds)  # the regime's primary arms, each seed
+        arms = {label for test in regime_of(confirmation).primary() for label in (test.a, test.b)}
+        assert status["planned"] == len(arms) * len(confirmation.seeds)  # the regime's primary arms, each seed
 
 
 def test_the_forest_plot_puts_the_node_better_to_the_right_in_minimum_effects():

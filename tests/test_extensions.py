@@ -2,8 +2,9 @@
 
 import pandas as pd
 
-from node_transfer.analysis.claims import STUDIES, Endpoint
+from node_transfer.analysis.claims import STUDIES
 from node_transfer.analysis.compact import compact_tests
+from node_transfer.analysis.endpoints import Endpoint
 from node_transfer.analysis.extensions import (
     EXTENSIONS,
     declaration_of,
@@ -37,6 +38,7 @@ def test_the_compact_table_shows_a_found_test_and_says_when_one_has_no_seed_yet(
 def test_each_section_reads_the_committed_results_as_far_as_they_go():
     facts = extension_facts()
     assert facts["steps_adam_rates"] == "3e-4, 1e-3 and 3e-3" and facts["small_images"] == "1,000"
+    assert facts["lite2"] == "tf_efficientnet_lite2" and facts["maps_image_size"] == 96
     for key in EXTENSIONS:
         section = extension_section(results_dir(), key)
         assert len(section.tests) == len(STUDIES[key].regimes[0].primary())

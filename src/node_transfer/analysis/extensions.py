@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..core.config import default
 from ..suites.profiles import OVERFIT_SCALE, PROFILE_EPOCHS
-from ..suites.registry import LARGE_STEP_RATES, SMALL_SCALE
+from ..suites.registry import LARGE_STEP_RATES, LITE2, MAPS_IMAGE_SIZE, SMALL_SCALE
 from .claims import CONFIRMATIONS, STUDIES, Confirmation
 from .compact import compact_tests
 from .findings import declared_study, primary
@@ -25,7 +25,7 @@ from .preregistration import confirmation_status
 
 #: The studies of the chapter "Where a NODE could help", in its order: a new one is a `claims.STUDIES` entry, its
 #: `claims.CONFIRMATIONS` declaration, and a line here.
-EXTENSIONS = ("fashion-mnist-steps", "fashion-mnist-small")
+EXTENSIONS = ("fashion-mnist-steps", "fashion-mnist-small", "fashion-mnist-lite2", "fashion-mnist-maps")
 
 
 @dataclass(frozen=True)
@@ -78,4 +78,5 @@ def extension_facts(profile: str = "fmnist") -> dict[str, str | int]:
     return {"steps_adam_rates": _rates(LARGE_STEP_RATES["adam"]), "steps_sgd_rates": _rates(LARGE_STEP_RATES["sgd"]),
             "steps_epochs": PROFILE_EPOCHS[profile]["rk"], "fine_evals": default("fine_evals"),
             "fine_val_size": default("fine_val_size"), "small_images": f"{SMALL_SCALE[profile]['train_subset']:,}",
-            "overfit_images": f"{OVERFIT_SCALE[profile]['train_subset']:,}"}
+            "overfit_images": f"{OVERFIT_SCALE[profile]['train_subset']:,}", "lite2": LITE2,
+            "maps_image_size": MAPS_IMAGE_SIZE}

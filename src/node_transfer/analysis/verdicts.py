@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 
 from ..suites.results import fine_curves_of
-from .claims import Endpoint, Regime
+from .claims import Regime
 from .confounds import confounds
 from .convergence import choose_target, describe_target, times_to_target
+from .endpoints import Endpoint
 from .fine import MIN_FINE_POINTS, fine_loss_level, fine_values
 from .paired import (
     ALPHA,
