@@ -180,7 +180,8 @@ def test_the_intro_first_screens_show_the_claims_by_regime_and_the_forest_plot(b
     browser.open((HTML / "book" / "intro.html").as_uri())
     state = browser.run("""
         const main = document.querySelector('article.bd-article') || document.querySelector('main');
-        const grid = Array.from(main.querySelectorAll('table')).find(t => t.innerText.includes('head-only'));
+        const grid = Array.from(main.querySelectorAll('table')).find(
+            t => Array.from(t.querySelectorAll('th')).some(th => th.innerText.trim() === 'head-only'));
         const forest = main.querySelector('#fig-answer-forest img') || main.querySelector('figure img');
         return {height: window.innerHeight,
                 grid: grid ? grid.getBoundingClientRect().top : null,
