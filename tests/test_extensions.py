@@ -55,3 +55,16 @@ def test_each_regime_of_the_answer_has_its_primary_tests_at_a_glance():
         compact = regime_compact(table, regime)
         assert list(compact["test"]) == [test.wording() for test in regime.primary()]
         assert (compact["seeds"] >= 2).all() and not compact["difference [95 % interval]"].str.contains("nan").any()
+
+
+def test_the_curves_show_the_primary_arms_continued_arms_on_epochs_since_their_checkpoint():
+    from node_transfer.analysis.extensions import curves_figure
+    from node_transfer.analysis.findings import declared_study
+
+    data, _ = declared_study(str(results_dir()))
+    overfit = next(regime for regime in data if regime.suite == "overfit")
+    figure = curves_figure(data[overfit][1], overfit)
+    legend = figure.axes[2].get_legend()
+    assert [text.get_text() for text in legend.get_texts()] == ["rk", "fc-adam", "adjoint", "fc-sgd"]
+    assert figure.axes[0].get_xlabel() == "epochs since the baseline checkpoint"
+    assert curves_figure(data[overfit][1].iloc[:0], overfit) is None  # no run in: no figure

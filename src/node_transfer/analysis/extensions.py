@@ -16,11 +16,12 @@ import pandas as pd
 
 from ..core.config import default
 from ..suites.profiles import OVERFIT_SCALE, PROFILE_EPOCHS
-from ..suites.registry import LARGE_STEP_RATES, LITE2, MAPS_IMAGE_SIZE, SMALL_SCALE
-from .claims import CONFIRMATIONS, STUDIES, Confirmation
+from ..suites.registry import LARGE_STEP_RATES, LITE2, MAPS_IMAGE_SIZE, SMALL_SCALE, get_suite
+from .claims import CONFIRMATIONS, STUDIES, Confirmation, Regime
 from .compact import compact_tests
 from .findings import declared_study, primary
 from .forest import plot_forest
+from .plots import plot_curves
 from .preregistration import confirmation_status
 
 #: The studies of the chapter "Where a NODE could help", in its order: a new one is a `claims.STUDIES` entry, its
@@ -36,6 +37,7 @@ class Section:
     status: str
     tests: pd.DataFrame
     figure: plt.Figure | None
+    curves: plt.Figure | None = None  # the primary arms' curves (continued arms on epochs since their checkpoint)
 
 
 def declaration_of(key: str) -> Confirmation:
@@ -57,14 +59,29 @@ def extension_status(results: str | Path, key: str) -> str:
     return text + "."
 
 
+def curves_figure(histories: pd.DataFrame, regime: Regime) -> plt.Figure | None:
+    """The curves of a regime's primary arms: those continued from a checkpoint, on epochs since it, or (where no
+    arm continues) every primary arm on its epochs; None before any of them has a run."""
+    runs = {run.label: run for run in get_suite(regime.suite, regime.profile)}
+    arms = list(dict.fromkeys(label for test in regime.primary() for label in (test.a, test.b)))
+    continued = [label for label in arms if runs[label].init_from]
+    shown = [label for label in (continued or arms) if label in set(histories["label"])]
+    if not shown:
+        return None
+    return plot_curves(histories, shown, "continued from the baseline" if continued else "",
+                       xlabel="epochs since the baseline checkpoint" if continued else "epoch")
+
+
 def extension_section(results: str | Path, key: str) -> Section:
     """One study of `EXTENSIONS`, read from the committed runs as far as they go."""
-    _, table = declared_study(str(results), key)
+    data, table = declared_study(str(results), key)
     tests = primary(table) if len(table) else table
     decided = len(tests) and np.isfinite(tests["ci_low"].astype(float)).any()
     figure = plot_forest(table) if decided else None
     declared = tuple((regime.title, test) for regime in STUDIES[key].regimes for test in regime.primary())
-    return Section(extension_status(results, key), compact_tests(tests, declared), figure)
+    regime = STUDIES[key].regimes[0]
+    curves = curves_figure(data[regime][1], regime) if regime in data else None
+    return Section(extension_status(results, key), compact_tests(tests, declared), figure, curves)
 
 
 def _rates(rates: tuple[float, ...]) -> str:
