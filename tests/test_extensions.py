@@ -43,7 +43,7 @@ def test_each_section_reads_the_committed_results_as_far_as_they_go():
         section = extension_section(results_dir(), key)
         assert len(section.tests) == len(STUDIES[key].regimes[0].primary())
         assert "primary-arm runs are in" in section.status and declaration_of(key).rules in section.status
-        assert (section.figure is None) == (section.tests["seeds"] < 2).all()
+        assert (section.figure is None) == (section.tests["seeds"] < 2).all() == (section.flips is None)
 
 
 def test_each_regime_of_the_answer_has_its_primary_tests_at_a_glance():

@@ -19,7 +19,7 @@ from ..suites.profiles import OVERFIT_SCALE, PROFILE_EPOCHS
 from ..suites.registry import LARGE_STEP_RATES, LITE2, MAPS_IMAGE_SIZE, SMALL_SCALE, get_suite
 from .claims import CONFIRMATIONS, STUDIES, Confirmation, Regime
 from .compact import compact_tests
-from .findings import declared_study, primary
+from .findings import declared_study, primary, sensitivity_table
 from .forest import plot_forest
 from .plots import plot_curves
 from .preregistration import confirmation_status
@@ -38,6 +38,7 @@ class Section:
     tests: pd.DataFrame
     figure: plt.Figure | None
     curves: plt.Figure | None = None  # the primary arms' curves (continued arms on epochs since their checkpoint)
+    flips: pd.DataFrame | None = None  # each primary test's declared label and the checks under which it flips
 
 
 def declaration_of(key: str) -> Confirmation:
@@ -81,7 +82,12 @@ def extension_section(results: str | Path, key: str) -> Section:
     declared = tuple((regime.title, test) for regime in STUDIES[key].regimes for test in regime.primary())
     regime = STUDIES[key].regimes[0]
     curves = curves_figure(data[regime][1], regime) if regime in data else None
-    return Section(extension_status(results, key), compact_tests(tests, declared), figure, curves)
+    flips = None
+    if decided:
+        sensitivity = sensitivity_table(data)
+        flips = sensitivity[["as declared", "flips under"]].set_axis(
+            [name.split(": ", 1)[-1] for name in sensitivity.index]).rename_axis("primary test").reset_index()
+    return Section(extension_status(results, key), compact_tests(tests, declared), figure, curves, flips)
 
 
 def _rates(rates: tuple[float, ...]) -> str:
