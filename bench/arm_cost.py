@@ -15,7 +15,7 @@ batches). Process CPU time and wall time are recorded for both; NFE per batch as
 
 Each round's slices are scaled to a whole epoch of the suite (its training images, then its 5,000 validation
 images) and each NODE arm's epoch is divided by that of the arm it is priced against in the same round
-(`node_transfer.analysis.epoch_cost`). The ratios are stated on CPU time: with one thread it is the time spent
+(`node_transfer.pages.epoch_cost`). The ratios are stated on CPU time: with one thread it is the time spent
 computing, while the wall time of a shared machine also holds the time spent waiting for a core. The NFE are
 those of a continued run's first batches; they grow as the dynamics train (the suites record each epoch's), and a NODE
 arm's later epochs cost more with them.
@@ -37,9 +37,9 @@ import _lib
 import pandas as pd
 import torch
 
-from node_transfer.analysis.epoch_cost import epoch_seconds, pair_ratios
 from node_transfer.core.config import ExperimentConfig
 from node_transfer.core.rundir import BEST, load_init_from
+from node_transfer.pages.epoch_cost import epoch_seconds, pair_ratios
 from node_transfer.run.experiment import prepare
 from node_transfer.run.training import Trainer
 from node_transfer.suites.registry import SuiteRun, get_suite

@@ -28,8 +28,8 @@ import pandas as pd
 from torch import nn
 from torch.utils.data import Subset
 
-from node_transfer.analysis.bench_results import DEFAULT_HEAD, NARROW_HEAD
 from node_transfer.model.transfer import TransferModel, head_from_config
+from node_transfer.pages.bench_results import DEFAULT_HEAD, NARROW_HEAD
 from node_transfer.run.features import extract_features
 from node_transfer.run.resume import seed_everything
 from node_transfer.run.training import Trainer

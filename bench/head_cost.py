@@ -26,10 +26,10 @@ import _lib
 import pandas as pd
 import torch
 
-from node_transfer.analysis.bench_results import ADJOINT_HEAD, DEFAULT_HEAD, LOOSE_HEAD, NARROW_HEAD, SEMINORM_HEAD
 from node_transfer.core.solvers import DEFAULT_BACKEND
 from node_transfer.model.heads import build_head, count_parameters, ode_blocks
 from node_transfer.model.transfer import TransferModel
+from node_transfer.pages.bench_results import ADJOINT_HEAD, DEFAULT_HEAD, LOOSE_HEAD, NARROW_HEAD, SEMINORM_HEAD
 
 TARGET = 1.15  # NODE/FC seconds per step; the paper's per-epoch ratio is about 1.7
 PAPER_RATIO = 1.7

@@ -35,7 +35,8 @@ LAYERS: dict[str, str] = {
     "model": "the model: backbones, heads, the transfer model, data",
     "run": "one run: features, optimiser, training, resume, the experiment, predictions",
     "suites": "many runs: the suite registry, papermill pages, scheduling, the suite runner and its files",
-    "analysis": "statistics, claims, verdicts, findings, facts for the pages, tables and figures",
+    "analysis": "statistics, claims, verdicts, findings, tables and figures",
+    "pages": "the book's own layer: one module per results chapter (`PAGES`) and the answer's tables and figures",
     "app": "the command line, the suites' READMEs, the book's execution cache",
     "gpucheck": "the prepared check of the CUDA path on one GPU",
 }

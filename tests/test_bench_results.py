@@ -10,7 +10,7 @@ from node_transfer.suites.notebooks import book_dir
 
 
 def test_bench_results_load_into_an_overview(tmp_path):
-    from node_transfer.analysis.bench_results import bench_overview, load_bench
+    from node_transfer.pages.bench_results import bench_overview, load_bench
 
     with pytest.raises(FileNotFoundError, match="make bench"):
         load_bench(tmp_path)
@@ -26,8 +26,8 @@ def test_bench_results_load_into_an_overview(tmp_path):
 
 
 def test_performance_facts_name_every_number_the_performance_page_states():
-    from node_transfer.analysis.bench_results import DEFAULT_HEAD, at_paper_size, load_bench, performance_facts
-    from node_transfer.analysis.gpu_results import gpu_facts
+    from node_transfer.pages.bench_results import DEFAULT_HEAD, at_paper_size, load_bench, performance_facts
+    from node_transfer.pages.gpu_results import gpu_facts
     from node_transfer.suites.notebooks import results_dir
 
     tables, summary = load_bench(results_dir() / "bench")

@@ -270,7 +270,7 @@ def test_every_committed_confirmatory_run_started_after_its_declaration():
 
 
 def test_the_forest_plot_puts_the_node_better_to_the_right_in_minimum_effects():
-    from node_transfer.analysis.forest import forest_rows
+    from node_transfer.pages.forest import forest_rows
 
     def row(name, difference, low, high, margin, role="primary", label="undecided"):
         return {"regime": "r", "claim": 1, "role": role, "name": name, "a": "rk", "b": "fc-adam",

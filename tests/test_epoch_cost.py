@@ -1,4 +1,4 @@
-"""The one-session cost of the suite arms (`node_transfer.analysis.epoch_cost`): epochs scaled from slices, ratios taken
+"""The one-session cost of the suite arms (`node_transfer.pages.epoch_cost`): epochs scaled from slices, ratios taken
 round by round, the facts the chapters glue."""
 
 import json
@@ -6,7 +6,7 @@ import json
 import pandas as pd
 import pytest
 
-from node_transfer.analysis.epoch_cost import (
+from node_transfer.pages.epoch_cost import (
     chapter_cost_facts,
     epoch_seconds,
     load_arm_cost,

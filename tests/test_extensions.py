@@ -3,9 +3,9 @@
 import pandas as pd
 
 from node_transfer.analysis.claims import STUDIES
-from node_transfer.analysis.compact import compact_tests
 from node_transfer.analysis.endpoints import Endpoint
-from node_transfer.analysis.extensions import (
+from node_transfer.pages.compact import compact_tests
+from node_transfer.pages.extensions import (
     EXTENSIONS,
     declaration_of,
     extension_facts,
@@ -47,8 +47,8 @@ def test_each_section_reads_the_committed_results_as_far_as_they_go():
 
 
 def test_each_regime_of_the_answer_has_its_primary_tests_at_a_glance():
-    from node_transfer.analysis.compact import regime_compact
     from node_transfer.analysis.findings import declared_study
+    from node_transfer.pages.compact import regime_compact
 
     data, table = declared_study(str(results_dir()))
     for regime in data:
@@ -58,8 +58,8 @@ def test_each_regime_of_the_answer_has_its_primary_tests_at_a_glance():
 
 
 def test_the_curves_show_the_primary_arms_continued_arms_on_epochs_since_their_checkpoint():
-    from node_transfer.analysis.extensions import curves_figure
     from node_transfer.analysis.findings import declared_study
+    from node_transfer.pages.extensions import curves_figure
 
     data, _ = declared_study(str(results_dir()))
     overfit = next(regime for regime in data if regime.suite == "overfit")

@@ -7,8 +7,6 @@ import jupytext
 import pandas as pd
 import pytest
 
-from node_transfer.analysis.answer import answer_facts, claim_sentences, readme_answer
-from node_transfer.analysis.chapter_facts import claims_summary, reproducing_facts
 from node_transfer.analysis.claims import STUDIES
 from node_transfer.analysis.findings import (
     SCENARIOS,
@@ -17,15 +15,17 @@ from node_transfer.analysis.findings import (
     sensitivity_table,
     study_table,
 )
-from node_transfer.analysis.seeds import (
+from node_transfer.analysis.verdicts import seeds_on_one_cpu_model
+from node_transfer.app.readmes import write_readmes
+from node_transfer.pages.answer import answer_facts, claim_sentences, readme_answer
+from node_transfer.pages.chapter_facts import claims_summary, reproducing_facts
+from node_transfer.pages.seeds import (
     adjoint_seed_plan,
     cpu_name,
     seed_spans,
     seed_table,
     seeds_by_configuration,
 )
-from node_transfer.analysis.verdicts import seeds_on_one_cpu_model
-from node_transfer.app.readmes import write_readmes
 from node_transfer.suites.notebooks import book_dir, results_dir
 
 
@@ -137,7 +137,7 @@ def test_the_intro_states_one_sentence_per_claim_with_its_numbers(fashion):
 
 
 def test_the_chapters_glue_only_what_their_facts_functions_return(fashion):
-    from node_transfer.analysis.sweeps import beyond_facts
+    from node_transfer.pages.sweeps import beyond_facts
 
     data, table = fashion
     facts = reproducing_facts(data, table, results_dir())
@@ -204,7 +204,7 @@ def test_the_readme_command_checks_and_writes(tmp_path, monkeypatch, capsys):
 
 
 def test_a_difference_from_one_paired_seed_is_shown_without_an_interval():
-    from node_transfer.analysis.first_screen import interval_text as _interval
+    from node_transfer.pages.first_screen import interval_text as _interval
 
     row = {"name": "test_acc", "unit": "points", "difference": 0.01, "ci_low": float("nan"),
            "ci_high": float("nan"), "n": 1}
@@ -219,7 +219,7 @@ def test_missing_seeds_read_as_spans():
 
 
 def test_the_bottom_line_names_decided_tests_by_label_then_statistic_then_pair():
-    from node_transfer.analysis.answer import bottom_line
+    from node_transfer.pages.answer import bottom_line
 
     def row(a, b, regime, statistic, label, claim=2):
         return {"role": "primary", "a": a, "b": b, "regime": f"Fashion-MNIST, {regime}", "statistic": statistic,

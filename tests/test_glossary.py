@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from node_transfer.analysis.formats import MISSING, format_number, format_tolerance, readable_table
-from node_transfer.analysis.glossary import LEFT_OUT, arm_link, arm_table, arm_target, glossary_markdown, head_widths
 from node_transfer.core.config import default
 from node_transfer.core.suitedir import read_runs_table
+from node_transfer.pages.glossary import LEFT_OUT, arm_link, arm_table, arm_target, glossary_markdown, head_widths
 from node_transfer.suites.notebooks import book_dir, results_dir
 from node_transfer.suites.profiles import FMNIST_BASE, PROFILES
 from node_transfer.suites.registry import SUITES, get_suite
@@ -85,7 +85,7 @@ def test_every_arm_link_in_the_book_names_a_glossary_target(arms):
 
 
 def test_the_model_diagram_reads_its_sizes_from_a_built_model():
-    from node_transfer.analysis.diagrams import model_sizes, plot_model
+    from node_transfer.pages.diagrams import model_sizes, plot_model
 
     sizes = model_sizes(FMNIST_BASE)
     assert (sizes.image, sizes.feature_map, sizes.pooled, sizes.width) == ((3, 32, 32), (1280, 1, 1), 1280, 64)
@@ -95,13 +95,13 @@ def test_the_model_diagram_reads_its_sizes_from_a_built_model():
 
 
 def arm_table_row_params(name: str) -> int:
-    from node_transfer.analysis.glossary import head_parameters
+    from node_transfer.pages.glossary import head_parameters
 
     return head_parameters(next(run for run in get_suite("paper", "fmnist") if run.label == name).params)
 
 
 def test_the_protocol_reads_its_budgets_from_the_registry():
-    from node_transfer.analysis.diagrams import plot_protocol, protocol
+    from node_transfer.pages.diagrams import plot_protocol, protocol
 
     plan = protocol("fmnist")
     assert (plan.paper_baseline, plan.paper_continued, plan.overfit_baseline, plan.overfit_continued) == (12, 8, 60, 40)
@@ -112,7 +112,7 @@ def test_the_protocol_reads_its_budgets_from_the_registry():
 
 
 def test_timings_warm_up_then_alternate_the_tasks():
-    from node_transfer.analysis.head_timing import median_seconds
+    from node_transfer.pages.head_timing import median_seconds
 
     calls = []
     seconds = median_seconds({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, rounds=3, warmup=2)
@@ -120,7 +120,7 @@ def test_timings_warm_up_then_alternate_the_tasks():
 
 
 def test_the_teaching_chapter_timings_count_and_compare():
-    from node_transfer.analysis.head_timing import gradient_timings, tolerance_timings
+    from node_transfer.pages.head_timing import gradient_timings, tolerance_timings
 
     torch.manual_seed(0)
     x, y = torch.randn(32, 40), torch.randint(0, 10, (32,))
@@ -132,7 +132,7 @@ def test_the_teaching_chapter_timings_count_and_compare():
 
 
 def test_the_suites_table_links_every_arm_name(arms):
-    from node_transfer.analysis.glossary import suites_markdown
+    from node_transfer.pages.glossary import suites_markdown
 
     text = suites_markdown(arms)
     rows = [line for line in text.splitlines()[2:] if line]

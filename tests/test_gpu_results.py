@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from node_transfer.analysis.gpu_results import SPEED_REPORT, gpu_facts, gpu_loader, gpu_steps
+from node_transfer.pages.gpu_results import SPEED_REPORT, gpu_facts, gpu_loader, gpu_steps
 from node_transfer.suites.notebooks import results_dir
 
 

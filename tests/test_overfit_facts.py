@@ -4,7 +4,7 @@ epochs, its validation loss is followed from its minimum to its end, seeds finis
 import pandas as pd
 import pytest
 
-from node_transfer.analysis.overfit_facts import END_EPOCHS, overfit_facts
+from node_transfer.pages.overfit_facts import END_EPOCHS, overfit_facts
 
 
 def tiny_regime() -> tuple[pd.DataFrame, pd.DataFrame]:

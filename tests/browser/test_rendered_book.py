@@ -266,7 +266,7 @@ def test_glued_values_are_not_bold(browser, page):
 
 
 def test_the_glossary_has_a_target_for_every_arm_and_the_pages_link_to_it(browser):
-    from node_transfer.analysis.glossary import arm_table, arm_target
+    from node_transfer.pages.glossary import arm_table, arm_target
 
     targets = {arm_target(name) for name in arm_table()["arm"]}
     browser.open((HTML / "book" / "glossary.html").as_uri())

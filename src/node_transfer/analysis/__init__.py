@@ -1,2 +1,3 @@
-"""Analysis of finished runs and suites: statistics, seed-paired tests, the paper's claims and their verdicts,
-findings, the facts the book's chapters glue, tables (`reporting`) and figures (`plots`)."""
+"""Analysis of finished runs and suites: statistics, seed-paired tests, the declared tests and their verdicts,
+findings and their sensitivity, dated declarations, tables (`reporting`) and figures (`plots`). The book's chapters
+read it through `pages`."""

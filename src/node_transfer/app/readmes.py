@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..analysis.answer import readme_answer
 from ..core.atomic import atomic_write_text
 from ..core.config_groups import parameters_source
 from ..core.rundir import machine_of
 from ..core.suitedir import SUITE_META, read_suite_meta
+from ..pages.answer import readme_answer
 from ..suites.registry import SUITES
 from ..suites.results import load_suite, suite_compute, suite_progress
 

@@ -17,9 +17,9 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import torch
 
+from ..analysis.formats import format_tolerance
 from ..core.config import default
 from ..model.heads import build_head
-from .formats import format_tolerance
 
 #: The width of the teaching chapters' heads: the config's default.
 WIDTH = default("ode_width")

@@ -250,3 +250,12 @@ def _lean_equivalence(le: dict[str, Any]) -> dict[str, Any]:
             "le_speedup_high": max(speedups), "le_committed_epochs": le["committed_epochs_compared"],
             "le_committed_nfe": "the same" if le["committed_nfe_equal"] else "not the same",
             "le_committed_gap": le["committed_train_loss_gap"]}
+
+
+def page_facts(results: str | Path) -> dict[str, Any]:
+    """Every name the performance chapter glues from its facts loops (`pages.PAGES`): the benchmarks' and the GPU
+    check's."""
+    from .gpu_results import gpu_facts
+
+    tables, summary = load_bench(Path(results) / "bench")
+    return {**performance_facts(tables, summary), **gpu_facts(results)}

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from .claims import Regime
-from .endpoints import Endpoint
+from ..analysis.claims import Regime
+from ..analysis.endpoints import Endpoint
 from .first_screen import interval_text, percent_text
 
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ..analysis.claims import ADJOINT_SEEDS_CAP, Regime
+from ..analysis.findings import StudyData, primary
+from ..analysis.paired import MOST_SEEDS_PLANNED
 from ..suites.results import suite_progress
-from .claims import ADJOINT_SEEDS_CAP, Regime
-from .findings import StudyData, primary
-from .paired import MOST_SEEDS_PLANNED
 
 
 def seeds_range(low: float, high: float) -> str:

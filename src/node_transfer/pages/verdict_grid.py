@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from .claims import ANSWER_STUDY, STUDIES
+from ..analysis.claims import ANSWER_STUDY, STUDIES
+from ..analysis.findings import declared_study, primary
+from ..analysis.paper import PAPER_CLAIMS
 from .extensions import EXTENSIONS
-from .findings import declared_study, primary
 from .first_screen import regime_short
-from .paper import PAPER_CLAIMS
 
 #: How a cell writes a label (the long ones shortened; the intro defines every label in full).
 SHORT_LABELS = {"lower, equivalence not shown": "lower, not shown",

@@ -14,15 +14,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ..analysis.claims import CONFIRMATIONS, STUDIES, Confirmation, Regime
+from ..analysis.findings import declared_study, primary, sensitivity_table
+from ..analysis.plots import plot_curves
+from ..analysis.preregistration import confirmation_status
 from ..core.config import default
 from ..suites.profiles import OVERFIT_SCALE, PROFILE_EPOCHS
 from ..suites.registry import LARGE_STEP_RATES, LITE2, MAPS_IMAGE_SIZE, SMALL_SCALE, get_suite
-from .claims import CONFIRMATIONS, STUDIES, Confirmation, Regime
 from .compact import compact_tests
-from .findings import declared_study, primary, sensitivity_table
 from .forest import plot_forest
-from .plots import plot_curves
-from .preregistration import confirmation_status
 
 #: The studies of the chapter "Where a NODE could help", in its order: a new one is a `claims.STUDIES` entry, its
 #: `claims.CONFIRMATIONS` declaration, and a line here.
@@ -103,3 +103,8 @@ def extension_facts(profile: str = "fmnist") -> dict[str, str | int]:
             "fine_val_size": default("fine_val_size"), "small_images": f"{SMALL_SCALE[profile]['train_subset']:,}",
             "overfit_images": f"{OVERFIT_SCALE[profile]['train_subset']:,}", "lite2": LITE2,
             "maps_image_size": MAPS_IMAGE_SIZE}
+
+
+def page_facts(results: str | Path) -> dict[str, str | int]:
+    """Every name the harder-regimes chapter glues from its facts loop (`pages.PAGES`)."""
+    return extension_facts()

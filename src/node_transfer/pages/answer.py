@@ -13,9 +13,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..analysis.convergence import start_label
+from ..analysis.findings import StudyData, declared_study, primary
+from ..analysis.paired import MOST_SEEDS_PLANNED, OVERFITS_MORE_SLOWLY
+from ..analysis.paper import PAPER, PAPER_CLAIMS
+from ..analysis.statistics import statistic
 from ..suites.results import DATASET_NAMES
-from .convergence import start_label
-from .findings import StudyData, declared_study, primary
 from .first_screen import (
     arms_line,
     claim_tests,
@@ -25,10 +28,7 @@ from .first_screen import (
     percent_text,
     target_reach,
 )
-from .paired import MOST_SEEDS_PLANNED, OVERFITS_MORE_SLOWLY
-from .paper import PAPER, PAPER_CLAIMS
 from .seeds import cpu_name
-from .statistics import statistic
 from .verdict_grid import verdict_grid
 
 #: How the sentences name a backbone.
@@ -238,3 +238,8 @@ def readme_answer(results: str | Path) -> str:
         "same checkpoint, without the ODE.", str(facts["claims_table"]),
         str(facts["arms"]).replace("](glossary.md)", "](book/glossary.md)"),
         str(facts["paper_comparisons"]), f"{facts['scope']} The book's introduction says what each label means."])
+
+
+def page_facts(results: str | Path) -> dict[str, str | int]:
+    """Every name the intro glues from this module (`pages.PAGES`)."""
+    return answer_facts(results)

@@ -13,18 +13,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..analysis.claims import ADJOINT_SEEDS_CAP, Regime
+from ..analysis.convergence import LADDER
+from ..analysis.findings import StudyData, load_study, primary, study_table
+from ..analysis.paper import PAPER, PAPER_CLAIMS
+from ..analysis.statistics import MIN_WINDOW, by_seed, statistic
+from ..analysis.verdicts import seeds_on_one_cpu_model
 from ..core.suitedir import SUITE_META
 from ..suites.results import suite_compute, suite_progress
 from .answer import confound_kinds, target_reach
-from .claims import ADJOINT_SEEDS_CAP, Regime
-from .convergence import LADDER
 from .epoch_cost import chapter_cost_facts
-from .findings import StudyData, primary
 from .overfit_facts import overfit_facts
-from .paper import PAPER, PAPER_CLAIMS
 from .seeds import adjoint_seed_plan, not_finished, seed_spans, seeds_by_configuration, seeds_range, spans
-from .statistics import MIN_WINDOW, by_seed, statistic
-from .verdicts import seeds_on_one_cpu_model
 
 
 def regime_data(data: StudyData, suite: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -271,3 +271,9 @@ def discrepancy_table(facts: dict[str, Any], table: pd.DataFrame) -> pd.DataFram
 def primary_regimes(data: StudyData) -> list[Regime]:
     """The regimes with at least one primary test, in study order."""
     return [regime for regime in data if regime.primary()]
+
+
+def page_facts(results: str | Path) -> dict[str, Any]:
+    """Every name the reproducing chapter glues from this module (`pages.PAGES`), from the committed results."""
+    data = load_study(results)
+    return reproducing_facts(data, study_table(data), results)

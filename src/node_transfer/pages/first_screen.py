@@ -11,9 +11,9 @@ import re
 
 import pandas as pd
 
-from .findings import StudyData
-from .paper import PAPER, PAPER_CLAIMS
-from .statistics import statistic
+from ..analysis.findings import StudyData
+from ..analysis.paper import PAPER, PAPER_CLAIMS
+from ..analysis.statistics import statistic
 
 
 def interval_text(row: pd.Series, unit: bool = True) -> str:

@@ -11,11 +11,11 @@ from typing import Any
 
 import pandas as pd
 
+from ..analysis.paired import HOLDS, UNDECIDED, describe, verdict
+from ..analysis.statistics import statistic
+from ..analysis.verdicts import compare, overfitting_rule
 from ..core.suitedir import read_runs_table
 from ..suites.results import load_suite, suite_scale
-from .paired import HOLDS, UNDECIDED, describe, verdict
-from .statistics import statistic
-from .verdicts import compare, overfitting_rule
 
 #: The target set for the beyond study before any run: within the reference's seed SD in test accuracy, at least
 #: this many times fewer forward NFE and this much less time per epoch.
@@ -137,3 +137,8 @@ def _option_facts(runs: pd.DataFrame, histories: pd.DataFrame, versus: pd.DataFr
         "acc_changed": ", ".join(f"{c} ({v})" for c, v in zip(options["configuration"], accuracy)
                                  if v not in (HOLDS, UNDECIDED)) or "none",
     }
+
+
+def page_facts(results: str | Path) -> dict[str, Any]:
+    """Every name the beyond chapter glues from this module (`pages.PAGES`)."""
+    return beyond_facts(results)[0]

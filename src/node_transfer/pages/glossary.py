@@ -15,12 +15,12 @@ from typing import Any
 
 import pandas as pd
 
+from ..analysis.formats import format_number, format_tolerance
 from ..core.config import ExperimentConfig, default
 from ..core.solvers import is_fixed_step
 from ..suites.profiles import FMNIST_BASE, PROFILE_EPOCHS, PROFILES
 from ..suites.registry import SUITES, SuiteRun
 from ..suites.results import DATASET_NAMES
-from .formats import format_number, format_tolerance
 
 #: The profile the results chapters show (their runs are committed), then the others, whose arms are described only
 #: where a name exists in no earlier profile.
@@ -246,3 +246,8 @@ def profiles_table() -> pd.DataFrame:
 def head_widths() -> dict[str, int]:
     """The head width of the teaching chapters (the config's default) and of the results (the `fmnist` profile)."""
     return {"teaching_width": int(default("ode_width")), "results_width": int(FMNIST_BASE["ode_width"])}
+
+
+def page_facts(results: object = None) -> dict[str, Any]:
+    """Every name the glossary glues from its facts loop (`pages.PAGES`): the head widths."""
+    return head_widths()

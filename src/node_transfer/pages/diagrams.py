@@ -11,9 +11,9 @@ import matplotlib.pyplot as plt
 from matplotlib.patches import FancyBboxPatch
 from matplotlib.ticker import MaxNLocator
 
+from ..analysis.formats import format_tolerance
 from ..core.config import ExperimentConfig
 from ..suites.registry import get_suite
-from .formats import format_tolerance
 from .glossary import NUM_CLASSES
 
 #: One colour per kind of box, the same in both pictures.

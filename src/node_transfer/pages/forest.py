@@ -15,9 +15,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from .findings import declared_study
+from ..analysis.findings import declared_study
+from ..analysis.statistics import statistic
 from .first_screen import regime_short
-from .statistics import statistic
 
 #: One colour per label, the same wherever the book colours labels.
 LABEL_COLOURS = {"holds": "#1b7837", "does not hold": "#b2182b", "undecided": "#4d6fa3", "not shown": "#e08214"}
