@@ -124,6 +124,17 @@ def against_exploratory(results: str | Path, confirmation: Confirmation, tests: 
             + "; ".join(f"{test}: **{pooled.get(key, 'not tested')}**" for test, key in zip(tests["test"], keys)))
 
 
+def declaration_sentence(confirmation: Confirmation, status: dict) -> str:
+    """'declared in commit `4214869` (2026-12-07 03:15 UTC): RULES. 12 of its 30 runs are in' (`confirmation_status`),
+    and the runs that cannot count, if any."""
+    when = f"{status['declared']:%Y-%m-%d %H:%M} UTC" if status["declared"] else "a date git cannot show here"
+    text = (f"declared in commit `{status['commit']}` ({when}): {confirmation.rules}. {status['finished']} of its "
+            f"{status['planned']} runs are in")
+    if status["early"]:
+        text += f"; {len(status['early'])} cannot count, started before the declaration: {', '.join(status['early'])}"
+    return text
+
+
 def confirmation_markdown(results: str | Path, study: str = ANSWER_STUDY) -> str:
     """Each confirmation declared for a study's regimes, in words for the reproducing chapter: what was declared and
     when, how many of its runs are in, and its family's labels once there are paired seeds (kept apart from the
@@ -132,12 +143,7 @@ def confirmation_markdown(results: str | Path, study: str = ANSWER_STUDY) -> str
     parts = []
     for confirmation in (c for c in CONFIRMATIONS.values() if c.regime in regimes):
         status = confirmation_status(results, confirmation)
-        when = f"{status['declared']:%Y-%m-%d %H:%M} UTC" if status["declared"] else "a date git cannot show here"
-        text = (f"**{confirmation.key}** (declared in commit `{status['commit']}`, {when}): {confirmation.rules}. "
-                f"{status['finished']} of its {status['planned']} runs are in")
-        if status["early"]:
-            early = status["early"]
-            text += f"; {len(early)} cannot count, started before the declaration: {', '.join(early)}"
+        text = f"**{confirmation.key}**, {declaration_sentence(confirmation, status)}"
         table = status["table"]
         tests = table[table["role"] == "primary"] if len(table) else table
         if len(tests) and (tests["n"] >= 2).any():

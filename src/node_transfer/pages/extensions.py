@@ -17,7 +17,7 @@ import pandas as pd
 from ..analysis.claims import CONFIRMATIONS, STUDIES, Confirmation, Regime
 from ..analysis.findings import declared_study, primary, sensitivity_table
 from ..analysis.plots import plot_curves
-from ..analysis.preregistration import confirmation_status
+from ..analysis.preregistration import confirmation_status, declaration_sentence
 from ..core.config import default
 from ..suites.profiles import OVERFIT_SCALE, PROFILE_EPOCHS
 from ..suites.registry import LARGE_STEP_RATES, LITE2, MAPS_IMAGE_SIZE, SMALL_SCALE, get_suite
@@ -48,16 +48,10 @@ def declaration_of(key: str) -> Confirmation:
 
 
 def extension_status(results: str | Path, key: str) -> str:
-    """'Declared in commit 5b46889 (2026-12-07 06:12 UTC), before any of its runs: ... 12 of its 30 runs are in.'"""
+    """'Declared in commit 5b46889 (2026-12-07 06:12 UTC): RULES. 12 of its 30 runs are in.'"""
     declaration = declaration_of(key)
-    status = confirmation_status(results, declaration)
-    when = f"{status['declared']:%Y-%m-%d %H:%M} UTC" if status["declared"] else "a date git cannot show here"
-    text = (f"Declared in commit `{status['commit']}` ({when}): {declaration.rules}. {status['finished']} of its "
-            f"{status['planned']} primary-arm runs are in")
-    if status["early"]:
-        early = status["early"]
-        text += f"; {len(early)} started before the declaration and cannot count: {', '.join(early)}"
-    return text + "."
+    sentence = declaration_sentence(declaration, confirmation_status(results, declaration))
+    return sentence[0].upper() + sentence[1:] + "."
 
 
 def curves_figure(histories: pd.DataFrame, regime: Regime) -> plt.Figure | None:
