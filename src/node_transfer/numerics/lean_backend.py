@@ -23,7 +23,7 @@ from torch import nn
 
 from ..core.errors import ODESolveError
 from ..core.solvers import SolverSettings
-from .lean_rk import SolveFailure, integrate, rms_norm, segment_norm, tableau
+from .lean_rk import SolveFailure, integrate, rms_norm, segment_norm
 from .torchdiffeq_backend import TorchdiffeqBackend
 
 __all__ = ["LeanBackend"]
@@ -83,12 +83,10 @@ class _AdjointSolve:
     def __init__(self, func: nn.Module, packed: _Packed, t_end: float, settings: SolverSettings,
                  fail: Callable[[SolveFailure, str], ODESolveError]) -> None:
         self.func, self.packed, self.t_end, self.settings, self.fail = func, packed, t_end, settings, fail
-        self.table = tableau(settings.solver)
 
     def _integrate(self, f, y0: torch.Tensor, t0: float, t1: float, norm, stage: str, **parts: int) -> torch.Tensor:
-        s = self.settings
         try:
-            return integrate(f, y0, t0, t1, self.table, s.rtol, s.atol, s.max_num_steps, norm, **parts)
+            return integrate(f, y0, t0, t1, self.settings, norm, **parts)
         except SolveFailure as exc:
             raise self.fail(exc, stage) from None
 
@@ -159,8 +157,7 @@ class LeanBackend:
             end = _Adjoint.apply(_AdjointSolve(func, packed, t_end, settings, fail), y0, *params)
         else:
             try:
-                end = integrate(packed.wrap(func), y0, 0.0, t_end, tableau(settings.solver), settings.rtol,
-                                settings.atol, settings.max_num_steps, packed.norm())
+                end = integrate(packed.wrap(func), y0, 0.0, t_end, settings, packed.norm())
             except SolveFailure as exc:
                 raise fail(exc, "") from None
         return packed.unpack(end)

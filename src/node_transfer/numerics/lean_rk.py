@@ -25,6 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..core.solvers import SolverSettings
+
 __all__ = ["SolveFailure", "Tableau", "integrate", "rms_norm", "segment_norm", "tableau"]
 
 Func = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -164,16 +166,18 @@ def _dense_weights(table: Tableau, x: float) -> list[float]:
     return weights
 
 
-def integrate(func: Func, y0: torch.Tensor, t0: float, t1: float, table: Tableau, rtol: float, atol: float,
-              max_num_steps: int, norm: Norm = rms_norm, driving: int | None = None,
-              controlled: int | None = None) -> torch.Tensor:
+def integrate(func: Func, y0: torch.Tensor, t0: float, t1: float, settings: SolverSettings, norm: Norm = rms_norm,
+              driving: int | None = None, controlled: int | None = None) -> torch.Tensor:
     """The solution at t1 of dy/dt = func(t, y), y(t0) = y0 (t1 < t0 integrates backwards), differentiable.
 
-    `func` gets t as a float64 scalar tensor, as from torchdiffeq. Raises SolveFailure with the reason. For a
+    `settings` arrive whole (a new solve setting is read here, where the loop honours it): the method's tableau,
+    the tolerances and the step bound. `func` gets t as a float64 scalar tensor, as from torchdiffeq. Raises
+    SolveFailure with the reason. For a
     flat y whose tail f never reads (the adjoint's parameter adjoints: a quadrature), `driving` is the length of
     the head f reads: f gets only that head, and only the head's stage values are formed (the tail's solution is
     the same sum of stages). `controlled` is the length of the head the error norm sees (the seminorm).
     """
+    table, rtol, atol, max_num_steps = tableau(settings.solver), settings.rtol, settings.atol, settings.max_num_steps
     direction = 1.0 if t1 >= t0 else -1.0
     f0 = func(_time(t0, y0), _head(y0, driving))
     dt = _first_step(func, t0, y0, f0, table.order - 1, rtol, atol, norm, direction, driving, controlled)
