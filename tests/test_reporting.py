@@ -45,3 +45,14 @@ def test_sweep_table_and_cost_plot_show_each_configuration():
     ax = fig.axes[0]
     assert [text.get_text() for text in ax.get_legend().get_texts()] == ["dopri5", "rk4-h1"]
     assert ax.get_xscale() == "log" and "NFE" in ax.get_xlabel()
+
+
+def test_every_suite_names_a_table_kind_and_figures_the_report_draws():
+    from node_transfer.analysis.reporting import FIGURES, TABLE_KINDS
+    from node_transfer.suites.registry import SUITES, UNREGISTERED, suite_of
+
+    for name, suite in SUITES.items():
+        assert suite.tables in TABLE_KINDS, name
+        assert set(suite.figures) <= set(FIGURES), name
+    assert suite_of("paper").tables == "paper" and "tolerance" in suite_of("tolerance").figures
+    assert suite_of("a-pilot-no-longer-registered") is UNREGISTERED  # its directory still gets a report

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -33,6 +34,7 @@ from ..core.suitedir import (
     write_csv,
     write_runs_table,
 )
+from ..suites.registry import suite_of
 from ..suites.results import load_histories
 from .dispersion import senses_table
 from .findings import claims_frame, sensitivity_table, sibling_regimes, study_table
@@ -145,7 +147,8 @@ def write_report(suite_dir: str | Path, out: str | Path | None = None) -> Path:
         raise DataError(f"no finished runs ({METRICS}) under {suite_dir}")
     refresh_runs_csv(suite_dir, runs)
     histories = load_histories(suite_dir, runs)
-    tables = paper_tables(runs) if meta["suite"] == "paper" else {"Results": sweep_table(runs)}
+    suite = suite_of(meta["suite"])
+    tables = TABLE_KINDS[suite.tables](runs)
     lines = [f"# {meta['suite']} suite, profile {meta['profile']}, {meta['seeds']} seed(s)\n"]
     study = sibling_regimes(suite_dir, meta["suite"], meta["profile"])
     own = [regime for regime in study if regime.directory == suite_dir.name] or \
@@ -161,32 +164,41 @@ def write_report(suite_dir: str | Path, out: str | Path | None = None) -> Path:
                      f"{', '.join(regime.title for regime in study)}.\n")
         primary = mine[mine["role"] == "primary"]
         if len(primary):
-            fig = plot_estimation(primary)
-            save_figure(fig, out / ESTIMATION)
-            plt.close(fig)
+            draw(plot_estimation(primary), out / ESTIMATION)
     for title, table in tables.items():
         stem = title.split(":")[0].lower().replace(" ", "-")
         write_csv(table, out / table_name(stem), float_format="%.6g")
         shown = table[CLAIM_COLUMNS] if stem == "claims" else table
         lines += [f"## {title}\n", shown.to_markdown(index=False), ""]
     atomic_write_text("\n".join(lines) + "\n", out / TABLES)
-    if meta["suite"] == "paper":
-        for label in dict.fromkeys(runs["label"]):
-            fig = plot_curves(histories, [label], title=label)
-            save_figure(fig, out / curves_name(label))
-            plt.close(fig)
-    fig = plot_curves(histories, title=f"{meta['suite']} suite")
-    save_figure(fig, out / ALL_CURVES)
-    plt.close(fig)
-    if meta["suite"] == "tolerance":
-        fig = plot_sweep(runs[runs["head"] == "node"], "rtol", "rtol = atol")
-        save_figure(fig, out / TOLERANCE)
-        plt.close(fig)
-    if meta["suite"] != "paper":
-        fig = plot_cost_accuracy(runs)
-        save_figure(fig, out / COST_ACCURACY)
-        plt.close(fig)
+    draw(plot_curves(histories, title=f"{meta['suite']} suite"), out / ALL_CURVES)
+    for name in suite.figures:
+        FIGURES[name](runs, histories, out)
     return out
+
+
+def draw(fig: plt.Figure, path: Path) -> None:
+    save_figure(fig, path)
+    plt.close(fig)
+
+
+def _curves_per_arm(runs: pd.DataFrame, histories: pd.DataFrame, out: Path) -> None:
+    for label in dict.fromkeys(runs["label"]):
+        draw(plot_curves(histories, [label], title=label), out / curves_name(label))
+
+
+#: The tables a suite's report opens with, by `registry.Suite.tables`: the paper's models side by side (Tables I-III
+#: and stability), or one row per configuration.
+TABLE_KINDS: dict[str, Callable[[pd.DataFrame], dict[str, pd.DataFrame]]] = {
+    "paper": lambda runs: paper_tables(runs), "sweep": lambda runs: {"Results": sweep_table(runs)}}
+#: The figures a suite's report draws beside every arm's curves, by `registry.Suite.figures`: (runs, histories,
+#: report folder) -> the figure written there.
+FIGURES: dict[str, Callable[[pd.DataFrame, pd.DataFrame, Path], None]] = {
+    "curves-per-arm": _curves_per_arm,
+    "tolerance": lambda runs, histories, out: draw(plot_sweep(runs[runs["head"] == "node"], "rtol", "rtol = atol"),
+                                                   out / TOLERANCE),
+    "cost-accuracy": lambda runs, histories, out: draw(plot_cost_accuracy(runs), out / COST_ACCURACY),
+}
 
 
 def refresh_runs_csv(suite_dir: Path, runs: pd.DataFrame) -> bool:

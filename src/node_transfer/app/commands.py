@@ -92,9 +92,9 @@ def suite_command(name: str | None, profile: str = "cpu", seeds: int = 1, out: s
                   keep_going: bool = False) -> int:
     """`node-transfer suite`: list the suites, or run one (papermill or in process, on threads or submitit)."""
     if list_suites or not name:
-        for suite_name, builder in SUITES.items():
-            print(f"{suite_name}: {builder.__doc__.strip()}")
-            for run in builder(profile):
+        for suite_name, suite in SUITES.items():
+            print(f"{suite_name}: {suite.build.__doc__.strip()}")
+            for run in suite(profile):
                 print(f"    {run.label:18s} " + ", ".join(f"{k}={v}" for k, v in sorted(run.params.items())
                                                           if k not in CPU_BASE or k == "epochs"))
         return 0

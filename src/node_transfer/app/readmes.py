@@ -57,9 +57,9 @@ def progress_markdown(results: str | Path) -> str:
 
 def suites_markdown(profile: str = LISTED_PROFILE) -> str:
     """Every suite of the registry: what it runs (its docstring, as `suite --list` prints it) and its configurations."""
-    rows = [{"suite": f"`{name}`", "what it runs": " ".join((build.__doc__ or "").split()),
-             f"configurations ({profile} profile)": ", ".join(f"`{run.label}`" for run in build(profile))}
-            for name, build in SUITES.items()]
+    rows = [{"suite": f"`{name}`", "what it runs": suite.description,
+             f"configurations ({profile} profile)": ", ".join(f"`{run.label}`" for run in suite(profile))}
+            for name, suite in SUITES.items()]
     return pd.DataFrame(rows).to_markdown(index=False)
 
 

@@ -1,13 +1,13 @@
 """Sets of experiments ("suites"): the paper's protocol, tolerance and solver sweeps, beyond-the-paper options.
 
 This module defines them (their configurations, from the profiles and recipes of `profiles`); `runner` runs them
-and collects their results. A new suite is a function here and one line in `SUITES`.
+and collects their results. A new suite is a function here and one line in `SUITES`, which also says what its report
+shows (`Suite.tables`, `Suite.figures`: names of `analysis.reporting`'s registries).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from ..core.errors import ConfigError
@@ -25,25 +25,12 @@ from .profiles import (
     profile_settings,
     step_milestones,
 )
+from .spec import Suite, SuiteRun
+
+__all__ = ["PAPER_MODELS", "SUITES", "Suite", "SuiteRun", "get_suite", "suite_of"]
 
 #: The paper's three models; `make demo` runs only these.
 PAPER_MODELS = ("baseline", "rk", "adjoint")
-
-
-@dataclass
-class SuiteRun:
-    """One configuration of a suite.
-
-    `init_from` names another run of the same seed to start from; with `target_from` the run stops once its
-    validation accuracy reaches that run's (of the same seed), read when the run starts.
-    """
-
-    label: str
-    params: dict[str, Any]
-    init_from: str | None = None
-    group: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-    target_from: str | None = None
 
 
 def paper_suite(profile: str) -> list[SuiteRun]:
@@ -285,11 +272,20 @@ def smoke_suite(profile: str) -> list[SuiteRun]:
                                                                         "atol": 1e-3})]
 
 
-SUITES: dict[str, Callable[[str], list[SuiteRun]]] = {
-    "paper": paper_suite, "overfit": overfit_suite, "heads": heads_suite, "tolerance": tolerance_suite,
-    "solvers": solvers_suite, "beyond": beyond_suite, "smoke": smoke_suite, "overfit-lite2": overfit_lite2_suite,
-    "maps": maps_suite, "overfit-small": overfit_small_suite, "learning-rates": learning_rates_suite,
+SUITES: dict[str, Suite] = {
+    "paper": Suite(paper_suite, tables="paper", figures=("curves-per-arm",)), "overfit": Suite(overfit_suite),
+    "heads": Suite(heads_suite), "tolerance": Suite(tolerance_suite, figures=("cost-accuracy", "tolerance")),
+    "solvers": Suite(solvers_suite), "beyond": Suite(beyond_suite), "smoke": Suite(smoke_suite),
+    "overfit-lite2": Suite(overfit_lite2_suite), "maps": Suite(maps_suite),
+    "overfit-small": Suite(overfit_small_suite), "learning-rates": Suite(learning_rates_suite),
 }
+#: What the report of a suite no longer (or not yet) in `SUITES` shows (a pilot's directory).
+UNREGISTERED = Suite(lambda profile: [])
+
+
+def suite_of(name: str) -> Suite:
+    """The registered suite of that name, or `UNREGISTERED` (for reports of older suites' directories)."""
+    return SUITES.get(name, UNREGISTERED)
 
 
 def get_suite(name: str, profile: str) -> list[SuiteRun]:
