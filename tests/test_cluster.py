@@ -15,7 +15,8 @@ import pytest
 from node_transfer.app.cli import build_parser, main
 from node_transfer.app.commands import slurm_options
 from node_transfer.core.config import ExperimentConfig
-from node_transfer.suites.cluster import SlurmOptions, SubmititScheduler
+from node_transfer.suites.cluster import SubmititScheduler
+from node_transfer.suites.options import SlurmOptions, SuiteOptions
 from node_transfer.suites.registry import SuiteRun
 from node_transfer.suites.runner import run_suite
 from node_transfer.suites.scheduling import Task
@@ -59,8 +60,9 @@ def test_the_local_executor_gives_the_default_executors_files_and_resumes_after_
     assert list(pd.read_csv(local / "runs.csv")["label"]) == ["fc"]
     assert not (local / "node-s0" / "metrics.json").exists()
 
-    run_suite("smoke", "cpu", 1, local, overrides=epochs, executor="local", resume=True, progress=False)
-    run_suite("smoke", "cpu", 1, threads, overrides=epochs, progress=False)
+    run_suite("smoke", "cpu", 1, local, overrides=epochs, resume=True,
+              options=SuiteOptions(executor="local", progress=False))
+    run_suite("smoke", "cpu", 1, threads, overrides=epochs, options=SuiteOptions(progress=False))
     assert suite_files(local) == suite_files(threads)
     ran, reference = (pd.read_csv(d / "runs.csv").set_index("label") for d in (local, threads))
     assert list(ran.columns) == list(reference.columns)
@@ -84,7 +86,8 @@ def test_slurm_jobs_carry_the_options_and_a_dependency_on_their_base(tmp_path, m
     options = SlurmOptions(partition="gpu", gpus_per_job=1, cpus_per_job=8, time_min=600,
                            setup=["module load cuda"], extra={"account": "proj"})
     meta = {"suite": "paper", "seconds": 0.0, "wall_seconds": 0.0, "rebuilt": []}
-    scheduler = SubmititScheduler(tmp_path / "suite", meta, None, False, "slurm", options)
+    scheduler = SubmititScheduler(tmp_path / "suite", meta,
+                                  SuiteOptions(progress=False, executor="slurm", slurm=options))
     base, continued = two_tasks(tmp_path)
     with mocked_slurm():
         executor = scheduler.executor()
@@ -103,19 +106,21 @@ def test_slurm_jobs_carry_the_options_and_a_dependency_on_their_base(tmp_path, m
 def test_runs_are_ready_locally_once_their_base_is_done_and_on_slurm_once_it_is_submitted(tmp_path):
     base, continued = two_tasks(tmp_path)
     meta = {"suite": "paper"}
-    local = SubmititScheduler(tmp_path / "s", meta, 2, False, "local", devices=[])
-    slurm = SubmititScheduler(tmp_path / "s", meta, None, False, "slurm")
+    local = SubmititScheduler(tmp_path / "s", meta, SuiteOptions(jobs=2, progress=False, executor="local"), devices=[])
+    slurm = SubmititScheduler(tmp_path / "s", meta, SuiteOptions(progress=False, executor="slurm"))
     pending = [continued]
     assert local._ready(pending, {base.key: ()}, set()) == []
     assert local._ready(pending, {}, {base.key}) == [continued]
     assert slurm._ready(pending, {base.key: ()}, set()) == [continued]
-    assert SubmititScheduler(tmp_path / "s", meta, 1, False, "local", devices=[])._ready(
+    one_at_a_time = SuiteOptions(jobs=1, progress=False, executor="local")
+    assert SubmititScheduler(tmp_path / "s", meta, one_at_a_time, devices=[])._ready(
         [base], {"other": ()}, set()) == []  # --jobs 1: one at a time
 
 
 def test_the_local_executor_refuses_gpu_uuids(tmp_path):
     with pytest.raises(Exception, match="GPU indices only"):
-        SubmititScheduler(tmp_path / "s", {"suite": "x"}, 2, False, "local", devices=["GPU-8e6a"])
+        SubmititScheduler(tmp_path / "s", {"suite": "x"}, SuiteOptions(jobs=2, progress=False, executor="local"),
+                          devices=["GPU-8e6a"])
 
 
 def test_slurm_options_from_the_command_line():
@@ -133,9 +138,11 @@ def test_keep_going_reaches_the_scheduler_of_either_executor(tmp_path, monkeypat
     from node_transfer.suites.scheduling import Scheduler
 
     seen = []
-    monkeypatch.setattr(Scheduler, "run", lambda self, tasks: seen.append((type(self).__name__, self.keep_going)))
-    monkeypatch.setattr(SubmititScheduler, "run", lambda self, tasks: seen.append((type(self).__name__,
-                                                                                    self.keep_going)))
+    def record(self, tasks):
+        seen.append((type(self).__name__, self.options.keep_going))
+
+    monkeypatch.setattr(Scheduler, "run", record)
+    monkeypatch.setattr(SubmititScheduler, "run", record)
     assert main(["suite", "smoke", "--out", str(tmp_path / "a"), "--keep-going"]) == 0
     assert main(["suite", "smoke", "--out", str(tmp_path / "b"), "--executor", "local"]) == 0
     assert seen == [("Scheduler", True), ("SubmititScheduler", False)]
@@ -189,7 +196,7 @@ def test_a_suite_that_did_not_finish_on_slurm_names_the_command_that_continues_i
     own settings as options."""
     meta = {"suite": "smoke", "profile": "cpu", "seeds": 2, "overrides": {"epochs": 30}}
     options = SlurmOptions(partition="gpu", gpus_per_job=0, setup=["module load cuda"], extra={"qos": "long"})
-    scheduler = SubmititScheduler(tmp_path / "s", meta, None, False, "slurm", options)
+    scheduler = SubmititScheduler(tmp_path / "s", meta, SuiteOptions(progress=False, executor="slurm", slurm=options))
     monkeypatch.setattr(sys, "argv", ["pytest"])
     assert scheduler.resume_command() == (
         f"node-transfer suite smoke --profile cpu --seeds 2 --out {tmp_path / 's'} --executor slurm --resume "

@@ -20,9 +20,12 @@ from node_transfer.model.tensor_images import ImageTensors, crop_flip, make_load
 from node_transfer.model.transfer import TransferModel, apply_memory_format, head_from_config
 from node_transfer.run.experiment import prepare, run_experiment
 from node_transfer.suites.notebooks import config_from_page
+from node_transfer.suites.options import SuiteOptions
 
 from fixtures_data import fake_cifar10, image_folder
 
+#: Runs in this process, without progress lines (the quick way through a suite in a test).
+IN_PROCESS = SuiteOptions(use_papermill=False, progress=False)
 REPO = Path(__file__).resolve().parents[1]
 COMMITTED = REPO / "results" / "heads-cpu" / "euler-s4"  # a committed run, made before the settings existed
 CACHED = dict(dataset="digits", image_size=32, freeze_backbone=True, cache_features=True, augment=False,
@@ -227,16 +230,14 @@ def test_a_fine_tuned_run_on_the_tensor_path_resumes_to_the_same_numbers(tmp_pat
 def test_a_seed_keeps_the_settings_it_was_started_with_and_a_new_seed_gets_the_fast_ones(tmp_path):
     from node_transfer.suites.runner import run_suite
 
-    out = run_suite("smoke", "cpu", seeds=1, out=tmp_path / "new", use_papermill=False, progress=False,
-                    labels=("fc",))
+    out = run_suite("smoke", "cpu", seeds=1, out=tmp_path / "new", labels=("fc",), options=IN_PROCESS)
     assert json.loads((out / "suite.json").read_text())["speed"] == {"0": FAST}
     assert settings(out / "fc-s0") == tuple(FAST.values())
-    old = run_suite("smoke", "cpu", seeds=1, out=tmp_path / "old", use_papermill=False, progress=False,
-                    labels=("fc",))
+    old = run_suite("smoke", "cpu", seeds=1, out=tmp_path / "old", labels=("fc",), options=IN_PROCESS)
     meta = json.loads((old / "suite.json").read_text())
     del meta["speed"]  # a suite started before the settings existed: its seed 0 was made with the old ones
     (old / "suite.json").write_text(json.dumps(meta))
-    run_suite("smoke", "cpu", seeds=2, out=old, use_papermill=False, progress=False, resume=True)
+    run_suite("smoke", "cpu", seeds=2, out=old, resume=True, options=IN_PROCESS)
     assert settings(old / "node-s0") == tuple(LEGACY[k] for k in FAST)  # added later to seed 0: as its first run
     assert json.loads((old / "node-s0" / "config.json").read_text())["ode_backend"] == LEGACY["ode_backend"]
     assert settings(old / "fc-s1") == settings(old / "node-s1") == tuple(FAST.values())  # a new seed: fast

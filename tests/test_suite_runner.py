@@ -11,9 +11,14 @@ import pytest
 
 from node_transfer.analysis.reporting import write_report
 from node_transfer.core.errors import ConfigError
+from node_transfer.suites.options import SuiteOptions
 from node_transfer.suites.registry import SUITES, get_suite
 from node_transfer.suites.results import suite_scale
 from node_transfer.suites.runner import plan, run_suite
+
+#: Runs in this process, without progress lines (the quick way through a suite in a test).
+IN_PROCESS = SuiteOptions(use_papermill=False, progress=False)
+NOISY = SuiteOptions(use_papermill=False)  # in process, with its progress lines
 
 
 def test_tiny_suite_through_papermill(tmp_path):
@@ -39,18 +44,18 @@ def test_tiny_suite_through_papermill(tmp_path):
 
 
 def test_an_interrupted_suite_resumes_without_redoing_or_losing_runs(tmp_path):
-    out = run_suite("smoke", "cpu", seeds=2, out=tmp_path / "smoke", use_papermill=False, progress=False)
+    out = run_suite("smoke", "cpu", seeds=2, out=tmp_path / "smoke", options=IN_PROCESS)
     finished = (out / "node-s1" / "metrics.json").read_bytes()
     (out / "node-s0" / "metrics.json").unlink()  # killed after its last checkpoint
     (out / "fc-s1" / "metrics.json").unlink()  # killed before any checkpoint
     (out / "fc-s1" / "last.pt").unlink()
     (out / "runs.csv").unlink()
     with pytest.raises(ConfigError, match="resume"):
-        run_suite("smoke", "cpu", seeds=2, out=out, use_papermill=False)
+        run_suite("smoke", "cpu", seeds=2, out=out, options=NOISY)
     with pytest.raises(ConfigError, match="seeds"):  # fewer seeds would drop finished runs from suite.json
-        run_suite("smoke", "cpu", seeds=1, out=out, use_papermill=False, resume=True)
+        run_suite("smoke", "cpu", seeds=1, out=out, resume=True, options=NOISY)
     seconds_before = json.loads((out / "suite.json").read_text())["seconds"]
-    run_suite("smoke", "cpu", seeds=2, out=out, use_papermill=False, progress=False, resume=True)
+    run_suite("smoke", "cpu", seeds=2, out=out, resume=True, options=IN_PROCESS)
     assert json.loads((out / "suite.json").read_text())["seconds"] > seconds_before > 0  # time adds up
     runs = pd.read_csv(out / "runs.csv")
     assert sorted(runs["run_dir"]) == ["fc-s0", "fc-s1", "node-s0", "node-s1"]
@@ -59,10 +64,10 @@ def test_an_interrupted_suite_resumes_without_redoing_or_losing_runs(tmp_path):
     history = pd.read_csv(out / "node-s0" / "history.csv")
     assert list(history["epoch"]) == [1]  # resumed from last.pt: no epoch trained twice
     with pytest.raises(ConfigError, match="suite.json"):
-        run_suite("smoke", "cpu", seeds=1, out=tmp_path / "elsewhere", use_papermill=False, resume=True)
+        run_suite("smoke", "cpu", seeds=1, out=tmp_path / "elsewhere", resume=True,
+                  options=NOISY)
     # more seeds extend the suite: a new seed of one configuration now, every earlier run kept
-    run_suite("smoke", "cpu", seeds=3, out=out, use_papermill=False, progress=False, resume=True,
-              labels=("fc",), only_seeds=(2,))
+    run_suite("smoke", "cpu", seeds=3, out=out, resume=True, labels=("fc",), only_seeds=(2,), options=IN_PROCESS)
     meta = json.loads((out / "suite.json").read_text())
     assert meta["seeds"] == 3 and ("node", 2) in {(entry["label"], entry["seed"]) for entry in meta["runs"]}
     runs = pd.read_csv(out / "runs.csv")
@@ -101,8 +106,7 @@ def test_runs_continued_from_the_baseline_stop_at_its_validation_accuracy(tmp_pa
     (tmp_path / "s" / "suite.json").write_text(json.dumps({"suite": "paper", "profile": "fmnist", "seeds": 1,
                                                            "overrides": {}}))
     monkeypatch.setattr(suite_runner, "collect_runs", lambda out: pd.DataFrame())
-    suite_runner.run_suite("paper", "fmnist", 1, tmp_path / "s", use_papermill=False, resume=True,
-                           labels=("rk", "fc-adam"))
+    suite_runner.run_suite("paper", "fmnist", 1, tmp_path / "s", resume=True, labels=("rk", "fc-adam"), options=NOISY)
     assert seen == [("node", 0.875), ("fc", 0.875)]
     with pytest.raises(ConfigError, match="labels"):
         suite_runner.plan("paper", "fmnist", 1, tmp_path / "t", labels=("nope",))
@@ -124,10 +128,10 @@ def test_a_seed_with_runs_from_another_cpu_model_gets_no_new_runs(tmp_path, monk
     (suite / "suite.json").write_text(json.dumps({"suite": "paper", "profile": "fmnist", "seeds": 2,
                                                   "overrides": {}}))
     with pytest.raises(ConfigError, match=r"baseline-s0 was made on Intel Xeon \(AVX512\)"):
-        suite_runner.run_suite("paper", "fmnist", 2, suite, use_papermill=False, resume=True, labels=("rk",))
+        suite_runner.run_suite("paper", "fmnist", 2, suite, resume=True, labels=("rk",), options=NOISY)
     assert not (suite / "rk-s0").exists() and not (suite / "rk-s1").exists()  # nothing ran, nothing written
-    suite_runner.run_suite("paper", "fmnist", 2, suite, use_papermill=False, resume=True, labels=("rk",),
-                           only_seeds=(1,))  # the seed made on this machine's CPU goes on
+    suite_runner.run_suite("paper", "fmnist", 2, suite, resume=True, labels=("rk",), only_seeds=(1,), options=NOISY)
+    # the seed made on this machine's CPU goes on
 
 
 def test_a_diverged_run_is_kept_as_a_result_and_never_trained_again(tmp_path, monkeypatch, capsys):
@@ -146,12 +150,13 @@ def test_a_diverged_run_is_kept_as_a_result_and_never_trained_again(tmp_path, mo
     monkeypatch.setattr(training.Trainer, "_loss", diverging)
     out = tmp_path / "smoke"
     with pytest.raises(SuiteRunError, match="node"):
-        run_suite("smoke", "cpu", seeds=1, out=out, use_papermill=False, progress=False, keep_going=True)
+        run_suite("smoke", "cpu", seeds=1, out=out,
+                  options=SuiteOptions(use_papermill=False, progress=False, keep_going=True))
     marker = out / "node-s0" / "diverged.txt"
     assert "non-finite loss" in marker.read_text() and not (out / "node-s0" / "metrics.json").exists()
     monkeypatch.setattr(training.Trainer, "_loss", original)  # the fault is gone: a retry would now pass
     capsys.readouterr()
-    run_suite("smoke", "cpu", seeds=1, out=out, use_papermill=False, progress=False, resume=True)
+    run_suite("smoke", "cpu", seeds=1, out=out, resume=True, options=IN_PROCESS)
     assert "node seed 0 diverged, kept as a result" in capsys.readouterr().err
     assert not (out / "node-s0" / "metrics.json").exists() and marker.is_file()
     assert list(pd.read_csv(out / "runs.csv")["label"]) == ["fc"] and failed_seeds(out, "node") == {0}

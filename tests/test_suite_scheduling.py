@@ -14,9 +14,14 @@ import pytest
 
 from node_transfer.core.config import ExperimentConfig
 from node_transfer.core.errors import ConfigError, SuiteRunError, TrainingError
+from node_transfer.suites.options import SuiteOptions
 from node_transfer.suites.registry import SuiteRun
 from node_transfer.suites.runner import run_suite
 from node_transfer.suites.scheduling import Prefixed, Scheduler, Task, visible_devices
+
+#: Runs in this process, without progress lines (the quick way through a suite in a test).
+IN_PROCESS = SuiteOptions(use_papermill=False, progress=False)
+TWO_KERNELS = SuiteOptions(jobs=2, progress=False)  # two papermill kernels at once
 
 # The paper suite's digits profile, made tiny: 200 training images at 32 px, one epoch per run.
 TINY = {"epochs": 1, "train_subset": 200, "image_size": 32}
@@ -44,7 +49,7 @@ def test_scheduler_runs_at_most_jobs_at_once_and_each_after_its_base(tmp_path, m
 
     monkeypatch.setattr(Scheduler, "_execute", execute)
     meta = {"suite": "fake", "seconds": 0.0, "wall_seconds": 0.0, "rebuilt": []}
-    Scheduler(tmp_path, meta, jobs=2, use_papermill=True, progress=False).run(fake_tasks(tmp_path, spec))
+    Scheduler(tmp_path, meta, TWO_KERNELS).run(fake_tasks(tmp_path, spec))
     assert max(count for kind, _, count in log if kind == "start") == 2
     order = [(kind, key) for kind, key, _ in log]
     assert {key for kind, key in order if kind == "start"} == set(spec)
@@ -75,7 +80,7 @@ def test_a_failed_run_stops_new_runs_but_lets_the_running_ones_finish(tmp_path, 
     started, finished = scripted_runs(monkeypatch, spec, {"bad": SuiteRunError("bad failed")})
     meta = {"suite": "fake", "seconds": 0.0, "wall_seconds": 0.0, "rebuilt": []}
     with pytest.raises(SuiteRunError, match="bad failed"):
-        Scheduler(tmp_path, meta, jobs=2, use_papermill=True, progress=False).run(fake_tasks(tmp_path, spec))
+        Scheduler(tmp_path, meta, TWO_KERNELS).run(fake_tasks(tmp_path, spec))
     assert started == ["slow", "bad"] and finished == ["slow"]  # nothing new after the failure
 
 
@@ -84,7 +89,7 @@ def test_keep_going_runs_what_does_not_continue_from_a_failure_and_lists_both_at
             "slow": (0.3, []), "free": (0.0, []), "after-free": (0.0, ["free"])}
     started, finished = scripted_runs(monkeypatch, spec, {"bad": TrainingError("the solver failed\nat epoch 3")})
     meta = {"suite": "fake", "seconds": 0.0, "wall_seconds": 0.0, "rebuilt": []}
-    scheduler = Scheduler(tmp_path, meta, jobs=2, use_papermill=True, progress=False, keep_going=True)
+    scheduler = Scheduler(tmp_path, meta, SuiteOptions(jobs=2, use_papermill=True, progress=False, keep_going=True))
     with pytest.raises(SuiteRunError) as raised:
         scheduler.run(fake_tasks(tmp_path, spec))
     assert sorted(finished) == ["after-free", "free", "slow"] and "after-bad" not in started
@@ -119,7 +124,8 @@ def test_keep_going_with_submitit_jobs(tmp_path, monkeypatch):
     monkeypatch.setattr(SubmititScheduler, "executor", lambda self: None)
     monkeypatch.setattr(SubmititScheduler, "submit", submit)
     meta = {"suite": "fake", "seconds": 0.0, "wall_seconds": 0.0, "rebuilt": []}
-    scheduler = SubmititScheduler(tmp_path, meta, 1, False, "local", devices=[], keep_going=True)
+    options = SuiteOptions(jobs=1, progress=False, executor="local", keep_going=True)
+    scheduler = SubmititScheduler(tmp_path, meta, options, devices=[])
     scheduler.poll_seconds = 0.0
     spec = {"bad": (0, []), "after-bad": (0, ["bad"]), "free": (0, [])}
     with pytest.raises(SuiteRunError, match=r"^1 run failed: bad \(SuiteRunError: bad failed in submitit job "
@@ -140,9 +146,9 @@ def test_parallel_progress_lines_carry_their_run(tmp_path):
 def test_jobs_and_seeds_are_checked_before_anything_is_written(tmp_path):
     for jobs in (0, -1, "2", True):
         with pytest.raises(ConfigError, match="jobs"):
-            run_suite("smoke", "cpu", 1, tmp_path / "s", jobs=jobs)
+            run_suite("smoke", "cpu", 1, tmp_path / "s", options=SuiteOptions(jobs=jobs))
     with pytest.raises(ConfigError, match="jobs"):
-        run_suite("smoke", "cpu", 1, tmp_path / "s", jobs=2, use_papermill=False)
+        run_suite("smoke", "cpu", 1, tmp_path / "s", options=SuiteOptions(jobs=2, use_papermill=False))
     with pytest.raises(ConfigError, match=r"only_seeds=2: expected seeds of this suite, 0 to 1"):
         run_suite("smoke", "cpu", 2, tmp_path / "s", only_seeds=(2,))
     assert not (tmp_path / "s").exists()
@@ -152,7 +158,7 @@ def test_only_seeds_runs_part_and_resume_adds_the_rest(tmp_path):
     from node_transfer.analysis.reporting import sweep_table
     from node_transfer.suites.results import suite_progress
 
-    out = run_suite("smoke", "cpu", 2, tmp_path / "s", use_papermill=False, progress=False, only_seeds=(1,))
+    out = run_suite("smoke", "cpu", 2, tmp_path / "s", only_seeds=(1,), options=IN_PROCESS)
     runs = pd.read_csv(out / "runs.csv")
     assert sorted(runs["run_dir"]) == ["fc-s1", "node-s1"]
     progress = suite_progress(out).set_index("configuration")
@@ -160,13 +166,13 @@ def test_only_seeds_runs_part_and_resume_adds_the_rest(tmp_path):
     table = sweep_table(runs).set_index("configuration")
     assert table.loc["fc", "solver"] == "–" and table.loc["node", "solver"] == "dopri5"
     assert table.loc["fc", "head params"] == f"{runs.loc[runs['label'] == 'fc', 'params_head'].item():,}"
-    run_suite("smoke", "cpu", 2, out, use_papermill=False, progress=False, resume=True)
+    run_suite("smoke", "cpu", 2, out, resume=True, options=IN_PROCESS)
     assert sorted(pd.read_csv(out / "runs.csv")["run_dir"]) == ["fc-s0", "fc-s1", "node-s0", "node-s1"]
 
 
 def test_parallel_runs_through_papermill_start_continued_runs_after_their_base(tmp_path):
     out = run_suite("paper", "cpu", 1, tmp_path / "p", overrides=TINY, labels=("baseline", "rk", "fc-adam"),
-                    jobs=2, progress=False)
+                    options=SuiteOptions(jobs=2, progress=False))
     times = {}
     for key in ("baseline-s0", "rk-s0", "fc-adam-s0"):
         meta = nbformat.read(out / f"{key}.ipynb", as_version=4).metadata["papermill"]
@@ -180,14 +186,12 @@ def test_parallel_runs_through_papermill_start_continued_runs_after_their_base(t
 
 def test_missing_checkpoints_of_a_finished_base_are_rebuilt_only_if_it_reproduces(tmp_path):
     tiny = {**TINY, "epochs": 2}
-    out = run_suite("paper", "cpu", 1, tmp_path / "p", overrides=tiny, labels=("baseline",),
-                    use_papermill=False, progress=False)
+    out = run_suite("paper", "cpu", 1, tmp_path / "p", overrides=tiny, labels=("baseline",), options=IN_PROCESS)
     base = out / "baseline-s0"
     committed = {name: (base / name).read_bytes() for name in ("config.json", "history.csv", "metrics.json")}
     for name in ("last.pt", "best.pt"):  # the committed results of another machine: no weights
         (base / name).unlink()
-    run_suite("paper", "cpu", 1, out, overrides=tiny, labels=("rk",), use_papermill=False, progress=False,
-              resume=True)
+    run_suite("paper", "cpu", 1, out, overrides=tiny, labels=("rk",), resume=True, options=IN_PROCESS)
     assert {name: (base / name).read_bytes() for name in committed} == committed  # untouched
     assert (base / "best.pt").is_file() and not (out / "baseline-s0.rebuild").exists()
     assert (out / "rk-s0" / "metrics.json").is_file()
@@ -206,8 +210,7 @@ def test_missing_checkpoints_of_a_finished_base_are_rebuilt_only_if_it_reproduce
     run_dir = out / "fc-adam-s0"
     with pytest.raises(SuiteRunError, match=r"differs from the committed one .*history.csv epoch 1 val_loss: "
                                             r"committed .*it stopped after epoch 1"):
-        run_suite("paper", "cpu", 1, out, overrides=tiny, labels=("fc-adam",), use_papermill=False,
-                  progress=False, resume=True)
+        run_suite("paper", "cpu", 1, out, overrides=tiny, labels=("fc-adam",), resume=True, options=IN_PROCESS)
     assert (base / "history.csv").read_bytes() == edited and not (base / "last.pt").exists()
     assert len(pd.read_csv(out / "baseline-s0.rebuild" / "history.csv")) == 1  # stopped after the first epoch
     assert (out / "baseline-s0.rebuild" / "best.pt").is_file() and not run_dir.exists()
@@ -217,14 +220,14 @@ def test_missing_checkpoints_of_a_finished_base_are_rebuilt_only_if_it_reproduce
 def test_a_second_suite_process_in_the_same_directory_is_refused(tmp_path):
     from node_transfer.core.rundir import lock, unlock
 
-    out = run_suite("smoke", "cpu", 1, tmp_path / "s", use_papermill=False, progress=False, labels=("fc",))
+    out = run_suite("smoke", "cpu", 1, tmp_path / "s", labels=("fc",), options=IN_PROCESS)
     handle = lock(out, "suite")  # another `node-transfer suite` working in it
     before = (out / "suite.json").read_bytes()
     with pytest.raises(ConfigError, match="another suite holds its lock"):
-        run_suite("smoke", "cpu", 1, out, use_papermill=False, progress=False, resume=True)
+        run_suite("smoke", "cpu", 1, out, resume=True, options=IN_PROCESS)
     assert (out / "suite.json").read_bytes() == before and not (out / "node-s0").exists()
     unlock(handle, out)
-    run_suite("smoke", "cpu", 1, out, use_papermill=False, progress=False, resume=True)
+    run_suite("smoke", "cpu", 1, out, resume=True, options=IN_PROCESS)
     assert (out / "node-s0" / "metrics.json").is_file() and not (out / ".lock").exists()
 
 
@@ -298,7 +301,7 @@ def test_parallel_kernels_each_get_their_own_gpu_and_suite_json_says_which(tmp_p
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     tasks = [Task(key, SuiteRun(key, {}), 0, ExperimentConfig(out=str(tmp_path / key))) for key in ("a", "b", "c")]
     meta = {"suite": "fake", "seconds": 0.0, "wall_seconds": 0.0, "rebuilt": []}
-    Scheduler(tmp_path, meta, jobs=2, use_papermill=True, progress=False, devices=["0", "1"]).run(tasks)
+    Scheduler(tmp_path, meta, TWO_KERNELS, devices=["0", "1"]).run(tasks)
     runs = {key: json.loads((tmp_path / key / "device.json").read_text()) for key in ("a", "b", "c")}
     assert {runs["a"]["cuda"], runs["b"]["cuda"]} == {"0", "1"}
     for first, second in (("a", "b"), ("a", "c"), ("b", "c")):
@@ -315,7 +318,7 @@ def test_on_a_machine_without_gpus_the_kernels_get_no_device(tmp_path, monkeypat
     given = []
     monkeypatch.setattr(notebooks, "execute_page", lambda *args, env=None, **kwargs: given.append(env))
     meta = {"suite": "fake", "seconds": 0.0, "wall_seconds": 0.0, "rebuilt": []}
-    Scheduler(tmp_path, meta, jobs=2, use_papermill=True, progress=False, devices=[]).run(
+    Scheduler(tmp_path, meta, TWO_KERNELS, devices=[]).run(
         fake_tasks(tmp_path, {"a": (0, []), "b": (0, [])}))
     assert given == [None, None] and "placement" not in meta and "devices" not in meta
 

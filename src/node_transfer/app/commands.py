@@ -21,8 +21,8 @@ from ..core.rundir import METRICS, saved_config
 from ..core.suitedir import RUNS_ROOT, SUITE_META, TABLES, read_runs_table
 from ..run.experiment import library_versions, run_experiment
 from ..run.predict import format_prediction, image_paths, load_predictor, predict, write_csv
-from ..suites.cluster import SlurmOptions
 from ..suites.notebooks import book_dir, book_scripts, convert_book, strip_images
+from ..suites.options import SlurmOptions, SuiteOptions
 from ..suites.profiles import CPU_BASE
 from ..suites.registry import PAPER_MODELS, SUITES
 from ..suites.runner import parse_overrides, run_suite
@@ -100,11 +100,11 @@ def suite_command(name: str | None, profile: str = "cpu", seeds: int = 1, out: s
         return 0
     slurm = slurm_options(slurm_partition, slurm_gpus_per_job, slurm_cpus_per_job, slurm_time, slurm_setup or [],
                           slurm_option or [])
-    out = run_suite(name, profile, seeds, out, parse_overrides(overrides or []),
-                    use_papermill=not in_process, resume=resume,
-                    labels=tuple(only) if only else None, jobs=jobs,
-                    only_seeds=tuple(only_seeds) if only_seeds else None, executor=executor,
-                    slurm=slurm, keep_going=keep_going)
+    options = SuiteOptions(use_papermill=not in_process, jobs=jobs, executor=executor, slurm=slurm,
+                           keep_going=keep_going)
+    out = run_suite(name, profile, seeds, out, parse_overrides(overrides or []), resume=resume,
+                    labels=tuple(only) if only else None, only_seeds=tuple(only_seeds) if only_seeds else None,
+                    options=options)
     print(out)
     return 0
 
@@ -131,7 +131,7 @@ def demo_command(out: str | None = None, seeds: int = 1) -> int:
     """`make demo`: the paper's three models at small scale, offline, and its Tables I and II."""
     out = Path(out) if out else RUNS_ROOT / f"demo-{datetime.now():%Y%m%d-%H%M%S}"
     started = time.perf_counter()
-    run_suite("paper", "cpu", seeds, out, use_papermill=False, labels=PAPER_MODELS)
+    run_suite("paper", "cpu", seeds, out, labels=PAPER_MODELS, options=SuiteOptions(use_papermill=False))
     tables = paper_tables(read_runs_table(out))
     for title, table in tables.items():
         print(f"\n{title}\n{table.to_markdown(index=False)}")

@@ -26,7 +26,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,33 +33,12 @@ from ..core.errors import ConfigError, Interrupted, SuiteRunError
 from ..core.signals import signals_handled
 from .jobs import RunJob
 from .notebooks import kernel_environment
+from .options import SuiteOptions
 from .scheduling import Scheduler, Task
 from .slurm_queue import SCANCEL_SECONDS, SlurmQueue, first_line, run_slurm
 
-EXECUTORS = ("threads", "local", "slurm")  # threads: this process's thread pool (the default)
 LOCAL_TIME_MIN = 7 * 24 * 60  # the local executor's time limit per job (submitit's own default is 2 minutes)
 SLURM_TIME_MIN = 24 * 60  # SLURM's, unless --slurm-time is given (submitit's own default is 5 minutes)
-
-
-@dataclass
-class SlurmOptions:
-    """What `--executor slurm` asks of the cluster for every job; `time_min` also bounds a local job."""
-
-    partition: str | None = None
-    gpus_per_job: int = 1
-    cpus_per_job: int | None = None
-    time_min: int | None = None
-    setup: list[str] = field(default_factory=list)  # shell lines run before each job (module load, venv...)
-    extra: dict[str, str] = field(default_factory=dict)  # other sbatch options, e.g. {"account": "x", "qos": "y"}
-
-
-def check_executor(executor: str, use_papermill: bool) -> None:
-    """ConfigError for an executor that does not exist, or one that cannot run in process."""
-    if executor not in EXECUTORS:
-        raise ConfigError("executor", executor, f"one of {list(EXECUTORS)}")
-    if executor != "threads" and not use_papermill:
-        raise ConfigError("executor", executor, "'threads' when running in process (--in-process): submitit jobs "
-                          "execute the experiment page through papermill")
 
 
 class SubmititScheduler(Scheduler):
@@ -70,17 +48,17 @@ class SubmititScheduler(Scheduler):
     docstring), a signal ends the suite as soon as its jobs are cancelled, and a suite that did not finish names
     its unfinished runs and the command that continues it."""
 
-    def __init__(self, out: Path, meta: dict[str, Any], jobs: int | None, progress: bool, executor: str,
-                 slurm: SlurmOptions | None = None, devices: list[str] | None = None, keep_going: bool = False) -> None:
-        super().__init__(out, meta, jobs or 1, True, progress, devices if executor == "local" else [], keep_going)
-        self.kind, self.slurm, self.limit = executor, slurm or SlurmOptions(), jobs
+    def __init__(self, out: Path, meta: dict[str, Any], options: SuiteOptions,
+                 devices: list[str] | None = None) -> None:
+        super().__init__(out, meta, options, devices if options.executor == "local" else [])
+        self.kind, self.slurm, self.limit = options.executor, options.slurm, options.jobs
         self.folder = out.with_name(f"{out.name}.submitit")
         self.poll_seconds = 1.0  # SLURM: result files every second, squeue every SLURM_POLL_SECONDS
         self.unfinished: list[str] = []  # keys of the tasks that did not finish (known once `run` ends)
         self.scancel_failure = ""  # why scancel failed, when it did (the jobs may still be queued or running)
         bad = [d for d in self.devices if not d.isdigit()]
         if bad:
-            raise ConfigError("executor", executor, f"'threads' with CUDA_VISIBLE_DEVICES={bad[0]}: submitit's local "
+            raise ConfigError("executor", self.kind, f"'threads' with CUDA_VISIBLE_DEVICES={bad[0]}: submitit's local "
                               "executor takes GPU indices only")
 
     def executor(self) -> Any:
@@ -116,7 +94,7 @@ class SubmititScheduler(Scheduler):
             if bases:
                 extra.update({"dependency": "afterok:" + ":".join(bases), "kill-on-invalid-dep": "yes"})
             executor.update_parameters(job_name=f"{self.meta['suite']}-{task.key}", additional_parameters=extra)
-        job = executor.submit(RunJob(self.kind == "slurm"), task, str(self.out), self.progress)
+        job = executor.submit(RunJob(self.kind == "slurm"), task, str(self.out), self.options.progress)
         return task, job, device
 
     def run(self, tasks: list[Task]) -> None:
@@ -143,9 +121,7 @@ class SubmititScheduler(Scheduler):
                     self._collect_finished(running, done, queue)
         finally:
             self.unfinished = [task.key for task in tasks if task.key not in done]
-            with self.lock:
-                self.meta["wall_seconds"] += time.perf_counter() - started
-                self._write_meta()
+            self._book_wall_time(started)
         self._raise_outcome(pending)
 
     def _submit_ready(self, executor: Any, pending: list[Task], running: dict[str, tuple], done: set[str],
@@ -184,7 +160,7 @@ class SubmititScheduler(Scheduler):
                 done.add(key)
                 continue
             self._failed(task, outcome)
-            if self.kind == "slurm" and not self.keep_going and not self.signals:  # no new run: queued ones go
+            if self.kind == "slurm" and not self.options.keep_going and not self.signals:  # no new run: queued ones go
                 waiting = [j for _, j, _ in running.values() if queue and queue.known.get(j.job_id) == "PENDING"]
                 self._cancel(iter(waiting))
 
@@ -263,7 +239,7 @@ class SubmititScheduler(Scheduler):
         words += [f"--set={name}={value}" for name, value in sorted(meta.get("overrides", {}).items())]
         if self.limit:
             words.append(f"--jobs={self.limit}")
-        if self.keep_going:
+        if self.options.keep_going:
             words.append("--keep-going")
         if self.kind == "slurm":
             words += [f"--slurm-gpus-per-job={options.gpus_per_job}"]

@@ -32,7 +32,8 @@ from ..core.suitedir import (
 )
 from ..run.experiment import cpu_description
 from ..run.rebuild import needs_rebuild, rebuild_dir
-from .cluster import SlurmOptions, SubmititScheduler, check_executor
+from .cluster import SubmititScheduler
+from .options import SuiteOptions
 from .registry import SuiteRun, get_suite
 from .scheduling import Scheduler, Task
 
@@ -85,18 +86,16 @@ def plan(name: str, profile: str, seeds: int, out: Path, overrides: dict[str, An
 
 
 def run_suite(name: str, profile: str = "cpu", seeds: int = 1, out: str | Path | None = None,
-              overrides: dict[str, Any] | None = None, use_papermill: bool = True,
-              progress: bool = True, resume: bool = False, labels: tuple[str, ...] | None = None,
-              jobs: int | None = None, only_seeds: tuple[int, ...] | None = None, executor: str = "threads",
-              slurm: SlurmOptions | None = None, keep_going: bool = False) -> Path:
+              overrides: dict[str, Any] | None = None, resume: bool = False, labels: tuple[str, ...] | None = None,
+              only_seeds: tuple[int, ...] | None = None, options: SuiteOptions | None = None) -> Path:
     """Run a suite and write `runs.csv`; returns the suite directory.
 
     `labels` (and `only_seeds`) run part of the suite now (the rest can follow with `resume=True`); `suite.json`
-    always lists the whole suite, and `runs.csv` every finished run. `jobs` runs that many configurations at
-    once (each in its own papermill kernel; default 1, and on SLURM no limit), a continued run only after the run
-    it starts from. `executor` runs them in this process's thread pool ("threads"), or as submitit jobs on this
-    machine ("local") or on a SLURM cluster ("slurm", with `slurm`'s options): see `cluster`. A failed run stops
-    the suite (once the runs going have finished), or with `keep_going` only the runs that continue from it.
+    always lists the whole suite, and `runs.csv` every finished run. `options` say how the runs are carried out
+    (`SuiteOptions`): `jobs` configurations at once (each in its own papermill kernel; default 1, and on SLURM no
+    limit), a continued run only after the run it starts from, in this process's thread pool ("threads") or as
+    submitit jobs on this machine ("local") or on a SLURM cluster ("slurm"): see `cluster`. A failed run stops the
+    suite (once the runs going have finished), or with `keep_going` only the runs that continue from it.
     With `resume=True` an interrupted suite in `out` (same suite, profile, overrides; as many seeds or more,
     which extends it) goes on:
     finished runs are kept (so configurations added to the suite's definition since are the only ones
@@ -106,13 +105,7 @@ def run_suite(name: str, profile: str = "cpu", seeds: int = 1, out: str | Path |
     and its checkpoints are used only if it reproduces the committed numbers (`rebuild`).
     """
     out = Path(out) if out else RUNS_ROOT / f"suite-{name}-{profile}-{datetime.now():%Y%m%d-%H%M%S}"
-    check_executor(executor, use_papermill)
-    if jobs is not None and (not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1):
-        raise ConfigError("jobs", jobs, "a positive integer (configurations run at once)")
-    if jobs is None and executor != "slurm":
-        jobs = 1
-    if jobs is not None and jobs > 1 and not use_papermill:
-        raise ConfigError("jobs", jobs, "1 when running in process (parallel runs each need their own kernel)")
+    options = (options or SuiteOptions()).checked()
     speed = suite_speed(out, resume, seeds)
     everything = plan(name, profile, seeds, out, overrides, speed=speed)
     planned = plan(name, profile, seeds, out, overrides, labels, speed) if labels is not None else everything
@@ -121,7 +114,8 @@ def run_suite(name: str, profile: str = "cpu", seeds: int = 1, out: str | Path |
         if bad:
             raise ConfigError("only_seeds", bad[0], f"seeds of this suite, 0 to {seeds - 1} (--seeds {seeds})")
         planned = [entry for entry in planned if entry[1] in only_seeds]
-    meta = {"suite": name, "profile": profile, "seeds": seeds, "overrides": overrides or {}, "executor": executor,
+    meta = {"suite": name, "profile": profile, "seeds": seeds, "overrides": overrides or {},
+            "executor": options.executor,
             "speed": {str(seed): settings for seed, settings in speed.items()},
             "runs": [{"label": r.label, "seed": s, "group": r.group} for r, s, _ in everything]}
     if resume:
@@ -129,10 +123,7 @@ def run_suite(name: str, profile: str = "cpu", seeds: int = 1, out: str | Path |
     elif out.exists():
         raise ConfigError("out", str(out), "a suite directory that does not exist yet "
                           "(or pass resume=True / --resume to continue the suite in it)")
-    if executor == "threads":
-        scheduler = Scheduler(out, meta, jobs, use_papermill, progress, keep_going=keep_going)
-    else:
-        scheduler = SubmititScheduler(out, meta, jobs, progress, executor, slurm, keep_going=keep_going)
+    scheduler = (Scheduler if options.executor == "threads" else SubmititScheduler)(out, meta, options)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     handle = lock(out, "suite")  # two suite processes in one directory would overwrite each other's suite.json

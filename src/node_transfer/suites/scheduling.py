@@ -26,6 +26,7 @@ from ..core.rundir import LAST, METRICS, read_json
 from ..core.suitedir import notebook_name, run_dir_name, write_suite_meta
 from ..run.rebuild import rebuild_failed, verify_rebuild
 from .notebooks import kernel_environment, stop_kernels_on_signal
+from .options import SuiteOptions
 from .registry import SuiteRun
 
 
@@ -50,15 +51,14 @@ class Scheduler:
     SIGTERM or SIGINT to the suite reaches its runs: each papermill kernel gets SIGTERM (a second signal: SIGKILL),
     keeps its last complete epoch, no new run starts, and `Interrupted` is raised once they have stopped."""
 
-    def __init__(self, out: Path, meta: dict[str, Any], jobs: int, use_papermill: bool, progress: bool,
-                 devices: list[str] | None = None, keep_going: bool = False) -> None:
-        self.out, self.meta, self.jobs = out, meta, jobs
-        self.use_papermill, self.progress, self.keep_going = use_papermill, progress, keep_going
+    def __init__(self, out: Path, meta: dict[str, Any], options: SuiteOptions,
+                 devices: list[str] | None = None) -> None:
+        self.out, self.meta, self.options, self.jobs = out, meta, options, options.jobs or 1
         self.lock = threading.Lock()
         self.signals: list[int] = []  # signals received while running
         self.failures: list[tuple[Task, BaseException]] = []  # failed runs, in the order they failed
         # the GPUs the kernels share out (None: those visible here); in-process runs keep this process's own
-        self.devices = (visible_devices() if devices is None else list(devices)) if use_papermill else []
+        self.devices = (visible_devices() if devices is None else list(devices)) if options.use_papermill else []
         self.busy = dict.fromkeys(self.devices, 0)
 
     def run(self, tasks: list[Task]) -> None:
@@ -86,18 +86,22 @@ class Scheduler:
                         else:
                             self._failed(task, future.exception())
         finally:
-            with self.lock:
-                self.meta["wall_seconds"] += time.perf_counter() - started
-                self._write_meta()
+            self._book_wall_time(started)
         self._raise_outcome(pending)
+
+    def _book_wall_time(self, started: float) -> None:
+        """Add the suite's own wall time since `started` to suite.json (however its loop ended)."""
+        with self.lock:
+            self.meta["wall_seconds"] += time.perf_counter() - started
+            self._write_meta()
 
     def _may_start(self) -> bool:
         """Whether new runs may start: no signal received, and no run failed (or `keep_going`)."""
-        return not self.signals and (self.keep_going or not self.failures)
+        return not self.signals and (self.options.keep_going or not self.failures)
 
     def _failed(self, task: Task, failure: BaseException) -> None:
         self.failures.append((task, failure))
-        if self.keep_going and not self.signals:
+        if self.options.keep_going and not self.signals:
             self._say(f"{task.key} failed ({one_line(failure)}); the runs that do not continue from it go on "
                       "(--keep-going)")
 
@@ -109,7 +113,7 @@ class Scheduler:
                               "stopped, each keeps its last complete epoch; continue the suite with --resume")
         if not self.failures:
             return
-        if not self.keep_going:
+        if not self.options.keep_going:
             raise self.failures[0][1]
         failed = "; ".join(f"{task.key} ({one_line(failure)})" for task, failure in self.failures)
         skipped = f"; not started, as they continue from a failed run: {', '.join(t.key for t in pending)}" \
@@ -121,7 +125,7 @@ class Scheduler:
     @contextlib.contextmanager
     def _signals_stop_kernels(self) -> Iterator[None]:
         """While the suite runs, SIGTERM/SIGINT stop its kernels instead of orphaning them (see `stop_kernels_on`)."""
-        if not self.use_papermill:
+        if not self.options.use_papermill:
             yield  # in-process runs: the default behaviour (the process ends; last.pt stays)
             return
 
@@ -146,7 +150,7 @@ class Scheduler:
         started = time.perf_counter()
         stream = Prefixed(sys.stderr, f"[{task.key}] ") if self.jobs > 1 else sys.stderr
         try:
-            execute_task(task, self.out, self.use_papermill, self.progress, stream,
+            execute_task(task, self.out, self.options.use_papermill, self.options.progress, stream,
                          {"CUDA_VISIBLE_DEVICES": device} if device is not None else None)
         finally:
             self._release_device(device)
