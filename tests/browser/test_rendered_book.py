@@ -227,7 +227,17 @@ CAPTIONED_PAGES = ("book/glossary", "book/node-head", "book/performance", "book/
 GROWING_PAGES = ("book/harder",)
 
 
-@pytest.mark.parametrize("page", CAPTIONED_PAGES + ("book/intro", "book/reproducing"))
+#: Every page of the book that shows a figure (the teaching chapters too).
+FIGURE_PAGES = CAPTIONED_PAGES + GROWING_PAGES + ("book/intro", "book/reproducing", "book/neural-odes",
+                                                  "book/experiment")
+
+
+def test_the_caption_check_covers_every_page_with_a_figure():
+    shown = {f"book/{path.stem}" for path in (HTML / "book").glob("*.html") if "<img" in path.read_text()}
+    assert shown <= set(FIGURE_PAGES), sorted(shown - set(FIGURE_PAGES))
+
+
+@pytest.mark.parametrize("page", FIGURE_PAGES)
 def test_every_figure_has_a_numbered_caption_and_alt_text(browser, page):
     """Each image of the page sits in a figure numbered 'Fig. N' with a caption, and its alt text describes it
     (not the hash file name Jupyter Book gives an output image)."""

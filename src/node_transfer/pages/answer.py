@@ -13,10 +13,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..analysis.claims import ANSWER_STUDY, CONFIRMATIONS, STUDIES
 from ..analysis.convergence import start_label
 from ..analysis.findings import StudyData, declared_study, primary
 from ..analysis.paired import MOST_SEEDS_PLANNED, OVERFITS_MORE_SLOWLY
 from ..analysis.paper import PAPER, PAPER_CLAIMS
+from ..analysis.preregistration import confirmation_status
 from ..analysis.statistics import statistic
 from ..suites.results import DATASET_NAMES
 from .first_screen import (
@@ -204,6 +206,32 @@ def seeds_outlook(table: pd.DataFrame) -> str:
             "gives each test's.")
 
 
+def confirmation_brief(results: str | Path, study: str = ANSWER_STUDY) -> str:
+    """The pre-registered confirmations of the answer's study in one paragraph each: what was declared and when, and
+    its own family's labels (Holm over its tests alone), kept apart from the exploratory seeds; the reproducing
+    chapter gives the full account (`preregistration.confirmation_markdown`)."""
+    regimes = {regime.key: regime for regime in STUDIES[study].regimes}
+    parts = []
+    for confirmation in (c for c in CONFIRMATIONS.values() if c.regime in regimes):
+        status = confirmation_status(results, confirmation)
+        table = status["table"]
+        tests = table[table["role"] == "primary"] if len(table) else table
+        when = f"{status['declared']:%Y-%m-%d}" if status["declared"] else "a date git cannot show"
+        seeds = f"seeds {confirmation.seeds[0]}-{confirmation.seeds[-1]}"
+        text = (f"**The pre-registered confirmation** ({regimes[confirmation.regime].title.split(', ', 1)[-1]}, "
+                f"{seeds}, judged by rules committed in `{status['commit']}` on {when} before its runs; "
+                f"{status['finished']} of {status['planned']} runs in)")
+        if len(tests) and (tests["n"] >= 2).any():
+            decided = tests[tests["verdict_holm"] != "undecided"]
+            text += (f": {len(decided)} of its {len(tests)} tests decided something. "
+                     + "; ".join(f"{statistic(row['name']).label}: {_piece(row, corrected=True)}"
+                                 for _, row in tests.iterrows()) + ".")
+        else:
+            text += ": fewer than two paired seeds yet."
+        parts.append(text)
+    return "\n\n".join(parts)
+
+
 def answer_facts(results: str | Path) -> dict[str, str | int]:
     """What the intro states, by the name it glues it under: the bottom line, the claims table and the arms for the
     first screen, the claims x regimes grid (`verdict_grid`), per numbered claim the full account (`detail_1`...),
@@ -220,6 +248,7 @@ def answer_facts(results: str | Path) -> dict[str, str | int]:
     facts["arms"] = arms_line(data, table)
     facts["paper_comparisons"] = paper_comparisons(reach, table)
     facts["seeds_outlook"] = seeds_outlook(table)
+    facts["confirmation"] = confirmation_brief(results)
     facts["verdict_grid"] = verdict_grid(results).to_markdown(index=False)
     facts.update(scope=scope_sentence(data), primary_tests=len(labels), primary_hold=int((labels == "holds").sum()),
                  primary_fail=int((labels == "does not hold").sum()),
@@ -230,12 +259,12 @@ def answer_facts(results: str | Path) -> dict[str, str | int]:
 
 
 def readme_answer(results: str | Path) -> str:
-    """The README's answer, as the intro's first screen gives it: the bottom line, the claims table, the arms, the
-    paper's own comparisons and the scope, from the same facts."""
+    """The README's answer, as the intro's first screen gives it: the bottom line, the claims table, the confirmation,
+    the arms, the paper's own comparisons and the scope, from the same facts."""
     facts = answer_facts(results)
     return "\n\n".join([
         f"{facts['bottom_line']} Each claim was tested against its *matched control*: the same training from the "
-        "same checkpoint, without the ODE.", str(facts["claims_table"]),
+        "same checkpoint, without the ODE.", str(facts["claims_table"]), str(facts["confirmation"]),
         str(facts["arms"]).replace("](glossary.md)", "](book/glossary.md)"),
         str(facts["paper_comparisons"]), f"{facts['scope']} The book's introduction says what each label means."])
 
