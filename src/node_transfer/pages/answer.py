@@ -259,13 +259,13 @@ def answer_facts(results: str | Path) -> dict[str, str | int]:
 
 
 def readme_answer(results: str | Path) -> str:
-    """The README's answer, as the intro's first screen gives it: the bottom line, the claims table, the confirmation,
-    the arms, the paper's own comparisons and the scope, from the same facts."""
+    """The README's answer, as the intro's first screen gives it: the bottom line, the claims table, the arms, the
+    confirmation, the paper's own comparisons and the scope, from the same facts."""
     facts = answer_facts(results)
     return "\n\n".join([
         f"{facts['bottom_line']} Each claim was tested against its *matched control*: the same training from the "
-        "same checkpoint, without the ODE.", str(facts["claims_table"]), str(facts["confirmation"]),
-        str(facts["arms"]).replace("](glossary.md)", "](book/glossary.md)"),
+        "same checkpoint, without the ODE.", str(facts["claims_table"]),
+        str(facts["arms"]).replace("](glossary.md)", "](book/glossary.md)"), str(facts["confirmation"]),
         str(facts["paper_comparisons"]), f"{facts['scope']} The book's introduction says what each label means."])
 
 
