@@ -269,6 +269,25 @@ def test_every_committed_confirmatory_run_started_after_its_declaration():
         assert status["planned"] == len(arms) * len(confirmation.seeds)  # the regime's primary arms, each seed
 
 
+def test_a_finished_confirmation_is_read_against_the_exploratory_seeds_and_pooled():
+    from node_transfer.analysis.claims import ANSWER_STUDY, CONFIRMATIONS, STUDIES
+    from node_transfer.analysis.preregistration import confirmation_markdown, confirmation_status
+    from node_transfer.suites.notebooks import results_dir
+
+    regimes = {regime.key for regime in STUDIES[ANSWER_STUDY].regimes}
+    text = confirmation_markdown(results_dir())
+    for confirmation in (c for c in CONFIRMATIONS.values() if c.regime in regimes):
+        status = confirmation_status(results_dir(), confirmation)
+        tests = status["table"][status["table"]["role"] == "primary"] if len(status["table"]) else []
+        if not len(tests) or not (tests["n"] >= 2).any():
+            continue
+        own = text.split(f"**{confirmation.key}**", 1)[1].split("\n\n", 1)[0]
+        readings = own.split("Against the exploratory seeds: ", 1)[1].split(" Pooled, every seed: ")
+        # each primary test: its exploratory label and interval beside the confirmation's, then every seed pooled
+        assert readings[0].count("on the exploratory seeds") == len(tests)
+        assert readings[0].count(" there)") == len(tests) and readings[1].count("**") == 2 * len(tests)
+
+
 def test_the_forest_plot_puts_the_node_better_to_the_right_in_minimum_effects():
     from node_transfer.pages.forest import forest_rows
 

@@ -110,13 +110,18 @@ def against_exploratory(results: str | Path, confirmation: Confirmation, tests: 
                                                                    rows["verdict_holm"])}
 
     exploratory = labels(table)
+    rows = table[(table["regime"] == title) & (table["role"] == "primary")]
+    measured = {(a, b, name): text.split("; ", 1)[-1].split(", d_z")[0]
+                for a, b, name, text in zip(rows["a"], rows["b"], rows["name"], rows["measured"])}
     pooled = labels(family_table(data, replace(DECLARED, pool_confirmations=True)))
     keys = list(zip(tests["a"], tests["b"], tests["name"]))
+
     def reading(key: tuple[str, str, str], label: str) -> str:
         before = exploratory.get(key, "not tested")
+        there = f", {measured[key]} there" if key in measured else ""
         if before in ("undecided", "not tested"):
-            return f"nothing to confirm: {before} on the exploratory seeds"
-        return f"{'confirmed' if before == label else 'not confirmed'}: {before} on the exploratory seeds"
+            return f"nothing to confirm: {before} on the exploratory seeds{there}"
+        return f"{'confirmed' if before == label else 'not confirmed'}: {before} on the exploratory seeds{there}"
 
     repeated = [f"{test} ({reading(key, label)})"
                 for test, key, label in zip(tests["test"], keys, tests["verdict_holm"])]
