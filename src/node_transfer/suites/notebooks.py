@@ -73,7 +73,8 @@ def convert_book(out: str | Path, book: Path | None = None) -> list[Path]:
 def book_scripts(out: str | Path, book: Path | None = None) -> list[Path]:
     """Write each notebook page's code cells as a percent-format script into `out` (for ruff); returns the paths.
 
-    Prose cells are left out: ruff would read them as over-long comments."""
+    Prose cells are left out, and the cells' rendering metadata (a figure's caption and alt text): ruff would read
+    them as over-long comments."""
     import jupytext
 
     book = book or book_dir()
@@ -85,6 +86,8 @@ def book_scripts(out: str | Path, book: Path | None = None) -> list[Path]:
         if "kernelspec" not in notebook.metadata:
             continue
         notebook.cells = [cell for cell in notebook.cells if cell.cell_type == "code"]
+        for cell in notebook.cells:
+            cell.metadata.pop("mystnb", None)
         target = out / f"{page.stem}.py"
         jupytext.write(notebook, target, fmt="py:percent")
         written.append(target)
