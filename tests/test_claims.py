@@ -314,7 +314,7 @@ def test_a_head_whose_accuracy_moves_with_the_solver_is_not_an_ode():
                          "solver": ["dopri5", "dopri5", "euler", "euler", "dopri5"],
                          "solver_swap_change": [0.001, -0.002, -0.03, -0.01, None]})
     table = solver_swap_table({regime: (runs, pd.DataFrame())})
-    assert list(table["arm"]) == ["rk", "euler"] and list(table["behaves as an ODE"]) == [True, False]
+    assert list(table["arm"]) == ["rk", "euler"] and list(table["behaves as an ODE"]) == ["yes", "no"]
     assert table.loc[1, "largest change (points)"] == 3.0
     assert "not an ODE by this check: euler" in solver_swap_sentence({regime: (runs, pd.DataFrame())})
     assert "No committed run" in solver_swap_sentence({regime: (runs.drop(columns="solver_swap_change"),

@@ -28,7 +28,7 @@ def solver_swap_table(data: dict[Regime, tuple[pd.DataFrame, pd.DataFrame]]) -> 
             rows.append({"regime": regime.title, "arm": label, "solver": group["solver"].iloc[0], "runs": len(group),
                          "mean change (points)": round(float(change.mean()), 2),
                          "largest change (points)": round(float(change.abs().max()), 2),
-                         "behaves as an ODE": bool((change.abs() <= SOLVER_SWAP_TOLERANCE * 100).all())})
+                         "behaves as an ODE": "yes" if (change.abs() <= SOLVER_SWAP_TOLERANCE * 100).all() else "no"})
     return pd.DataFrame(rows)
 
 
@@ -40,7 +40,7 @@ def solver_swap_sentence(data: dict[Regime, tuple[pd.DataFrame, pd.DataFrame]]) 
         return (f"No committed run records the solver-swap check yet: every NODE run made from now on evaluates its "
                 f"head with its training solver and with dopri5 at 1e-7, and a head whose test accuracy moves by "
                 f"more than {tolerance} is reported as not behaving as an ODE.")
-    failing = table[~table["behaves as an ODE"]]
+    failing = table[table["behaves as an ODE"] == "no"]
     verdict = ("every arm stayed within it" if failing.empty else
                f"not an ODE by this check: {', '.join(failing['arm'] + ' (' + failing['regime'] + ')')}")
     return (f"{int(table['runs'].sum())} NODE runs record the solver-swap check (tolerance {tolerance}); "
