@@ -15,6 +15,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from myst_pages import myst_page
 
 ROOT = Path(__file__).resolve().parents[1]
 SKIP = shutil.ignore_patterns("__pycache__", "*.egg-info", "_build", ".jupyter_cache", "*.ipynb")
@@ -135,19 +136,7 @@ def test_a_new_head_is_a_registry_entry_and_its_builder(copy):
     assert changed(before, copy) == ["src/node_transfer/core/choices.py", "src/node_transfer/model/heads.py"]
 
 
-PAGE = """\
----
-jupytext:
-  text_representation:
-    extension: .md
-    format_name: myst
-kernelspec:
-  display_name: Python 3
-  language: python
-  name: python3
----
-
-# Notes
+PAGE = myst_page("""# Notes
 
 The study has {glue:text}`notes_suites` committed suites.
 
@@ -161,7 +150,7 @@ from node_transfer.suites.notebooks import results_dir
 for name, value in page_facts(results_dir()).items():
     glue(name, value, display=False)
 ```
-"""
+""")
 
 MODULE = '''\
 """The facts of a made-up chapter."""

@@ -9,6 +9,7 @@ import jupytext
 import nbformat
 import papermill
 import pytest
+from myst_pages import myst_page
 
 from node_transfer.core.config import ExperimentConfig
 from node_transfer.core.errors import ConfigError
@@ -69,18 +70,7 @@ def test_plain_papermill_runs_the_page_with_one_progress_line_per_epoch(tmp_path
     assert len(stderr) <= 4 and "\r" not in text  # no progress-bar refreshes saved in the notebook
 
 
-PAGE_TEXT = """---
-jupytext:
-  text_representation:
-    extension: .md
-    format_name: myst
-kernelspec:
-  display_name: Python 3
-  language: python
-  name: python3
----
-
-# A page
+PAGE_TEXT = myst_page("""# A page
 
 ```{code-cell} ipython3
 answer = 6 * 7
@@ -91,7 +81,7 @@ print("the answer is", answer)
 :tags: [hide-input]
 {CELL}
 ```
-"""
+""")
 
 
 @pytest.mark.parametrize("cell, cached", [("answer + 1", True), ("1 / 0", False)])

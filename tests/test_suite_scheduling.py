@@ -11,6 +11,7 @@ import nbformat
 import numpy as np
 import pandas as pd
 import pytest
+from myst_pages import myst_page
 
 from node_transfer.core.config import ExperimentConfig
 from node_transfer.core.errors import ConfigError, SuiteRunError, TrainingError
@@ -263,18 +264,7 @@ def test_sigterm_to_a_suite_stops_its_kernels_and_keeps_their_epochs(tmp_path):
 
 # A page that records the GPU its kernel was given and when it ran (the suite's parameters are injected; `out` is
 # the only one it reads).
-DEVICE_PAGE = """---
-jupytext:
-  text_representation:
-    extension: .md
-    format_name: myst
-kernelspec:
-  display_name: Python 3
-  language: python
-  name: python3
----
-
-```{code-cell}
+DEVICE_PAGE = myst_page("""```{code-cell}
 :tags: [parameters]
 out = None
 ```
@@ -287,7 +277,7 @@ pathlib.Path(out).mkdir(parents=True, exist_ok=True)
 record = {"cuda": os.environ.get("CUDA_VISIBLE_DEVICES"), "start": started, "end": time.time()}
 pathlib.Path(out, "device.json").write_text(json.dumps(record))
 ```
-"""
+""")
 
 
 def test_parallel_kernels_each_get_their_own_gpu_and_suite_json_says_which(tmp_path, monkeypatch):
