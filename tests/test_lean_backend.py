@@ -14,7 +14,7 @@ from node_transfer.numerics.dynamics import ConvDynamics, MLPDynamics
 from node_transfer.numerics.lean_rk import _dense_weights, tableau
 from node_transfer.numerics.ode import ODEBlock
 
-from known_dynamics import Explodes, LinearDynamics
+from known_dynamics import Explodes, LinearDynamics, tightest_forward_solves
 
 ADAPTIVE = ["dopri5", "bosh3", "adaptive_heun", "fehlberg2", "dopri8"]
 MATRIX = torch.tensor([[-0.5, 1.0], [-1.0, -0.5]], dtype=torch.float64)  # damped rotation
@@ -236,16 +236,7 @@ def test_a_failed_backward_solve_of_the_adjoint_raises_naming_it():
     """With the smallest step bound the forward solve passes, some backward solves exceed it (they also control
     the parameters' adjoints); the error names the backward solve."""
     failures = []
-    for seed in range(8):
-        torch.manual_seed(seed)
-        dynamics, inputs = MLPDynamics(16, 32), torch.randn(8, 16)
-        for bound in range(1, 20):
-            block = lean(dynamics, rtol=1e-6, atol=1e-6, adjoint=True, max_num_steps=bound)
-            try:
-                out = block(inputs)
-            except ODESolveError:
-                continue
-            break
+    for block, out in tightest_forward_solves(lean):
         try:
             with block.translate_errors():
                 out.pow(2).sum().backward()

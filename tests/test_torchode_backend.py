@@ -11,7 +11,7 @@ from node_transfer.numerics.dynamics import ConvDynamics, MLPDynamics, make_dyna
 from node_transfer.numerics.ode import ODEBlock
 from node_transfer.numerics.torchode_backend import TorchodeBackend
 
-from known_dynamics import Explodes, LinearDynamics
+from known_dynamics import Explodes, LinearDynamics, tightest_forward_solves
 
 
 class PerSampleDecay(nn.Module):
@@ -184,16 +184,7 @@ def test_failed_backward_solve_of_the_adjoint_raises():
     # that the forward solve passes, some of these seeds' backward solves exceed it (seeds 2, 3 and 6 here; which
     # ones depends on the CPU's rounding). Without the check no seed would raise.
     failures = []
-    for seed in range(8):
-        torch.manual_seed(seed)
-        dynamics, inputs = MLPDynamics(16, 32), torch.randn(8, 16)
-        for bound in range(1, 20):
-            block = torchode_block(dynamics, rtol=1e-6, atol=1e-6, adjoint=True, max_num_steps=bound)
-            try:
-                out = block(inputs)
-            except ODESolveError:
-                continue
-            break
+    for block, out in tightest_forward_solves(torchode_block):
         try:
             out.pow(2).sum().backward()
         except ODESolveError as exc:
