@@ -5,7 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 NBTEST := _build/nbtest
-BUILD_BOOK := $(VENV)/bin/jupyter-book build . -W -n --keep-going
+# --all: Sphinx rebuilds only pages whose Markdown changed, so after new results (same code cells, new outputs in the
+# execution cache) an incremental build would keep showing the old numbers; pages still come from the cache.
+BUILD_BOOK := $(VENV)/bin/jupyter-book build . -W -n --keep-going --all
 NBSTRICT := _build/nbstrict
 LINTBOOK := _build/lint
 # The pages show their figures inline. A shell's MPLBACKEND=Agg (the suites' setting, results/README.md) would

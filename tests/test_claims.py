@@ -269,6 +269,20 @@ def test_every_committed_confirmatory_run_started_after_its_declaration():
         assert status["planned"] == len(arms) * len(confirmation.seeds)  # the regime's primary arms, each seed
 
 
+def test_a_confirmation_with_runs_still_to_come_calls_its_labels_interim():
+    from datetime import datetime, timezone
+
+    from node_transfer.analysis.claims import CONFIRMATIONS
+    from node_transfer.analysis.preregistration import declaration_sentence
+
+    confirmation = next(iter(CONFIRMATIONS.values()))
+    status = {"commit": "abc1234", "declared": datetime(2026, 12, 7, 3, 15, tzinfo=timezone.utc), "early": []}
+    interim = declaration_sentence(confirmation, {**status, "planned": 30, "finished": 12})
+    assert "12 of its 30 runs are in: until all are, its labels are interim readings" in interim
+    assert "interim" not in declaration_sentence(confirmation, {**status, "planned": 30, "finished": 30})
+    assert "interim" not in declaration_sentence(confirmation, {**status, "planned": 30, "finished": 0})
+
+
 def test_a_finished_confirmation_is_read_against_the_exploratory_seeds_and_pooled():
     from node_transfer.analysis.claims import ANSWER_STUDY, CONFIRMATIONS, STUDIES
     from node_transfer.analysis.preregistration import confirmation_markdown, confirmation_status

@@ -64,3 +64,18 @@ def test_every_glued_name_of_a_chapter_is_glued_by_its_code(page):
     assert "{glue" in text
     missing = unglued(text, code(page), set(module.page_facts(results_dir())))
     assert not missing, f"book/{page}.md uses glued names its code never glues: {sorted(missing)}"
+
+
+def test_the_verdict_grid_calls_a_declared_study_interim_until_all_its_runs_are_in():
+    import pandas as pd
+
+    from node_transfer.pages.verdict_grid import interim_note, verdict_grid
+
+    runs = pd.DataFrame({"label": ["rk", "fc-adam", "rk", "fc-adam", "baseline", "rk"], "seed": [0, 0, 1, 1, 0, 7]})
+    assert interim_note(runs, {"rk", "fc-adam"}, (0, 1, 2)) == " (interim: 4 of 6 runs)"  # seed 7 not declared
+    assert interim_note(runs, {"rk", "fc-adam"}, (0, 1)) == ""
+    grid = verdict_grid(results_dir())
+    for column in grid.columns[1:]:  # a regime's cells with labels agree: all interim, or none
+        labelled = [cell for cell in grid[column] if cell not in ("no primary test", "runs not in yet")]
+        assert len({"interim" in cell for cell in labelled}) <= 1, column
+    assert "(interim" not in " ".join(grid["fine-tune"]) + " ".join(grid["overfitting"])  # the answer's, complete

@@ -130,11 +130,13 @@ def against_exploratory(results: str | Path, confirmation: Confirmation, tests: 
 
 
 def declaration_sentence(confirmation: Confirmation, status: dict) -> str:
-    """'declared in commit `4214869` (2026-12-07 03:15 UTC): RULES. 12 of its 30 runs are in' (`confirmation_status`),
-    and the runs that cannot count, if any."""
+    """'declared in commit `4214869` (2026-12-07 03:15 UTC): RULES. 12 of its 30 runs are in: until all are, its
+    labels are interim readings, not its verdicts' (`confirmation_status`), and the runs that cannot count, if any."""
     when = f"{status['declared']:%Y-%m-%d %H:%M} UTC" if status["declared"] else "a date git cannot show here"
     text = (f"declared in commit `{status['commit']}` ({when}): {confirmation.rules}. {status['finished']} of its "
             f"{status['planned']} runs are in")
+    if 0 < status["finished"] < status["planned"]:
+        text += ": until all are, its labels are interim readings, not its verdicts"
     if status["early"]:
         text += f"; {len(status['early'])} cannot count, started before the declaration: {', '.join(status['early'])}"
     return text

@@ -48,7 +48,8 @@ def declaration_of(key: str) -> Confirmation:
 
 
 def extension_status(results: str | Path, key: str) -> str:
-    """'Declared in commit 5b46889 (2026-12-07 06:12 UTC): RULES. 12 of its 30 runs are in.'"""
+    """'Declared in commit 5b46889 (2026-12-07 06:12 UTC): RULES. 12 of its 30 runs are in: until all are, its
+    labels are interim readings, not its verdicts.'"""
     declaration = declaration_of(key)
     sentence = declaration_sentence(declaration, confirmation_status(results, declaration))
     return sentence[0].upper() + sentence[1:] + "."

@@ -1,6 +1,7 @@
 """The answer across regimes: one row per claim, one column per regime (the answer study's, then those of the
 studies where a NODE could help, `extensions.EXTENSIONS`), each cell the labels of that claim's primary tests there,
-after Holm's correction within the regime's own study. A regime whose runs are not in says so.
+after Holm's correction within the regime's own study. A regime whose runs are not in says so; one whose declared runs
+are partly in calls its labels interim and says how many are in.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import pandas as pd
 from ..analysis.claims import ANSWER_STUDY, STUDIES
 from ..analysis.findings import declared_study, primary
 from ..analysis.paper import PAPER_CLAIMS
-from .extensions import EXTENSIONS
+from .extensions import EXTENSIONS, declaration_of
 from .first_screen import regime_short
 
 #: How a cell writes a label (the long ones shortened; the intro defines every label in full).
@@ -29,6 +30,13 @@ def _cell(tests: pd.DataFrame) -> str:
     return "; ".join(parts)
 
 
+def interim_note(runs: pd.DataFrame, labels: set[str], seeds: tuple[int, ...]) -> str:
+    """' (interim: 12 of 30 runs)' while a declared study's primary runs are partly in, '' once all are."""
+    planned = len(labels) * len(seeds)
+    finished = int((runs["label"].isin(labels) & runs["seed"].isin(seeds)).sum())
+    return f" (interim: {finished} of {planned} runs)" if finished < planned else ""
+
+
 def verdict_grid(results: str | Path) -> pd.DataFrame:
     """Claims (rows) × regimes (columns): the Holm-corrected labels of each claim's primary tests in each regime."""
     columns: dict[str, dict[str, str]] = {}
@@ -38,11 +46,14 @@ def verdict_grid(results: str | Path) -> pd.DataFrame:
         for regime in STUDIES[key].regimes:
             column = regime_short(regime.title)
             declared = {test.claim for test in regime.primary()}
+            arms = {label for test in regime.primary() for label in (test.a, test.b)}
+            interim = interim_note(data[regime][0], arms, declaration_of(key).seeds) if key in EXTENSIONS and \
+                regime in data else ""
             cells = {}
             for number in declared:
                 rows = tests[(tests["regime"] == regime.title) & (tests["claim"] == number)] if len(tests) else tests
-                cells[f"{number}. {PAPER_CLAIMS[number].title}"] = (_cell(rows) if regime in data and len(rows)
-                                                                    else "runs not in yet")
+                found = regime in data and len(rows)
+                cells[f"{number}. {PAPER_CLAIMS[number].title}"] = _cell(rows) + interim if found else "runs not in yet"
             columns[column] = cells
     claims = [f"{n}. {c.title}" for n, c in PAPER_CLAIMS.items()
               if any(f"{n}. {c.title}" in cells for cells in columns.values())]
