@@ -85,6 +85,15 @@ def test_the_readmes_say_what_the_committed_results_give():
     bottom = answer.split("\n\n")[0]
     assert bottom.startswith("**In short:**") and len(re.findall(r"[.!?](?:\s|$)", bottom)) <= 3  # short
     assert "\n| 1. Same accuracy |" in answer and "**The arms** ([glossary](book/glossary.md))" in answer
+    # the studies where a NODE could help, each by name, with its runs counted (interim while some are missing)
+    from node_transfer.analysis.claims import STUDIES
+    from node_transfer.pages.extensions import EXTENSIONS
+    from node_transfer.pages.first_screen import regime_short
+
+    extensions = answer.split("**Where a NODE head has more room to help**", 1)[1].split("\n\n", 1)[0]
+    for key in EXTENSIONS:
+        name = regime_short(STUDIES[key].regimes[0].title)
+        assert re.search(re.escape(name) + r"(: no runs yet| \((all|interim,) \d+ of \d+ runs in)", extensions), name
 
 
 def test_the_readme_lists_the_suites_that_suite_list_prints_and_results_readme_regenerates_each(capsys):

@@ -21,6 +21,7 @@ from ..analysis.paper import PAPER, PAPER_CLAIMS
 from ..analysis.preregistration import confirmation_status
 from ..analysis.statistics import statistic
 from ..suites.results import DATASET_NAMES
+from .extensions import EXTENSIONS, declaration_of
 from .first_screen import (
     arms_line,
     claim_tests,
@@ -28,6 +29,7 @@ from .first_screen import (
     interval_text,
     paper_comparisons,
     percent_text,
+    regime_short,
     target_reach,
 )
 from .seeds import cpu_name
@@ -232,6 +234,30 @@ def confirmation_brief(results: str | Path, study: str = ANSWER_STUDY) -> str:
     return "\n\n".join(parts)
 
 
+def extensions_brief(results: str | Path) -> str:
+    """The studies declared where a NODE head has more room to help (`extensions.EXTENSIONS`), one clause each: how
+    many of its runs are in, and its decided tests (Holm over its own family), interim while runs are missing."""
+    parts = []
+    for key in EXTENSIONS:
+        declaration = declaration_of(key)
+        status = confirmation_status(results, declaration)
+        table = status["table"]
+        tests = table[table["role"] == "primary"] if len(table) else table
+        name = regime_short(STUDIES[key].regimes[0].title)
+        if not status["finished"]:
+            parts.append(f"{name}: no runs yet")
+            continue
+        state = "all" if status["finished"] == status["planned"] else "interim,"
+        decided = tests[(tests["verdict_holm"] != "undecided") & (tests["n"] >= 2)] if len(tests) else tests
+        found = "; ".join(f"{statistic(row['name']).label}: {_piece(row, corrected=True)}"
+                          for _, row in decided.iterrows())
+        parts.append(f"{name} ({state} {status['finished']} of {status['planned']} runs in; declared in "
+                     f"`{status['commit']}`): {len(decided)} of its {len(tests)} tests decided"
+                     + (f" ({found})" if found else ""))
+    return ("**Where a NODE head has more room to help**, studies declared before their runs, each its own Holm "
+            "family ([chapter](book/harder.md)): " + "; ".join(parts) + ".")
+
+
 def answer_facts(results: str | Path) -> dict[str, str | int]:
     """What the intro states, by the name it glues it under: the bottom line, the claims table and the arms for the
     first screen, the claims x regimes grid (`verdict_grid`), per numbered claim the full account (`detail_1`...),
@@ -260,13 +286,15 @@ def answer_facts(results: str | Path) -> dict[str, str | int]:
 
 def readme_answer(results: str | Path) -> str:
     """The README's answer, as the intro's first screen gives it: the bottom line, the claims table, the arms, the
-    confirmation, the paper's own comparisons and the scope, from the same facts."""
+    confirmation, the studies where a NODE could help (the intro's grid has them), the paper's own comparisons and
+    the scope, from the same facts."""
     facts = answer_facts(results)
     return "\n\n".join([
         f"{facts['bottom_line']} Each claim was tested against its *matched control*: the same training from the "
         "same checkpoint, without the ODE.", str(facts["claims_table"]),
         str(facts["arms"]).replace("](glossary.md)", "](book/glossary.md)"), str(facts["confirmation"]),
-        str(facts["paper_comparisons"]), f"{facts['scope']} The book's introduction says what each label means."])
+        extensions_brief(results), str(facts["paper_comparisons"]),
+        f"{facts['scope']} The book's introduction says what each label means."])
 
 
 def page_facts(results: str | Path) -> dict[str, str | int]:
