@@ -33,3 +33,44 @@ def test_short_cells_do_not_wrap_and_prose_cells_do():
                           "test %": ["97.1 ± 0.3"]})
     html = show_table(frame)._repr_html_()
     assert "97.1\u00a0±\u00a00.3" in html and "the three models reach" in html
+
+
+def test_an_arm_at_a_larger_learning_rate_is_drawn_like_its_arm_in_its_rates_colour():
+    from node_transfer.analysis.plots import ARM_STYLES, arm_style
+    from node_transfer.suites.registry import LARGE_STEP_RATES, arm_and_rate, rate_label
+
+    for optimizer, (node, control) in {"adam": ("rk", "fc-adam"), "sgd": ("adjoint", "fc-sgd")}.items():
+        for lr in LARGE_STEP_RATES[optimizer]:
+            assert arm_and_rate(rate_label(node, lr)) == (node, lr)
+            node_colour, node_line = arm_style(rate_label(node, lr))
+            control_colour, control_line = arm_style(rate_label(control, lr))
+            assert node_colour == control_colour and (node_line, control_line) == ("-", "--")  # one pair, one colour
+    colours = {arm_style(rate_label("rk", lr))[0] for lr in LARGE_STEP_RATES["adam"]}
+    assert len(colours) == len(LARGE_STEP_RATES["adam"])  # each rate its own colour
+    assert arm_and_rate("node-adjoint") == ("node-adjoint", None) and arm_and_rate("rk-lrx") == ("rk-lrx", None)
+    assert arm_style("rk") == ARM_STYLES["rk"]
+
+
+def test_the_fine_pairs_plot_draws_each_seed_of_a_pair_and_spans_its_window():
+    import numpy as np
+
+    from node_transfer.analysis.plots import plot_fine_pairs
+
+    rows = []
+    for label, level in (("rk-lr3e-3", 0.3), ("fc-adam-lr3e-3", 0.35)):
+        for seed in (0, 1):
+            for epoch in range(1, 5):
+                for batch in range(1, 9):
+                    step = (epoch - 1) * 8 + batch
+                    loss = 5.0 if epoch == 1 else level + 0.01 * np.sin(step + seed)  # a large first epoch
+                    rows.append({"epoch": epoch, "batch": batch, "step": step, "train_loss": loss,
+                                 "val_loss": loss if batch % 2 == 0 else np.nan, "val_acc": np.nan,
+                                 "label": label, "seed": seed})
+    figure = plot_fine_pairs(pd.DataFrame(rows), [("rk-lr3e-3", "fc-adam-lr3e-3")])
+    ax = figure.axes[0]
+    assert len(ax.lines) == 4 and "(2 seeds)" in ax.get_title()  # two arms x two seeds
+    assert {line.get_linestyle() for line in ax.lines} == {"-", "--"}
+    low, high = ax.get_ylim()
+    assert 0.25 < low < 0.29 and 0.36 < high < 0.4  # the window's points (epochs 3-4), not the first epoch's 5.0
+    x = ax.lines[0].get_xdata()
+    assert x[0] == 0.25 and x[-1] == 4.0  # epochs since the checkpoint, in fractions of an epoch

@@ -9,7 +9,9 @@ import matplotlib.ticker
 import pandas as pd
 
 from ..core.rundir import read_history
-from .statistics import statistic
+from ..suites.registry import LARGE_STEP_RATES, arm_and_rate
+from .fine import fine_points
+from .statistics import WINDOW_RULES, statistic
 
 CURVES = [("train_acc", "train accuracy"), ("train_loss", "train loss"), ("val_acc", "validation accuracy"),
           ("val_loss", "validation loss")]
@@ -19,10 +21,17 @@ ARM_STYLES = {"baseline": ("black", "-"), "rk": ("C0", "-"), "fc-adam": ("C0", "
               "fc-sgd": ("C1", "--"), "mlp": ("C2", ":"), "euler": ("C3", "-."), "rk-imagenet": ("C4", "-"),
               "node": ("C0", "-"), "node-adjoint": ("C1", "-"), "fc": ("0.45", "--")}
 OTHER_STYLES = [(f"C{i}", style) for style in ("-", "--", ":") for i in range(5, 10)]
+#: An arm at a larger learning rate (`registry.rate_label`): its arm's line style, one colour per rate, so a NODE arm
+#: and its control at one rate share a colour, solid and dashed.
+RATE_COLOURS = {lr: f"C{i}" for i, lr in enumerate(sorted({lr for rates in LARGE_STEP_RATES.values() for lr in rates}))}
 
 
 def arm_style(label: str, index: int = 0) -> tuple[str, str]:
-    """(colour, line style) of an arm: `ARM_STYLES`, or the next free style for an arm it does not name."""
+    """(colour, line style) of an arm: `ARM_STYLES`, an arm of it at a rate of `RATE_COLOURS`, or the next free style
+    for an arm it does not name."""
+    arm, lr = arm_and_rate(label)
+    if label not in ARM_STYLES and arm in ARM_STYLES and lr in RATE_COLOURS:
+        return RATE_COLOURS[lr], ARM_STYLES[arm][1]
     return ARM_STYLES.get(label, OTHER_STYLES[index % len(OTHER_STYLES)])
 
 
@@ -56,6 +65,38 @@ def plot_curves(histories: pd.DataFrame, labels: list[str] | None = None, title:
     handles, names = panels["train_acc"].get_legend_handles_labels()
     panels["legend"].legend(handles, names, loc="center", frameon=False, title=title or None)
     panels["legend"].axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def plot_fine_pairs(fine: pd.DataFrame, pairs: list[tuple[str, str]]) -> plt.Figure:
+    """Per pair (a NODE arm, its control), the fine validation-loss curves (`fine.csv`: the validation subset several
+    times an epoch) of every seed both have, a thin line each, the NODE arm solid and its control dashed; shaded, the
+    late half of the pair's runs, where its fine stability test looks (`fine.fine_values`). The y axis spans that
+    window's points: the first epochs' larger losses run off the top."""
+    fig, axes = plt.subplots(1, len(pairs), figsize=(4.2 * len(pairs), 3.6), squeeze=False)
+    for ax, (a, b) in zip(axes.flat, pairs):
+        seeds = sorted(set(fine.loc[fine["label"] == a, "seed"]) & set(fine.loc[fine["label"] == b, "seed"]))
+        last, window = 0, []
+        for label in (a, b):
+            colour, style = arm_style(label)
+            for order, seed in enumerate(seeds):
+                points = fine_points(fine, label, seed)
+                batches = fine[(fine["label"] == label) & (fine["seed"] == seed)].groupby("epoch")["batch"].max()
+                epochs = points["epoch"] - 1 + points["batch"] / points["epoch"].map(batches)
+                ax.plot(epochs, points["val_loss"], color=colour, linestyle=style, linewidth=0.9, alpha=0.75,
+                        label=label if order == 0 else None)
+                last = max(last, int(points["epoch"].max()))
+                window.append(points.loc[points["epoch"] > last - WINDOW_RULES["default"](last), "val_loss"])
+        if last:
+            ax.axvspan(last - WINDOW_RULES["default"](last), last, color="0.9", zorder=0)
+            low, high = pd.concat(window).agg(["min", "max"])
+            ax.set_ylim(low - 0.1 * (high - low), high + 0.1 * (high - low))
+        ax.set_title(f"{a} vs {b} ({len(seeds)} seeds)", fontsize=10)
+        ax.set_xlabel("epochs since the baseline checkpoint")
+        ax.set_ylabel("validation-subset loss")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, frameon=False)
     fig.tight_layout()
     return fig
 

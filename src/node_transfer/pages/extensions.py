@@ -16,11 +16,12 @@ import pandas as pd
 
 from ..analysis.claims import CONFIRMATIONS, STUDIES, Confirmation, Regime
 from ..analysis.findings import declared_study, primary, sensitivity_table
-from ..analysis.plots import plot_curves
+from ..analysis.plots import plot_curves, plot_fine_pairs
 from ..analysis.preregistration import confirmation_status, declaration_sentence
 from ..core.config import default
 from ..suites.profiles import OVERFIT_SCALE, PROFILE_EPOCHS
 from ..suites.registry import LARGE_STEP_RATES, LITE2, MAPS_IMAGE_SIZE, SMALL_SCALE, get_suite
+from ..suites.results import fine_curves_of
 from .compact import compact_tests
 from .forest import plot_forest
 
@@ -39,6 +40,7 @@ class Section:
     figure: plt.Figure | None
     curves: plt.Figure | None = None  # the primary arms' curves (continued arms on epochs since their checkpoint)
     flips: pd.DataFrame | None = None  # each primary test's declared label and the checks under which it flips
+    fine: plt.Figure | None = None  # the fine curves of the pairs whose stability test reads them
 
 
 def declaration_of(key: str) -> Confirmation:
@@ -68,6 +70,15 @@ def curves_figure(histories: pd.DataFrame, regime: Regime) -> plt.Figure | None:
                        xlabel="epochs since the baseline checkpoint" if continued else "epoch")
 
 
+def fine_figure(histories: pd.DataFrame, regime: Regime) -> plt.Figure | None:
+    """The fine curves of each primary pair whose stability statistic reads them (`fine_...`); None for a regime
+    without such a test, or before its runs have fine curves."""
+    pairs = list(dict.fromkeys((test.a, test.b) for test in regime.primary() if test.statistic.startswith("fine_")))
+    fine = fine_curves_of(histories)
+    pairs = [pair for pair in pairs if set(pair) <= set(fine["label"])]
+    return plot_fine_pairs(fine, pairs) if pairs else None
+
+
 def extension_section(results: str | Path, key: str) -> Section:
     """One study of `EXTENSIONS`, read from the committed runs as far as they go."""
     data, table = declared_study(str(results), key)
@@ -82,7 +93,8 @@ def extension_section(results: str | Path, key: str) -> Section:
         sensitivity = sensitivity_table(data)
         flips = sensitivity[["as declared", "flips under"]].set_axis(
             [name.split(": ", 1)[-1] for name in sensitivity.index]).rename_axis("primary test").reset_index()
-    return Section(extension_status(results, key), compact_tests(tests, declared), figure, curves, flips)
+    fine = fine_figure(data[regime][1], regime) if regime in data else None
+    return Section(extension_status(results, key), compact_tests(tests, declared), figure, curves, flips, fine)
 
 
 def _rates(rates: tuple[float, ...]) -> str:

@@ -126,6 +126,17 @@ def rate_label(arm: str, lr: float) -> str:
     return f"{arm}-lr{lr:.0e}".replace("e-0", "e-")
 
 
+def arm_and_rate(label: str) -> tuple[str, float | None]:
+    """The arm and learning rate a label of `rate_label` names ('rk-lr3e-3' -> ('rk', 0.003)); (label, None) for
+    any other label."""
+    arm, separator, rate = label.rpartition("-lr")
+    try:
+        lr = float(rate) if separator else None
+    except ValueError:
+        lr = None
+    return (arm, lr) if lr is not None and rate_label(arm, lr) == label else (label, None)
+
+
 def learning_rates_suite(profile: str) -> list[SuiteRun]:
     """The fine-tune regime's NODE arms and their matched controls at larger learning rates (`LARGE_STEP_RATES`),
     continued from the paper suite's baseline for their whole budget."""
