@@ -37,7 +37,8 @@ def test_short_cells_do_not_wrap_and_prose_cells_do():
 
 def test_an_arm_at_a_larger_learning_rate_is_drawn_like_its_arm_in_its_rates_colour():
     from node_transfer.analysis.plots import ARM_STYLES, arm_style
-    from node_transfer.suites.registry import LARGE_STEP_RATES, arm_and_rate, rate_label
+    from node_transfer.suites.registry import LARGE_STEP_RATES
+    from node_transfer.suites.spec import arm_and_rate, rate_label
 
     for optimizer, (node, control) in {"adam": ("rk", "fc-adam"), "sgd": ("adjoint", "fc-sgd")}.items():
         for lr in LARGE_STEP_RATES[optimizer]:

@@ -173,7 +173,8 @@ def test_suite_list_names_the_new_suites():
 
 @pytest.mark.parametrize("profile", ["cpu", "gpu", "fmnist"])
 def test_the_learning_rate_suite_pairs_each_node_arm_with_its_control_at_one_rate(profile):
-    from node_transfer.suites.registry import LARGE_STEP_RATES, rate_label
+    from node_transfer.suites.registry import LARGE_STEP_RATES
+    from node_transfer.suites.spec import rate_label
 
     paper = {run.label: run for run in get_suite("paper", profile)}
     suite = {run.label: run for run in get_suite("learning-rates", profile)}

@@ -24,7 +24,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..core.errors import ConfigError
-from ..suites.registry import LARGE_STEP_RATES, SMALL_ARMS, rate_label
+from ..suites.registry import LARGE_STEP_RATES, SMALL_ARMS
+from ..suites.spec import rate_label
 from .endpoints import Endpoint, stability_tests
 
 #: The fine-tune regime's SGD comparison (adjoint vs fc-sgd) is the noisiest: its arms got seeds until its primary

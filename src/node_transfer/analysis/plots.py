@@ -9,7 +9,8 @@ import matplotlib.ticker
 import pandas as pd
 
 from ..core.rundir import read_history
-from ..suites.registry import LARGE_STEP_RATES, arm_and_rate
+from ..suites.registry import LARGE_STEP_RATES
+from ..suites.spec import arm_and_rate
 from .fine import fine_points
 from .statistics import WINDOW_RULES, statistic
 
@@ -21,7 +22,7 @@ ARM_STYLES = {"baseline": ("black", "-"), "rk": ("C0", "-"), "fc-adam": ("C0", "
               "fc-sgd": ("C1", "--"), "mlp": ("C2", ":"), "euler": ("C3", "-."), "rk-imagenet": ("C4", "-"),
               "node": ("C0", "-"), "node-adjoint": ("C1", "-"), "fc": ("0.45", "--")}
 OTHER_STYLES = [(f"C{i}", style) for style in ("-", "--", ":") for i in range(5, 10)]
-#: An arm at a larger learning rate (`registry.rate_label`): its arm's line style, one colour per rate, so a NODE arm
+#: An arm at a larger learning rate (`spec.rate_label`): its arm's line style, one colour per rate, so a NODE arm
 #: and its control at one rate share a colour, solid and dashed.
 RATE_COLOURS = {lr: f"C{i}" for i, lr in enumerate(sorted({lr for rates in LARGE_STEP_RATES.values() for lr in rates}))}
 

@@ -21,15 +21,14 @@ from ..analysis.paper import PAPER, PAPER_CLAIMS
 from ..analysis.preregistration import confirmation_status
 from ..analysis.statistics import statistic
 from ..suites.results import DATASET_NAMES
-from .extensions import EXTENSIONS, declaration_of
+from .extensions import extensions_brief
 from .first_screen import (
     arms_line,
     claim_tests,
     claims_table,
     interval_text,
+    labelled_piece,
     paper_comparisons,
-    percent_text,
-    regime_short,
     target_reach,
 )
 from .seeds import cpu_name
@@ -47,14 +46,6 @@ def confound_kinds(confound: str) -> str:
     return ", ".join(kinds) or "nothing recorded"
 
 
-def _piece(row: pd.Series, corrected: bool) -> str:
-    label = row["verdict_holm"] if corrected else row["verdict"]
-    reached = (f", target reached in {int(row['reached_a'])} and {int(row['reached_b'])} of {row['n']} seeds"
-               if pd.notna(row.get("reached_a")) else "")
-    share = percent_text(row)
-    return f"{row['a']} − {row['b']} {interval_text(row)}{f' ({share})' if share else ''}{reached} (**{label}**)"
-
-
 def _capital(text: str) -> str:
     return text[:1].upper() + text[1:]
 
@@ -66,7 +57,7 @@ def _measured(rows: pd.DataFrame, corrected: bool) -> str:
         seeds = sorted(set(group["n"]))
         count = f"{seeds[0]}" if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]}"
         groups.append(f"{regime.split(', ')[-1]} ({count} seed{'' if count == '1' else 's'}): " +
-                      ", ".join(_piece(row, corrected) for _, row in group.iterrows()))
+                      ", ".join(labelled_piece(row, corrected) for _, row in group.iterrows()))
     return "; ".join(groups)
 
 
@@ -226,36 +217,12 @@ def confirmation_brief(results: str | Path, study: str = ANSWER_STUDY) -> str:
         if len(tests) and (tests["n"] >= 2).any():
             decided = tests[tests["verdict_holm"] != "undecided"]
             text += (f": {len(decided)} of its {len(tests)} tests decided something. "
-                     + "; ".join(f"{statistic(row['name']).label}: {_piece(row, corrected=True)}"
+                     + "; ".join(f"{statistic(row['name']).label}: {labelled_piece(row, corrected=True)}"
                                  for _, row in tests.iterrows()) + ".")
         else:
             text += ": fewer than two paired seeds yet."
         parts.append(text)
     return "\n\n".join(parts)
-
-
-def extensions_brief(results: str | Path) -> str:
-    """The studies declared where a NODE head has more room to help (`extensions.EXTENSIONS`), one clause each: how
-    many of its runs are in, and its decided tests (Holm over its own family), interim while runs are missing."""
-    parts = []
-    for key in EXTENSIONS:
-        declaration = declaration_of(key)
-        status = confirmation_status(results, declaration)
-        table = status["table"]
-        tests = table[table["role"] == "primary"] if len(table) else table
-        name = regime_short(STUDIES[key].regimes[0].title)
-        if not status["finished"]:
-            parts.append(f"{name}: no runs yet")
-            continue
-        state = "all" if status["finished"] == status["planned"] else "interim,"
-        decided = tests[(tests["verdict_holm"] != "undecided") & (tests["n"] >= 2)] if len(tests) else tests
-        found = "; ".join(f"{statistic(row['name']).label}: {_piece(row, corrected=True)}"
-                          for _, row in decided.iterrows())
-        parts.append(f"{name} ({state} {status['finished']} of {status['planned']} runs in; declared in "
-                     f"`{status['commit']}`): {len(decided)} of its {len(tests)} tests decided"
-                     + (f" ({found})" if found else ""))
-    return ("**Where a NODE head has more room to help**, studies declared before their runs, each its own Holm "
-            "family ([chapter](book/harder.md)): " + "; ".join(parts) + ".")
 
 
 def answer_facts(results: str | Path) -> dict[str, str | int]:

@@ -18,11 +18,13 @@ from ..analysis.claims import CONFIRMATIONS, STUDIES, Confirmation, Regime
 from ..analysis.findings import declared_study, primary, sensitivity_table
 from ..analysis.plots import plot_curves, plot_fine_pairs
 from ..analysis.preregistration import confirmation_status, declaration_sentence
+from ..analysis.statistics import statistic
 from ..core.config import default
 from ..suites.profiles import OVERFIT_SCALE, PROFILE_EPOCHS
 from ..suites.registry import LARGE_STEP_RATES, LITE2, MAPS_IMAGE_SIZE, SMALL_SCALE, get_suite
 from ..suites.results import fine_curves_of
 from .compact import compact_tests
+from .first_screen import labelled_piece, regime_short
 from .forest import plot_forest
 
 #: The studies of the chapter "Where a NODE could help", in its order: a new one is a `claims.STUDIES` entry, its
@@ -115,3 +117,27 @@ def extension_facts(profile: str = "fmnist") -> dict[str, str | int]:
 def page_facts(results: str | Path) -> dict[str, str | int]:
     """Every name the harder-regimes chapter glues from its facts loop (`pages.PAGES`)."""
     return extension_facts()
+
+
+def extensions_brief(results: str | Path) -> str:
+    """The studies declared where a NODE head has more room to help (`extensions.EXTENSIONS`), one clause each: how
+    many of its runs are in, and its decided tests (Holm over its own family), interim while runs are missing."""
+    parts = []
+    for key in EXTENSIONS:
+        declaration = declaration_of(key)
+        status = confirmation_status(results, declaration)
+        table = status["table"]
+        tests = table[table["role"] == "primary"] if len(table) else table
+        name = regime_short(STUDIES[key].regimes[0].title)
+        if not status["finished"]:
+            parts.append(f"{name}: no runs yet")
+            continue
+        state = "all" if status["finished"] == status["planned"] else "interim,"
+        decided = tests[(tests["verdict_holm"] != "undecided") & (tests["n"] >= 2)] if len(tests) else tests
+        found = "; ".join(f"{statistic(row['name']).label}: {labelled_piece(row, corrected=True)}"
+                          for _, row in decided.iterrows())
+        parts.append(f"{name} ({state} {status['finished']} of {status['planned']} runs in; declared in "
+                     f"`{status['commit']}`): {len(decided)} of its {len(tests)} tests decided"
+                     + (f" ({found})" if found else ""))
+    return ("**Where a NODE head has more room to help**, studies declared before their runs, each its own Holm "
+            "family ([chapter](book/harder.md)): " + "; ".join(parts) + ".")

@@ -176,3 +176,13 @@ def paper_comparisons(reach: dict[tuple[str, str], str], table: pd.DataFrame) ->
     reading = recipe_not_ode(table)
     text += f" {reading}" if reading else ""
     return text
+
+
+def labelled_piece(row: pd.Series, corrected: bool) -> str:
+    """'rk − fc-adam +0.09 [-0.09, +0.28] points (**holds**)': a test's difference, its share of the control's level
+    and its target reach where it has them, and its label (after Holm's correction if `corrected`)."""
+    label = row["verdict_holm"] if corrected else row["verdict"]
+    reached = (f", target reached in {int(row['reached_a'])} and {int(row['reached_b'])} of {row['n']} seeds"
+               if pd.notna(row.get("reached_a")) else "")
+    share = percent_text(row)
+    return f"{row['a']} − {row['b']} {interval_text(row)}{f' ({share})' if share else ''}{reached} (**{label}**)"

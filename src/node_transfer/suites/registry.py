@@ -25,7 +25,7 @@ from .profiles import (
     profile_settings,
     step_milestones,
 )
-from .spec import Suite, SuiteRun
+from .spec import Suite, SuiteRun, rate_label
 
 __all__ = ["PAPER_MODELS", "SUITES", "Suite", "SuiteRun", "get_suite", "suite_of"]
 
@@ -119,22 +119,6 @@ def overfit_small_suite(profile: str) -> list[SuiteRun]:
 #: results/pilots/overfit-sgd-lr0.1). Every arm runs its whole budget (no stop at the baseline's accuracy), so the
 #: fine curves of a pair have one length; a run that diverges is a result, kept (`core.errors.DivergedError`).
 LARGE_STEP_RATES: dict[str, tuple[float, ...]] = {"adam": (3e-4, 1e-3, 3e-3), "sgd": (0.1,)}
-
-
-def rate_label(arm: str, lr: float) -> str:
-    """An arm's label at a learning rate, e.g. 'rk-lr3e-3', 'fc-sgd-lr1e-1'."""
-    return f"{arm}-lr{lr:.0e}".replace("e-0", "e-")
-
-
-def arm_and_rate(label: str) -> tuple[str, float | None]:
-    """The arm and learning rate a label of `rate_label` names ('rk-lr3e-3' -> ('rk', 0.003)); (label, None) for
-    any other label."""
-    arm, separator, rate = label.rpartition("-lr")
-    try:
-        lr = float(rate) if separator else None
-    except ValueError:
-        lr = None
-    return (arm, lr) if lr is not None and rate_label(arm, lr) == label else (label, None)
 
 
 def learning_rates_suite(profile: str) -> list[SuiteRun]:

@@ -1,5 +1,6 @@
-"""What a suite is: its configurations (`SuiteRun`), and the function that lists them with what its report shows
-(`Suite`). The suites themselves are in `registry`."""
+"""What a suite is: its configurations (`SuiteRun`), the function that lists them with what its report shows
+(`Suite`), and how a configuration's label names a learning rate (`rate_label`). The suites themselves are in
+`registry`."""
 
 from __future__ import annotations
 
@@ -40,3 +41,15 @@ class Suite:
     def description(self) -> str:
         """What it runs, in one line (`suite --list`, the README's suite list)."""
         return " ".join((self.build.__doc__ or "").split())
+
+
+def rate_label(arm: str, lr: float) -> str:
+    """An arm's label at a learning rate, e.g. 'rk-lr3e-3', 'fc-sgd-lr1e-1'."""
+    return f"{arm}-lr{lr:.0e}".replace("e-0", "e-")
+
+
+def arm_and_rate(label: str) -> tuple[str, float | None]:
+    """The arm and learning rate a `rate_label` names ('rk-lr3e-3' -> ('rk', 0.003)); (label, None) otherwise."""
+    arm, _, rate = label.rpartition("-lr")
+    lr = float(rate) if rate.replace("e-", "", 1).isdigit() else None
+    return (arm, lr) if lr is not None and rate_label(arm, lr) == label else (label, None)
