@@ -167,6 +167,10 @@ class Regime:
     def primary(self) -> tuple[Endpoint, ...]:
         return tuple(test for test in self.tests if test.role == "primary")
 
+    def primary_arms(self) -> tuple[str, ...]:
+        """The arms its primary tests compare, in the order the tests name them."""
+        return tuple(dict.fromkeys(label for test in self.primary() for label in (test.a, test.b)))
+
 
 @dataclass(frozen=True)
 class Study:

@@ -78,7 +78,7 @@ def confirmation_status(results: str | Path, confirmation: Confirmation) -> dict
     regime = regime_of(confirmation)
     suite_dir = Path(results) / regime.directory
     runs, histories = load_regimes({regime: suite_dir}).get(regime, (pd.DataFrame(), pd.DataFrame()))
-    labels = {label for test in regime.primary() for label in (test.a, test.b)}
+    labels = set(regime.primary_arms())
     chosen = confirmatory_runs(suite_dir, runs[runs["label"].isin(labels)], confirmation) if len(runs) else \
         pd.DataFrame()
     commit = declaring_commit(confirmation)

@@ -121,7 +121,7 @@ def scope_sentence(data: StudyData) -> str:
     parts, cpus, unknown = [], set(), 0
     for regime, (runs, _) in data.items():
         node = runs[runs["label"] == regime.primary()[0].a] if regime.primary() else runs
-        compared = {label for test in regime.primary() for label in (test.a, test.b)}
+        compared = set(regime.primary_arms())
         compared |= {start for label in compared if (start := start_label(runs, label))}
         runs = runs[runs["label"].isin(compared)] if compared & set(runs["label"]) else runs
         subset = (node if len(node) else runs)["train_subset"].iloc[0]

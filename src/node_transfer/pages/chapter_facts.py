@@ -212,7 +212,7 @@ def reproducing_facts(data: StudyData, table: pd.DataFrame, results: str | Path 
             else int(overfit[0]["seed"].nunique())
         facts.update(overfit_facts(*overfit, planned))
     reach = target_reach(data)
-    arms = {(regime.title, label) for regime in data for test in regime.primary() for label in (test.a, test.b)}
+    arms = {(regime.title, label) for regime in data for label in regime.primary_arms()}
     facts["paper_target_reach"] = ", ".join(f"{label} {text}" for (title, label), text in reach.items()
                                             if (title, label) in arms)
     seeds = [runs.groupby("label")["seed"].nunique() for runs, _ in data.values()]

@@ -63,7 +63,7 @@ def curves_figure(histories: pd.DataFrame, regime: Regime) -> plt.Figure | None:
     """The curves of a regime's primary arms: those continued from a checkpoint, on epochs since it, or (where no
     arm continues) every primary arm on its epochs; None before any of them has a run."""
     runs = {run.label: run for run in get_suite(regime.suite, regime.profile)}
-    arms = list(dict.fromkeys(label for test in regime.primary() for label in (test.a, test.b)))
+    arms = regime.primary_arms()
     continued = [label for label in arms if runs[label].init_from]
     shown = [label for label in (continued or arms) if label in set(histories["label"])]
     if not shown:

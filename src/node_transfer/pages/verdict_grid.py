@@ -46,9 +46,9 @@ def verdict_grid(results: str | Path) -> pd.DataFrame:
         for regime in STUDIES[key].regimes:
             column = regime_short(regime.title)
             declared = {test.claim for test in regime.primary()}
-            arms = {label for test in regime.primary() for label in (test.a, test.b)}
-            interim = interim_note(data[regime][0], arms, declaration_of(key).seeds) if key in EXTENSIONS and \
-                regime in data else ""
+            declared_runs = key in EXTENSIONS and regime in data  # a declared study's, counted against its plan
+            interim = interim_note(data[regime][0], set(regime.primary_arms()), declaration_of(key).seeds) \
+                if declared_runs else ""
             cells = {}
             for number in declared:
                 rows = tests[(tests["regime"] == regime.title) & (tests["claim"] == number)] if len(tests) else tests
