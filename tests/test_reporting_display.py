@@ -75,3 +75,18 @@ def test_the_fine_pairs_plot_draws_each_seed_of_a_pair_and_spans_its_window():
     assert 0.25 < low < 0.29 and 0.36 < high < 0.4  # the window's points (epochs 3-4), not the first epoch's 5.0
     x = ax.lines[0].get_xdata()
     assert x[0] == 0.25 and x[-1] == 4.0  # epochs since the checkpoint, in fractions of an epoch
+
+
+def test_the_fine_pairs_plot_shades_each_seeds_own_window_as_its_test_reads_it():
+    from node_transfer.analysis.fine import fine_window
+    from node_transfer.analysis.plots import plot_fine_pairs
+
+    rows = [{"epoch": epoch, "batch": batch, "step": (epoch - 1) * 4 + batch, "val_loss": 0.3 + 0.01 * batch,
+             "label": label, "seed": seed}
+            for label in ("rk", "fc-adam") for seed, epochs in ((0, 4), (1, 6))
+            for epoch in range(1, epochs + (label == "rk") + 1) for batch in range(1, 5)]
+    fine = pd.DataFrame(rows)
+    assert fine_window([fine[(fine["label"] == label) & (fine["seed"] == 1)] for label in ("rk", "fc-adam")]) == (3, 6)
+    ax = plot_fine_pairs(fine, [("rk", "fc-adam")]).axes[0]
+    spans = sorted((patch.get_x(), patch.get_x() + patch.get_width()) for patch in ax.patches)
+    assert spans == [(2, 4), (3, 6)]  # seed 0: epochs 3-4 of its shorter run (4); seed 1: epochs 4-6 of 6

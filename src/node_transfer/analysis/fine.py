@@ -9,6 +9,8 @@ about their straight-line trend, as `val_loss_fluctuation` is of the epoch-level
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import pandas as pd
 
 from .statistics import WINDOW_RULES, trend_residual_sd
@@ -23,6 +25,13 @@ def fine_points(fine: pd.DataFrame, label: str, seed: int) -> pd.DataFrame:
     return rows[rows["val_loss"].notna()].sort_values("step")
 
 
+def fine_window(curves: Iterable[pd.DataFrame], rule: str = "default") -> tuple[int, int]:
+    """A pair's window in epochs, (first, last): its points are those of epochs first+1 .. last, the late part of
+    the shorter run by `rule` (one seed's pair; both its tests and its figure read this)."""
+    shortest = int(min(curve["epoch"].max() for curve in curves))
+    return shortest - WINDOW_RULES[rule](shortest), shortest
+
+
 def fine_values(fine: pd.DataFrame, a: str, b: str, seeds: list[int], rule: str = "default"
                 ) -> tuple[pd.Series, pd.Series, dict[int, int], list[int]]:
     """Per seed, the fine validation-loss fluctuation of a and of b over the pair's late epochs; the number of
@@ -34,8 +43,7 @@ def fine_values(fine: pd.DataFrame, a: str, b: str, seeds: list[int], rule: str 
         if any(curve.empty for curve in curves.values()):
             left_out.append(seed)
             continue
-        shortest = int(min(curve["epoch"].max() for curve in curves.values()))
-        first = shortest - WINDOW_RULES[rule](shortest)  # the window's epochs are first+1 .. shortest
+        first, shortest = fine_window(curves.values(), rule)
         windows = {label: curve[(curve["epoch"] > first) & (curve["epoch"] <= shortest)]
                    for label, curve in curves.items()}
         count = min(len(window) for window in windows.values())

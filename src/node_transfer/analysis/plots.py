@@ -11,8 +11,8 @@ import pandas as pd
 from ..core.rundir import read_history
 from ..suites.registry import LARGE_STEP_RATES
 from ..suites.spec import arm_and_rate
-from .fine import fine_points
-from .statistics import WINDOW_RULES, statistic
+from .fine import fine_points, fine_window
+from .statistics import statistic
 
 CURVES = [("train_acc", "train accuracy"), ("train_loss", "train loss"), ("val_acc", "validation accuracy"),
           ("val_loss", "validation loss")]
@@ -73,25 +73,27 @@ def plot_curves(histories: pd.DataFrame, labels: list[str] | None = None, title:
 def plot_fine_pairs(fine: pd.DataFrame, pairs: list[tuple[str, str]]) -> plt.Figure:
     """Per pair (a NODE arm, its control), the fine validation-loss curves (`fine.csv`: the validation subset several
     times an epoch) of every seed both have, a thin line each, the NODE arm solid and its control dashed; shaded, the
-    late half of the pair's runs, where its fine stability test looks (`fine.fine_values`). The y axis spans that
-    window's points: the first epochs' larger losses run off the top."""
+    late half of each seed's pair (`fine.fine_window`, where its fine stability test looks; one band when every seed's
+    runs are equally long). The y axis spans the windows' points: the first epochs' larger losses run off the top."""
     fig, axes = plt.subplots(1, len(pairs), figsize=(4.2 * len(pairs), 3.6), squeeze=False)
     for ax, (a, b) in zip(axes.flat, pairs):
         seeds = sorted(set(fine.loc[fine["label"] == a, "seed"]) & set(fine.loc[fine["label"] == b, "seed"]))
-        last, window = 0, []
-        for label in (a, b):
+        curves = {(label, seed): fine_points(fine, label, seed) for label in (a, b) for seed in seeds}
+        seeds = [seed for seed in seeds if not (curves[a, seed].empty or curves[b, seed].empty)]
+        curves = {key: points for key, points in curves.items() if key[1] in seeds}
+        windows = {seed: fine_window([curves[a, seed], curves[b, seed]]) for seed in seeds}
+        for (label, seed), points in curves.items():
             colour, style = arm_style(label)
-            for order, seed in enumerate(seeds):
-                points = fine_points(fine, label, seed)
-                batches = fine[(fine["label"] == label) & (fine["seed"] == seed)].groupby("epoch")["batch"].max()
-                epochs = points["epoch"] - 1 + points["batch"] / points["epoch"].map(batches)
-                ax.plot(epochs, points["val_loss"], color=colour, linestyle=style, linewidth=0.9, alpha=0.75,
-                        label=label if order == 0 else None)
-                last = max(last, int(points["epoch"].max()))
-                window.append(points.loc[points["epoch"] > last - WINDOW_RULES["default"](last), "val_loss"])
-        if last:
-            ax.axvspan(last - WINDOW_RULES["default"](last), last, color="0.9", zorder=0)
-            low, high = pd.concat(window).agg(["min", "max"])
+            batches = fine[(fine["label"] == label) & (fine["seed"] == seed)].groupby("epoch")["batch"].max()
+            epochs = points["epoch"] - 1 + points["batch"] / points["epoch"].map(batches)
+            ax.plot(epochs, points["val_loss"], color=colour, linestyle=style, linewidth=0.9, alpha=0.75,
+                    label=label if seed == seeds[0] else None)
+        for first, last in set(windows.values()):
+            ax.axvspan(first, last, color="0.9", zorder=0)
+        in_window = [points.loc[points["epoch"].between(windows[seed][0] + 1, windows[seed][1]), "val_loss"]
+                     for (_, seed), points in curves.items()]
+        if in_window:
+            low, high = pd.concat(in_window).agg(["min", "max"])
             ax.set_ylim(low - 0.1 * (high - low), high + 0.1 * (high - low))
         ax.set_title(f"{a} vs {b} ({len(seeds)} seeds)", fontsize=10)
         ax.set_xlabel("epochs since the baseline checkpoint")
