@@ -32,6 +32,12 @@ def fine_window(curves: Iterable[pd.DataFrame], rule: str = "default") -> tuple[
     return shortest - WINDOW_RULES[rule](shortest), shortest
 
 
+def in_fine_window(curve: pd.DataFrame, window: tuple[int, int]) -> pd.DataFrame:
+    """The rows of a fine curve inside a `fine_window`: epochs first+1 .. last."""
+    first, last = window
+    return curve[(curve["epoch"] > first) & (curve["epoch"] <= last)]
+
+
 def fine_values(fine: pd.DataFrame, a: str, b: str, seeds: list[int], rule: str = "default"
                 ) -> tuple[pd.Series, pd.Series, dict[int, int], list[int]]:
     """Per seed, the fine validation-loss fluctuation of a and of b over the pair's late epochs; the number of
@@ -43,9 +49,8 @@ def fine_values(fine: pd.DataFrame, a: str, b: str, seeds: list[int], rule: str 
         if any(curve.empty for curve in curves.values()):
             left_out.append(seed)
             continue
-        first, shortest = fine_window(curves.values(), rule)
-        windows = {label: curve[(curve["epoch"] > first) & (curve["epoch"] <= shortest)]
-                   for label, curve in curves.items()}
+        window = fine_window(curves.values(), rule)
+        windows = {label: in_fine_window(curve, window) for label, curve in curves.items()}
         count = min(len(window) for window in windows.values())
         if count < MIN_FINE_POINTS:
             left_out.append(seed)

@@ -11,7 +11,7 @@ import pandas as pd
 from ..core.rundir import read_history
 from ..suites.registry import LARGE_STEP_RATES
 from ..suites.spec import arm_and_rate
-from .fine import fine_points, fine_window
+from .fine import fine_points, fine_window, in_fine_window
 from .statistics import statistic
 
 CURVES = [("train_acc", "train accuracy"), ("train_loss", "train loss"), ("val_acc", "validation accuracy"),
@@ -90,8 +90,7 @@ def plot_fine_pairs(fine: pd.DataFrame, pairs: list[tuple[str, str]]) -> plt.Fig
                     label=label if seed == seeds[0] else None)
         for first, last in set(windows.values()):
             ax.axvspan(first, last, color="0.9", zorder=0)
-        in_window = [points.loc[points["epoch"].between(windows[seed][0] + 1, windows[seed][1]), "val_loss"]
-                     for (_, seed), points in curves.items()]
+        in_window = [in_fine_window(points, windows[seed])["val_loss"] for (_, seed), points in curves.items()]
         if in_window:
             low, high = pd.concat(in_window).agg(["min", "max"])
             ax.set_ylim(low - 0.1 * (high - low), high + 0.1 * (high - low))
